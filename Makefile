@@ -1,0 +1,110 @@
+# klua - a Kubernetes controller runtime in C with Lua reconcilers.
+#
+#   make            bin/klua (release build)
+#   make test       installs what is missing, builds the sanitizer variant,
+#                   the control plane, and runs every test in spec/
+#   make demo       local control plane + stand-in GitHub + klua + examples
+#   make cluster-up / cluster-down   the local control plane alone
+#   make fuzz       longer fuzz runs (FUZZ_SECONDS=300)
+#   make bench      benchmarks against client-go / controller-runtime
+
+VERSION   := 0.1.0
+CC        ?= cc
+PKGS      := lua5.4 libcurl yaml-0.1 openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LIBS      := $(PKG_LIBS) -llua5.4-cjson -lm
+WARN      := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DKLUA_VERSION=\"$(VERSION)\" $(WARN) $(PKG_CFLAGS) -Isrc -Ibuild/gen
+REL_CFLAGS  := $(CFLAGS_COMMON) -O2 -g
+ASAN_CFLAGS := $(CFLAGS_COMMON) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+SRCS      := $(sort $(wildcard src/*.c))
+LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
+LUA_MODS  := $(sort $(wildcard lua/lib/klua/*.lua))
+GEN_SRCS  := build/gen/luamods.c
+REL_OBJS  := $(patsubst src/%.c,build/rel/%.o,$(SRCS)) build/rel/luamods.o
+ASAN_LIB_OBJS := $(patsubst src/%.c,build/asan/%.o,$(LIB_SRCS)) build/asan/luamods.o
+ASAN_OBJS := $(ASAN_LIB_OBJS) build/asan/main.o
+UNIT_SRCS := $(sort $(wildcard spec/c/test_*.c spec/c/itest_*.c))
+UNIT_BINS := $(patsubst spec/c/%.c,build/asan/spec/%,$(UNIT_SRCS))
+FUZZ_SRCS := $(sort $(wildcard spec/fuzz/fuzz_*.c))
+FUZZ_BINS := $(patsubst spec/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+
+.PHONY: all test test-build deps controlplane cluster-up cluster-down demo fuzz bench clean check-src
+
+all: bin/klua
+
+bin/klua: $(REL_OBJS)
+	@mkdir -p bin
+	$(CC) -o $@ $^ $(LIBS)
+
+build/rel/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -c -o $@ $<
+
+build/asan/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+
+build/gen/luamods.c: $(LUA_MODS) spec/support/embed.sh
+	@mkdir -p build/gen
+	sh spec/support/embed.sh $(LUA_MODS) > $@.tmp && mv $@.tmp $@
+
+build/rel/luamods.o: build/gen/luamods.c
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -Wno-overlength-strings -c -o $@ $<
+
+build/asan/luamods.o: build/gen/luamods.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+
+build/asan/klua: $(ASAN_OBJS)
+	$(CC) -fsanitize=address,undefined -o $@ $^ $(LIBS)
+
+build/asan/spec/%: spec/c/%.c spec/c/harness.h $(ASAN_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -Ispec/c -o $@ $< $(ASAN_LIB_OBJS) $(LIBS)
+
+build/fuzz/%: spec/fuzz/%.c $(LIB_SRCS) build/gen/luamods.c
+	@mkdir -p $(dir $@)
+	clang $(CFLAGS_COMMON) -Wno-unused-command-line-argument -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) build/gen/luamods.c $(LIBS)
+
+test-build: bin/klua build/asan/klua $(UNIT_BINS) $(FUZZ_BINS)
+
+deps:
+	@sh spec/support/deps.sh
+
+controlplane:
+	@sh spec/support/controlplane/build.sh
+
+# The README's test command. Installs what is missing, then runs everything.
+test: deps
+	@$(MAKE) --no-print-directory test-build
+	@sh spec/support/controlplane/build.sh
+	@sh spec/run.sh
+
+check-src:
+	@sh spec/support/check-src.sh
+
+cluster-up: deps
+	@sh spec/support/controlplane/build.sh
+	@sh spec/support/cluster.sh up build/cluster
+
+cluster-down:
+	@sh spec/support/cluster.sh down build/cluster
+
+demo: deps
+	@$(MAKE) --no-print-directory bin/klua
+	@sh spec/support/controlplane/build.sh
+	@sh spec/support/demo.sh
+
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
+	  $$f -max_total_time=$${FUZZ_SECONDS:-300} build/fuzz/corpus/$$n spec/fuzz/corpus/$$n || exit 1; done
+
+bench: deps
+	@sh bench/run.sh
+
+clean:
+	rm -rf build bin

@@ -1,0 +1,25 @@
+#!/bin/sh
+# deps.sh - installs the Debian packages klua builds and tests with.
+# Idempotent and quiet when everything is already there.
+set -eu
+PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev
+libyaml-dev lua-cjson lua-cjson-dev lua-busted clang libclang-rt-14-dev openssl curl
+python3 python3-yaml kubernetes-client golang-go procps iproute2"
+missing=""
+for p in $PKGS; do
+    case "$p" in
+        golang-go) command -v go >/dev/null 2>&1 && continue ;;
+        kubernetes-client) command -v kubectl >/dev/null 2>&1 && continue ;;
+        python3) command -v python3 >/dev/null 2>&1 && continue ;;
+        python3-yaml) python3 -c 'import yaml' >/dev/null 2>&1 && continue ;;
+    esac
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

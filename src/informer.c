@@ -1,0 +1,679 @@
+/* informer.c - reflector, store and handlers for one watched resource.
+ *
+ * Provides: see informer.h. The reflector is a small state machine on the
+ * loop: LISTING (paged LIST) -> WATCHING -> (watch ended) WATCHING again from
+ * the last resourceVersion, or LISTING again after 410 Gone, or WAITING
+ * (backoff) after an error. Everything runs on the loop thread; handlers are
+ * called synchronously while the store holds the new state.
+ * Uses: rest, kube, store, loop, watchframe, json, log.
+ */
+#include "informer.h"
+
+#include "json.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LIST_PAGE 500
+#define BACKOFF_START_MS 800
+#define BACKOFF_MAX_MS 30000
+#define HEALTHY_RESET_MS 120000
+#define SHORT_WATCH_MS 1000
+
+typedef enum { INF_STOPPED, INF_LISTING, INF_WATCHING, INF_WAITING } inf_state;
+
+typedef struct handler_slot {
+    int id;
+    int active;
+    informer_handler h;
+} handler_slot;
+
+/* A set of keys seen during a relist, to find the ones that vanished. */
+typedef struct keyset {
+    char **slots;
+    size_t cap, len;
+} keyset;
+
+struct informer {
+    kube_client *client;
+    kube_resource res;
+    char *ns;
+    char *selector;
+    char *api_version;       /* res as "group/version", for items lacking it */
+    store *store;
+    handler_slot *handlers;
+    size_t nhandlers;
+    int next_handler_id;
+    inf_state state;
+    int synced;
+    int relisting;           /* this LIST replaces an existing store */
+    char *last_rv;           /* last resourceVersion seen (list, event or bookmark) */
+    char *continue_token;
+    keyset seen;
+    kube_call *call;
+    loop_timer_id timer;
+    uint64_t backoff_ms;
+    uint64_t healthy_since;  /* when the current watch started */
+    unsigned watch_events;   /* events on the current watch */
+    void (*synced_cb)(void *ud, informer *inf);
+    void *synced_ud;
+    unsigned refs;           /* registry references */
+    int dispatching;         /* handlers being called: defer compaction */
+};
+
+static void start_list(informer *inf);
+static void start_watch(informer *inf);
+
+/* --- keyset ------------------------------------------------------------- */
+
+static size_t hash_str(const char *s)
+{
+    size_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void keyset_clear(keyset *ks)
+{
+    for (size_t i = 0; i < ks->cap; i++)
+        free(ks->slots[i]);
+    free(ks->slots);
+    memset(ks, 0, sizeof *ks);
+}
+
+static int keyset_add(keyset *ks, const char *key)
+{
+    if ((ks->len + 1) * 2 > ks->cap) {
+        size_t ncap = ks->cap ? ks->cap * 2 : 1024;
+        char **ns = calloc(ncap, sizeof *ns);
+        if (!ns)
+            return -1;
+        for (size_t i = 0; i < ks->cap; i++) {
+            if (!ks->slots[i])
+                continue;
+            size_t j = hash_str(ks->slots[i]) & (ncap - 1);
+            while (ns[j])
+                j = (j + 1) & (ncap - 1);
+            ns[j] = ks->slots[i];
+        }
+        free(ks->slots);
+        ks->slots = ns;
+        ks->cap = ncap;
+    }
+    size_t j = hash_str(key) & (ks->cap - 1);
+    while (ks->slots[j]) {
+        if (!strcmp(ks->slots[j], key))
+            return 0;
+        j = (j + 1) & (ks->cap - 1);
+    }
+    if (!(ks->slots[j] = strdup(key)))
+        return -1;
+    ks->len++;
+    return 0;
+}
+
+static int keyset_has(const keyset *ks, const char *key)
+{
+    if (!ks->cap)
+        return 0;
+    size_t j = hash_str(key) & (ks->cap - 1);
+    while (ks->slots[j]) {
+        if (!strcmp(ks->slots[j], key))
+            return 1;
+        j = (j + 1) & (ks->cap - 1);
+    }
+    return 0;
+}
+
+/* --- handlers ----------------------------------------------------------- */
+
+static void notify_add(informer *inf, const store_obj *o)
+{
+    inf->dispatching++;
+    for (size_t i = 0; i < inf->nhandlers; i++)
+        if (inf->handlers[i].active && inf->handlers[i].h.on_add)
+            inf->handlers[i].h.on_add(inf->handlers[i].h.ud, o);
+    inf->dispatching--;
+}
+
+static void notify_update(informer *inf, const store_obj *old, const store_obj *cur)
+{
+    inf->dispatching++;
+    for (size_t i = 0; i < inf->nhandlers; i++)
+        if (inf->handlers[i].active && inf->handlers[i].h.on_update)
+            inf->handlers[i].h.on_update(inf->handlers[i].h.ud, old, cur);
+    inf->dispatching--;
+}
+
+static void notify_delete(informer *inf, const store_obj *o)
+{
+    inf->dispatching++;
+    for (size_t i = 0; i < inf->nhandlers; i++)
+        if (inf->handlers[i].active && inf->handlers[i].h.on_delete)
+            inf->handlers[i].h.on_delete(inf->handlers[i].h.ud, o);
+    inf->dispatching--;
+}
+
+/* Put o in the store and tell the handlers; takes o. Unchanged objects
+ * (same resourceVersion) are dropped quietly: a relist or a rewatch must
+ * not reconcile what did not change. */
+static void apply_upsert(informer *inf, store_obj *o)
+{
+    const store_obj *cur = store_get(inf->store, o->key);
+    if (cur && cur->rv && o->rv && !strcmp(cur->rv, o->rv)) {
+        store_obj_free(o);
+        return;
+    }
+    store_obj *old = NULL;
+    if (store_put(inf->store, o, &old) != 0) {
+        kl_log(KL_LOG_ERROR, "cache insert failed", "resource", inf->res.resource, "key", o->key,
+               NULL);
+        store_obj_free(o);
+        return;
+    }
+    if (old)
+        notify_update(inf, old, o);
+    else
+        notify_add(inf, o);
+    store_obj_free(old);
+}
+
+static void apply_delete(informer *inf, const char *key, store_obj *final)
+{
+    store_obj *old = store_remove(inf->store, key);
+    if (old || final)
+        notify_delete(inf, final ? final : old);
+    store_obj_free(old);
+}
+
+static void set_rv(informer *inf, const char *rv)
+{
+    if (!rv || !*rv)
+        return;
+    char *c = strdup(rv);
+    if (!c)
+        return;
+    free(inf->last_rv);
+    inf->last_rv = c;
+}
+
+/* Objects from a list of a built-in type carry no apiVersion/kind; add them
+ * so Lua always sees a whole object. Returns a malloc'd copy or NULL. */
+static store_obj *obj_from_item(informer *inf, const char *raw, size_t len, kl_err *err)
+{
+    json_doc d = {0};
+    if (json_parse(&d, raw, len, err) != 0)
+        return NULL;
+    int has_kind = json_obj_get(&d, 0, "kind") >= 0;
+    json_doc_free(&d);
+    if (has_kind)
+        return store_obj_new(raw, len, err);
+    kl_buf b = KL_BUF_INIT;
+    kl_buf_puts(&b, "{\"apiVersion\":");
+    json_escape_append(&b, inf->api_version, strlen(inf->api_version));
+    kl_buf_puts(&b, ",\"kind\":");
+    json_escape_append(&b, inf->res.kind, strlen(inf->res.kind));
+    /* raw starts with '{' (after whitespace); an empty object has no comma. */
+    const char *p = memchr(raw, '{', len);
+    const char *rest = p ? p + 1 : raw + len;
+    size_t rlen = (size_t)(raw + len - rest);
+    const char *q = rest;
+    while (q < raw + len && (*q == ' ' || *q == '\n' || *q == '\t' || *q == '\r'))
+        q++;
+    if (q < raw + len && *q != '}')
+        kl_buf_putc(&b, ',');
+    kl_buf_append(&b, rest, rlen);
+    store_obj *o = b.data ? store_obj_new(b.data, b.len, err) : NULL;
+    kl_buf_free(&b);
+    return o;
+}
+
+/* --- backoff ------------------------------------------------------------ */
+
+static void on_backoff_timer(loop *l, void *ud)
+{
+    (void)l;
+    informer *inf = ud;
+    inf->timer = 0;
+    if (inf->state != INF_WAITING)
+        return;
+    if (inf->last_rv && !inf->relisting && inf->synced)
+        start_watch(inf);
+    else
+        start_list(inf);
+}
+
+static void retry_later(informer *inf, const char *why)
+{
+    loop *l = kube_client_loop(inf->client);
+    if (inf->backoff_ms == 0)
+        inf->backoff_ms = BACKOFF_START_MS;
+    else if (inf->backoff_ms < BACKOFF_MAX_MS)
+        inf->backoff_ms *= 2;
+    if (inf->backoff_ms > BACKOFF_MAX_MS)
+        inf->backoff_ms = BACKOFF_MAX_MS;
+    /* jitter: up to +100% as client-go's wait.Jitter(1.0) */
+    uint64_t delay = inf->backoff_ms + (uint64_t)(rand() % (int)(inf->backoff_ms + 1));
+    if (delay > BACKOFF_MAX_MS)
+        delay = BACKOFF_MAX_MS;
+    char ms[32];
+    snprintf(ms, sizeof ms, "%llu", (unsigned long long)delay);
+    kl_log(KL_LOG_WARN, "watch or list failed, retrying", "resource", inf->res.resource,
+           "reason", why, "retry_ms", ms, NULL);
+    inf->state = INF_WAITING;
+    inf->timer = loop_timer_add(l, delay, on_backoff_timer, inf);
+}
+
+/* --- LIST ----------------------------------------------------------------- */
+
+struct vanished {
+    informer *inf;
+    char **keys;
+    size_t n, cap;
+};
+
+static int collect_vanished(void *ud, const store_obj *o)
+{
+    struct vanished *v = ud;
+    if (keyset_has(&v->inf->seen, o->key))
+        return 0;
+    if (v->n == v->cap) {
+        size_t ncap = v->cap ? v->cap * 2 : 16;
+        char **nk = realloc(v->keys, ncap * sizeof *nk);
+        if (!nk)
+            return 1;
+        v->keys = nk;
+        v->cap = ncap;
+    }
+    if (!(v->keys[v->n] = strdup(o->key)))
+        return 1;
+    v->n++;
+    return 0;
+}
+
+static void finish_list(informer *inf)
+{
+    if (inf->relisting) {
+        /* Objects missing from the new list vanished while we were not
+         * watching: their final state is unknown, the last cached one is
+         * what handlers get. Collect first: the store must not change
+         * while it is being visited. */
+        struct vanished v = {inf, NULL, 0, 0};
+        store_each(inf->store, collect_vanished, &v);
+        for (size_t i = 0; i < v.n; i++) {
+            kl_log(1, "object vanished during relist", "resource", inf->res.resource, "key",
+                   v.keys[i], NULL);
+            apply_delete(inf, v.keys[i], NULL);
+            free(v.keys[i]);
+        }
+        free(v.keys);
+    }
+    keyset_clear(&inf->seen);
+    inf->relisting = 0;
+    int first = !inf->synced;
+    inf->synced = 1;
+    if (first) {
+        char n[32];
+        snprintf(n, sizeof n, "%zu", store_len(inf->store));
+        kl_log(1, "cache synced", "resource", inf->res.resource, "objects", n, NULL);
+        if (inf->synced_cb)
+            inf->synced_cb(inf->synced_ud, inf);
+    }
+    start_watch(inf);
+}
+
+static void on_list_page(void *ud, kube_result *res)
+{
+    informer *inf = ud;
+    inf->call = NULL;
+    if (!kube_result_ok(res)) {
+        if (kube_result_is(res, "Gone") || kube_result_is(res, "Expired")) {
+            /* the continue token (or the RV) expired: start over, fresh */
+            free(inf->continue_token);
+            inf->continue_token = NULL;
+            keyset_clear(&inf->seen);
+            start_list(inf);
+            return;
+        }
+        char why[160];
+        snprintf(why, sizeof why, "list: %s", res->message[0] ? res->message : res->reason);
+        free(inf->continue_token);
+        inf->continue_token = NULL;
+        retry_later(inf, why);
+        return;
+    }
+    kl_err err = {0};
+    json_doc d = {0};
+    if (json_parse(&d, res->body.data ? res->body.data : "", res->body.len, &err) != 0) {
+        json_doc_free(&d);
+        retry_later(inf, err.msg);
+        return;
+    }
+    int items = json_obj_get(&d, 0, "items");
+    for (int it = items >= 0 ? json_first(&d, items) : -1; it >= 0; it = json_next(&d, it)) {
+        size_t len = 0;
+        const char *raw = json_raw(&d, it, &len);
+        store_obj *o = obj_from_item(inf, raw, len, &err);
+        if (!o) {
+            kl_log(KL_LOG_WARN, "skipping an object the cache cannot hold", "resource",
+                   inf->res.resource, "error", err.msg, NULL);
+            continue;
+        }
+        if (inf->relisting)
+            keyset_add(&inf->seen, o->key);
+        apply_upsert(inf, o);
+    }
+    char *cont = json_str_dup(&d, json_path(&d, 0, "metadata.continue"));
+    char *rv = json_str_dup(&d, json_path(&d, 0, "metadata.resourceVersion"));
+    json_doc_free(&d);
+    free(inf->continue_token);
+    inf->continue_token = (cont && *cont) ? cont : NULL;
+    if (!inf->continue_token)
+        free(cont);
+    if (inf->continue_token) {
+        free(rv);
+        start_list(inf);
+        return;
+    }
+    set_rv(inf, rv);
+    free(rv);
+    finish_list(inf);
+}
+
+static void start_list(informer *inf)
+{
+    inf->state = INF_LISTING;
+    if (!inf->continue_token && inf->synced)
+        inf->relisting = 1;
+    kube_list_opts o = {0};
+    o.label_selector = inf->selector;
+    o.limit = LIST_PAGE;
+    o.continue_token = inf->continue_token;
+    /* RV unset: a consistent (quorum) read, which pages properly. */
+    inf->call = kube_list(inf->client, &inf->res, inf->ns, &o, on_list_page, inf);
+    if (!inf->call)
+        retry_later(inf, "list could not start");
+}
+
+/* --- WATCH ---------------------------------------------------------------- */
+
+static void on_watch_event(void *ud, const watch_event *ev)
+{
+    informer *inf = ud;
+    kl_err err = {0};
+    inf->watch_events++;
+    switch (ev->type) {
+    case WATCH_ADDED:
+    case WATCH_MODIFIED: {
+        store_obj *o = store_obj_new(ev->object, ev->object_len, &err);
+        if (!o) {
+            kl_log(KL_LOG_WARN, "skipping a watch event", "resource", inf->res.resource, "error",
+                   err.msg, NULL);
+            break;
+        }
+        set_rv(inf, o->rv);
+        apply_upsert(inf, o);
+        break;
+    }
+    case WATCH_DELETED: {
+        store_obj *o = store_obj_new(ev->object, ev->object_len, &err);
+        if (!o)
+            break;
+        set_rv(inf, o->rv);
+        apply_delete(inf, o->key, o);
+        store_obj_free(o);
+        break;
+    }
+    case WATCH_BOOKMARK:
+        set_rv(inf, ev->resource_version);
+        break;
+    case WATCH_ERROR:
+        if (ev->code == 410) {
+            kl_log(1, "watch expired (410 Gone), relisting", "resource", inf->res.resource,
+                   NULL);
+            inf->relisting = 1;
+            /* done follows; it sees relisting and lists again */
+        } else {
+            kl_log(KL_LOG_WARN, "watch error", "resource", inf->res.resource, "message",
+                   ev->message ? ev->message : "", NULL);
+        }
+        break;
+    }
+}
+
+static void on_watch_done(void *ud, kube_result *res)
+{
+    informer *inf = ud;
+    inf->call = NULL;
+    uint64_t now = loop_now_ms(kube_client_loop(inf->client));
+    if (inf->relisting || kube_result_is(res, "Gone") || kube_result_is(res, "Expired")) {
+        inf->relisting = 1;
+        inf->backoff_ms = 0;
+        start_list(inf);
+        return;
+    }
+    if (!kube_result_ok(res)) {
+        char why[160];
+        snprintf(why, sizeof why, "watch: %s", res->message[0] ? res->message : res->reason);
+        retry_later(inf, why);
+        return;
+    }
+    /* A watch that ends at once without events is an error in disguise. */
+    if (inf->watch_events == 0 && now - inf->healthy_since < SHORT_WATCH_MS) {
+        retry_later(inf, "watch closed immediately");
+        return;
+    }
+    if (now - inf->healthy_since >= HEALTHY_RESET_MS)
+        inf->backoff_ms = 0;
+    start_watch(inf);
+}
+
+static void start_watch(informer *inf)
+{
+    inf->state = INF_WATCHING;
+    inf->watch_events = 0;
+    inf->healthy_since = loop_now_ms(kube_client_loop(inf->client));
+    kube_watch_opts o = {0};
+    o.label_selector = inf->selector;
+    o.resource_version = inf->last_rv;
+    o.allow_bookmarks = 1;
+    o.timeout_seconds = 300 + rand() % 300;
+    inf->call = kube_watch_resource(inf->client, &inf->res, inf->ns, &o, on_watch_event,
+                                    on_watch_done, inf);
+    if (!inf->call)
+        retry_later(inf, "watch could not start");
+}
+
+/* --- public --------------------------------------------------------------- */
+
+informer *informer_new(kube_client *c, const kube_resource *r, const char *ns,
+                       const char *label_selector)
+{
+    informer *inf = calloc(1, sizeof *inf);
+    if (!inf)
+        return NULL;
+    inf->client = c;
+    inf->store = store_new();
+    if (!inf->store || kube_resource_copy(&inf->res, r) != 0)
+        goto fail;
+    if (ns && *ns && !(inf->ns = strdup(ns)))
+        goto fail;
+    if (label_selector && *label_selector && !(inf->selector = strdup(label_selector)))
+        goto fail;
+    if (!(inf->api_version = kube_resource_api_version(r)))
+        goto fail;
+    inf->next_handler_id = 1;
+    return inf;
+fail:
+    informer_free(inf);
+    return NULL;
+}
+
+void informer_stop(informer *inf)
+{
+    if (!inf)
+        return;
+    if (inf->call)
+        kube_cancel(inf->call);
+    inf->call = NULL;
+    if (inf->timer)
+        loop_timer_cancel(kube_client_loop(inf->client), inf->timer);
+    inf->timer = 0;
+    inf->state = INF_STOPPED;
+}
+
+void informer_free(informer *inf)
+{
+    if (!inf)
+        return;
+    informer_stop(inf);
+    store_free(inf->store);
+    kube_resource_free(&inf->res);
+    keyset_clear(&inf->seen);
+    free(inf->ns);
+    free(inf->selector);
+    free(inf->api_version);
+    free(inf->last_rv);
+    free(inf->continue_token);
+    free(inf->handlers);
+    free(inf);
+}
+
+struct replay {
+    const informer_handler *h;
+};
+
+static int replay_add(void *ud, const store_obj *o)
+{
+    struct replay *r = ud;
+    if (r->h->on_add)
+        r->h->on_add(r->h->ud, o);
+    return 0;
+}
+
+int informer_add_handler(informer *inf, const informer_handler *h)
+{
+    handler_slot *n = realloc(inf->handlers, (inf->nhandlers + 1) * sizeof *n);
+    if (!n)
+        return -1;
+    inf->handlers = n;
+    handler_slot *s = &inf->handlers[inf->nhandlers++];
+    s->id = inf->next_handler_id++;
+    s->active = 1;
+    s->h = *h;
+    if (inf->synced) {
+        struct replay r = {&s->h};
+        store_each(inf->store, replay_add, &r);
+    }
+    return s->id;
+}
+
+void informer_remove_handler(informer *inf, int id)
+{
+    for (size_t i = 0; i < inf->nhandlers; i++)
+        if (inf->handlers[i].id == id)
+            inf->handlers[i].active = 0;
+    if (inf->dispatching)
+        return;
+    size_t j = 0;
+    for (size_t i = 0; i < inf->nhandlers; i++)
+        if (inf->handlers[i].active)
+            inf->handlers[j++] = inf->handlers[i];
+    inf->nhandlers = j;
+}
+
+int informer_start(informer *inf)
+{
+    if (inf->state != INF_STOPPED)
+        return 0;
+    start_list(inf);
+    return 0;
+}
+
+int informer_has_synced(const informer *inf) { return inf->synced; }
+const store *informer_store(const informer *inf) { return inf->store; }
+const kube_resource *informer_resource(const informer *inf) { return &inf->res; }
+
+void informer_on_synced(informer *inf, void (*cb)(void *ud, informer *inf), void *ud)
+{
+    inf->synced_cb = cb;
+    inf->synced_ud = ud;
+}
+
+/* --- registry --------------------------------------------------------------- */
+
+typedef struct reg_entry {
+    informer *inf;
+    unsigned refs;
+} reg_entry;
+
+struct informer_registry {
+    kube_client *client;
+    reg_entry *entries;
+    size_t n;
+};
+
+informer_registry *informer_registry_new(kube_client *c)
+{
+    informer_registry *reg = calloc(1, sizeof *reg);
+    if (reg)
+        reg->client = c;
+    return reg;
+}
+
+void informer_registry_free(informer_registry *reg)
+{
+    if (!reg)
+        return;
+    for (size_t i = 0; i < reg->n; i++)
+        informer_free(reg->entries[i].inf);
+    free(reg->entries);
+    free(reg);
+}
+
+static int str_same(const char *a, const char *b)
+{
+    return !strcmp(a ? a : "", b ? b : "");
+}
+
+informer *informer_registry_get(informer_registry *reg, const kube_resource *r, const char *ns,
+                                const char *label_selector)
+{
+    for (size_t i = 0; i < reg->n; i++) {
+        informer *inf = reg->entries[i].inf;
+        if (!strcmp(inf->res.group, r->group) && !strcmp(inf->res.version, r->version) &&
+            !strcmp(inf->res.resource, r->resource) && str_same(inf->ns, ns) &&
+            str_same(inf->selector, label_selector)) {
+            reg->entries[i].refs++;
+            return inf;
+        }
+    }
+    reg_entry *n = realloc(reg->entries, (reg->n + 1) * sizeof *n);
+    if (!n)
+        return NULL;
+    reg->entries = n;
+    informer *inf = informer_new(reg->client, r, ns, label_selector);
+    if (!inf)
+        return NULL;
+    reg->entries[reg->n].inf = inf;
+    reg->entries[reg->n].refs = 1;
+    reg->n++;
+    informer_start(inf);
+    return inf;
+}
+
+void informer_registry_release(informer_registry *reg, informer *inf)
+{
+    for (size_t i = 0; i < reg->n; i++) {
+        if (reg->entries[i].inf != inf)
+            continue;
+        if (--reg->entries[i].refs == 0) {
+            informer_free(inf);
+            reg->entries[i] = reg->entries[--reg->n];
+        }
+        return;
+    }
+}

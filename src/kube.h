@@ -1,0 +1,90 @@
+/* kube.h - the Kubernetes transport: one client per API server.
+ *
+ * Provides: kube_client, which turns a kube_rest_config into authenticated
+ * HTTP exchanges on the loop: bearer token (static, token file re-read every
+ * minute, or exec credential plugin cached until expirationTimestamp and
+ * re-run on 401), client certificates, basic auth; User-Agent klua/VERSION;
+ * client-side throttling (token bucket: qps, burst); retries with jittered
+ * backoff on connection errors, 429 and 5xx, honouring Retry-After (only
+ * for requests that are safe to repeat: GET, and any verb on a connection
+ * error before a response). Non-2xx answers become a kube_result with the
+ * Status object's reason and message.
+ * Uses: http, loop, kubeconfig, json, buf, err.
+ */
+#ifndef KLUA_KUBE_H
+#define KLUA_KUBE_H
+
+#include "buf.h"
+#include "err.h"
+#include "http.h"
+#include "kubeconfig.h"
+#include "loop.h"
+#include "watchframe.h"
+
+typedef struct kube_client kube_client;
+typedef struct kube_call kube_call;
+
+typedef struct kube_client_opts {
+    double qps;          /* default 50 */
+    int burst;           /* default 100 */
+    int max_retries;     /* default 5 */
+    long timeout_ms;     /* per request, default 30000; watches have none */
+} kube_client_opts;
+
+/* The outcome of one API call. http_code 0 means no HTTP answer (then
+ * reason is "ConnectionError" or "Timeout" and message says why). */
+typedef struct kube_result {
+    long http_code;
+    char reason[64];      /* Status.reason: NotFound, Conflict, AlreadyExists, Gone,
+                             Expired, Forbidden, Unauthorized, Invalid, ... ; "" on 2xx */
+    char message[1024];   /* Status.message, or a transport description */
+    kl_buf body;          /* response body (2xx: the object or list; else the Status) */
+    const http_response *http; /* the raw response during the callback (headers), or NULL */
+} kube_result;
+
+int kube_result_ok(const kube_result *r);                 /* 2xx */
+int kube_result_is(const kube_result *r, const char *reason); /* reason match, or by code:
+                         "NotFound" 404, "Conflict" 409, "AlreadyExists" 409+reason,
+                         "Gone" 410, "Forbidden" 403, "Unauthorized" 401, "Invalid" 422 */
+
+typedef void (*kube_done_cb)(void *ud, kube_result *res);   /* res valid during the call */
+typedef void (*kube_event_cb)(void *ud, const watch_event *ev);
+
+/* Takes ownership of *cfg's contents (cfg is zeroed). */
+kube_client *kube_client_new(loop *l, http_client *h, kube_rest_config *cfg,
+                             const kube_client_opts *opts, kl_err *err);
+void kube_client_free(kube_client *c);
+const kube_rest_config *kube_client_config(const kube_client *c);
+loop *kube_client_loop(kube_client *c);
+
+/* An API call. path_query starts with "/" (e.g. "/api/v1/namespaces?limit=5").
+ * content_type may be NULL (application/json). done is called exactly once
+ * unless cancelled. */
+kube_call *kube_request(kube_client *c, const char *method, const char *path_query,
+                        const char *content_type, const char *body, size_t body_len,
+                        kube_done_cb done, void *ud);
+/* A watch: events are delivered one by one as they arrive; done is called
+ * once when the stream ends (res->http_code 200 and reason "" for a normal
+ * end, else the error). A 410 arrives either as an ERROR event or as done
+ * with reason "Gone"/"Expired". */
+kube_call *kube_watch(kube_client *c, const char *path_query, kube_event_cb on_event,
+                      kube_done_cb done, void *ud);
+void kube_cancel(kube_call *call);   /* no callback afterwards */
+
+/* Synchronous helper for start-up and tests: runs the loop until the call
+ * ends. Never call it from a loop callback. Caller frees res->body. */
+int kube_request_sync(kube_client *c, const char *method, const char *path_query,
+                      const char *content_type, const char *body, size_t body_len,
+                      kube_result *res);
+
+/* Request counters (for tests and /metrics): total requests sent, and LIST
+ * requests (GET on a collection without watch=1). */
+typedef struct kube_stats {
+    unsigned long requests;
+    unsigned long lists;
+    unsigned long watches;
+    unsigned long retries;
+} kube_stats;
+kube_stats kube_client_stats(const kube_client *c);
+
+#endif

@@ -1,0 +1,115 @@
+/* log.c - see log.h. One write(2) per line so lines never interleave. */
+#include "log.h"
+
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static int log_json;
+static int log_verbosity;
+
+void kl_log_setup(int json, int verbosity)
+{
+    log_json = json;
+    log_verbosity = verbosity;
+}
+
+int kl_log_enabled(int level) { return level <= log_verbosity; }
+
+static const char *level_name(int level)
+{
+    switch (level) {
+    case KL_LOG_ERROR: return "error";
+    case KL_LOG_WARN: return "warning";
+    case KL_LOG_INFO: return "info";
+    default: return "debug";
+    }
+}
+
+static void put_json_str(kl_buf *b, const char *s)
+{
+    kl_buf_putc(b, '"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            kl_buf_putc(b, '\\');
+            kl_buf_putc(b, (char)*p);
+        } else if (*p < 0x20) {
+            kl_buf_printf(b, "\\u%04x", *p);
+        } else {
+            kl_buf_putc(b, (char)*p);
+        }
+    }
+    kl_buf_putc(b, '"');
+}
+
+static void put_text_val(kl_buf *b, const char *s)
+{
+    int quote = *s == '\0';
+    for (const char *p = s; *p; p++)
+        if (*p == ' ' || *p == '"' || *p == '=' || (unsigned char)*p < 0x20)
+            quote = 1;
+    if (quote)
+        put_json_str(b, s);
+    else
+        kl_buf_puts(b, s);
+}
+
+void kl_log(int level, const char *msg, ...)
+{
+    if (!kl_log_enabled(level))
+        return;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char ts[40];
+    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(tv.tv_usec / 1000));
+    kl_buf b = KL_BUF_INIT;
+    if (log_json) {
+        kl_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_name(level));
+        put_json_str(&b, msg);
+    } else {
+        kl_buf_printf(&b, "%s %-5s ", ts, level_name(level));
+        kl_buf_puts(&b, msg);
+    }
+    va_list ap;
+    va_start(ap, msg);
+    for (;;) {
+        const char *k = va_arg(ap, const char *);
+        if (!k)
+            break;
+        const char *v = va_arg(ap, const char *);
+        if (!v)
+            v = "";
+        if (log_json) {
+            kl_buf_putc(&b, ',');
+            put_json_str(&b, k);
+            kl_buf_putc(&b, ':');
+            put_json_str(&b, v);
+        } else {
+            kl_buf_printf(&b, " %s=", k);
+            put_text_val(&b, v);
+        }
+    }
+    va_end(ap);
+    if (log_json)
+        kl_buf_putc(&b, '}');
+    kl_buf_putc(&b, '\n');
+    if (b.data) {
+        ssize_t off = 0;
+        while ((size_t)off < b.len) {
+            ssize_t n = write(2, b.data + off, b.len - (size_t)off);
+            if (n <= 0)
+                break;
+            off += n;
+        }
+    }
+    kl_buf_free(&b);
+}

@@ -1,0 +1,19 @@
+/* log.h - structured logs on stderr, as text (key=value) or JSON lines.
+ *
+ * Provides: kl_log(level, msg, key, value, ..., NULL). Values are strings;
+ * keys are constants. Callers never pass a token, password or key material:
+ * the transport and the Lua host only log names, URLs without credentials
+ * and status codes. Verbosity follows klog: info lines with v > -v are
+ * dropped. Uses: nothing.
+ */
+#ifndef KLUA_LOG_H
+#define KLUA_LOG_H
+
+enum { KL_LOG_ERROR = -2, KL_LOG_WARN = -1, KL_LOG_INFO = 0 }; /* >0: debug V levels */
+
+void kl_log_setup(int json, int verbosity);
+int kl_log_enabled(int level);
+/* Pairs of (const char *key, const char *value), terminated by NULL. */
+void kl_log(int level, const char *msg, ...) __attribute__((sentinel));
+
+#endif

@@ -1,0 +1,49 @@
+/* loop.h - the one event loop of the process.
+ *
+ * Provides: an epoll loop with millisecond timers, file descriptor watches,
+ * deferred calls and signal delivery (signalfd). Everything in klua runs on
+ * this thread: libcurl's multi interface (http.c), the reflectors, the
+ * workqueue's delays, the Lua coroutines, inotify. Uses: err.
+ */
+#ifndef KLUA_LOOP_H
+#define KLUA_LOOP_H
+
+#include "err.h"
+
+#include <stdint.h>
+
+typedef struct loop loop;
+typedef uint64_t loop_timer_id;   /* 0 is never a valid id */
+
+enum { LOOP_READ = 1, LOOP_WRITE = 2, LOOP_ERROR = 4 };
+
+typedef void (*loop_timer_cb)(loop *l, void *ud);
+typedef void (*loop_fd_cb)(loop *l, int fd, int events, void *ud);
+typedef void (*loop_signal_cb)(loop *l, int signo, void *ud);
+
+loop *loop_new(kl_err *err);
+void loop_free(loop *l);              /* cancels timers; fds must be removed by their owners */
+
+/* Run until loop_stop() is called. */
+int loop_run(loop *l);
+/* One iteration: wait at most timeout_ms (-1 = until something happens),
+ * dispatch what is ready. Used by synchronous helpers in tests and start-up. */
+int loop_run_once(loop *l, int timeout_ms);
+void loop_stop(loop *l);
+int loop_stopped(const loop *l);
+
+uint64_t loop_now_ms(loop *l);        /* monotonic milliseconds, cached per iteration */
+uint64_t loop_time_ms(void);          /* monotonic milliseconds, fresh */
+
+/* One-shot timers. delay 0 runs on the next iteration (a deferred call). */
+loop_timer_id loop_timer_add(loop *l, uint64_t delay_ms, loop_timer_cb cb, void *ud);
+void loop_timer_cancel(loop *l, loop_timer_id id);  /* no-op if fired or unknown */
+
+int loop_fd_add(loop *l, int fd, int events, loop_fd_cb cb, void *ud);
+int loop_fd_mod(loop *l, int fd, int events);
+void loop_fd_del(loop *l, int fd);
+
+/* Block signo for the process and deliver it through the loop. */
+int loop_signal(loop *l, int signo, loop_signal_cb cb, void *ud);
+
+#endif

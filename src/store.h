@@ -1,0 +1,65 @@
+/* store.h - the informer cache: objects by key, with indexes.
+ *
+ * Provides: store_obj, one cached object kept as its exact JSON bytes plus
+ * the few metadata fields needed for keys and indexes (that is all the
+ * memory an object costs beyond its JSON); a store keyed by "ns/name" (or
+ * "name" when cluster-scoped) with indexes by namespace, by label (key=value)
+ * and by owner reference uid. Readers get const pointers: the store is only
+ * changed by its reflector; Lua receives decoded copies, never these bytes.
+ * Uses: json, labels, err.
+ */
+#ifndef KLUA_STORE_H
+#define KLUA_STORE_H
+
+#include "err.h"
+
+#include <stddef.h>
+
+typedef struct store_obj {
+    char *key;           /* "ns/name" or "name" */
+    char *ns;            /* "" when cluster-scoped */
+    char *name;
+    char *uid;
+    char *rv;            /* metadata.resourceVersion (opaque) */
+    long long generation;
+    int deleting;        /* metadata.deletionTimestamp is set */
+    char **labels;       /* nlabels pairs: labels[2i] key, labels[2i+1] value */
+    size_t nlabels;
+    char **owner_uids;   /* metadata.ownerReferences[].uid */
+    size_t nowners;
+    char *json;          /* the object as the API server sent it */
+    size_t json_len;
+} store_obj;
+
+/* Build from one object's JSON (copied). Errors name what is missing. */
+store_obj *store_obj_new(const char *json, size_t len, kl_err *err);
+void store_obj_free(store_obj *o);
+const char *store_obj_label(const store_obj *o, const char *key); /* NULL if absent */
+
+typedef struct store store;
+
+store *store_new(void);
+void store_free(store *s);        /* frees every object */
+
+/* Insert or replace by key; the store takes o. *old (if non-NULL) receives
+ * the replaced object, now owned by the caller (NULL if new). */
+int store_put(store *s, store_obj *o, store_obj **old);
+/* Remove by key; returns the object (caller owns) or NULL. */
+store_obj *store_remove(store *s, const char *key);
+const store_obj *store_get(const store *s, const char *key);
+size_t store_len(const store *s);
+
+/* Iteration: cb returns non-zero to stop. ns NULL = every namespace. */
+typedef int (*store_visit_cb)(void *ud, const store_obj *o);
+void store_each(const store *s, store_visit_cb cb, void *ud);
+void store_each_in_namespace(const store *s, const char *ns, store_visit_cb cb, void *ud);
+/* Objects matching a label selector (labels.h syntax) in ns (NULL = all). -1 on
+ * a malformed selector (err says why). Uses the label index for key=value terms. */
+int store_each_selected(const store *s, const char *ns, const char *selector, store_visit_cb cb,
+                        void *ud, kl_err *err);
+void store_each_owned_by(const store *s, const char *owner_uid, store_visit_cb cb, void *ud);
+
+/* Approximate bytes held (objects + indexes), for the memory figures. */
+size_t store_bytes(const store *s);
+
+#endif
