@@ -21,6 +21,8 @@
 #include "loop.h"
 #include "watchframe.h"
 
+#include <stdint.h>
+
 typedef struct kube_client kube_client;
 typedef struct kube_call kube_call;
 
@@ -86,5 +88,35 @@ typedef struct kube_stats {
     unsigned long retries;
 } kube_stats;
 kube_stats kube_client_stats(const kube_client *c);
+
+/* Building blocks, exposed for unit tests (spec/c/test_kube.c). */
+
+/* Client-side throttling: a token bucket of `burst` tokens refilled at `qps`
+ * per second. kube_bucket_reserve takes one token and returns how long the
+ * request must wait (ms) before it may go; waiting requests reserve tokens
+ * ahead, so they leave in order, qps apart. qps <= 0 disables throttling. */
+typedef struct kube_bucket {
+    double qps;
+    double burst;
+    double tokens;        /* may go negative: reserved by waiting requests */
+    uint64_t last_ms;
+} kube_bucket;
+void kube_bucket_init(kube_bucket *b, double qps, int burst, uint64_t now_ms);
+uint64_t kube_bucket_reserve(kube_bucket *b, uint64_t now_ms);
+
+/* Retry-After (delta seconds or an HTTP date) in ms, capped at 60 s; -1 if
+ * value is NULL or not understood. now is Unix seconds (for the date form). */
+long kube_retry_after_ms(const char *value, long now);
+/* 1 when an answer may be retried: a connection error that cannot have
+ * reached the server (any verb), another connection error (GET only), 429
+ * and 500/502/503/504 (GET, or any verb with Retry-After). curl_code is
+ * libcurl's code (0 = an HTTP answer came), status the HTTP status. */
+int kube_retryable(const char *method, int curl_code, long status, int has_retry_after);
+/* Jittered exponential backoff before retry number attempt (0-based):
+ * 200 ms doubling, plus up to 50% jitter, capped at 10 s. */
+uint64_t kube_backoff_ms(int attempt);
+/* Fill r from a non-2xx answer: the Status object's reason and message, or
+ * (body not a Status) a reason from the code and the body's first 200 bytes. */
+void kube_result_set_status(kube_result *r, long code, const char *body, size_t len);
 
 #endif
