@@ -339,7 +339,7 @@ static void on_list_page(void *ud, kube_result *res)
             return;
         }
         char why[160];
-        snprintf(why, sizeof why, "list: %s", res->message[0] ? res->message : res->reason);
+        snprintf(why, sizeof why, "list: %.150s", res->message[0] ? res->message : res->reason);
         free(inf->continue_token);
         inf->continue_token = NULL;
         retry_later(inf, why);
@@ -457,7 +457,7 @@ static void on_watch_done(void *ud, kube_result *res)
     }
     if (!kube_result_ok(res)) {
         char why[160];
-        snprintf(why, sizeof why, "watch: %s", res->message[0] ? res->message : res->reason);
+        snprintf(why, sizeof why, "watch: %.150s", res->message[0] ? res->message : res->reason);
         retry_later(inf, why);
         return;
     }

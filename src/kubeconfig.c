@@ -77,8 +77,6 @@ struct kubeconfig_file {
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static char *kc_strdup(const char *s) { return s ? strdup(s) : NULL; }
-
 /* Free a string that may hold a secret, wiping it first. */
 static void free_secret(char *s, size_t len)
 {
@@ -169,21 +167,19 @@ static char *path_dir_abs(const char *path)
     return abs;
 }
 
-/* Whether path can be opened for reading now. O_NONBLOCK so a FIFO cannot
- * hang start-up. Returns 0, or an errno value. */
+/* Whether path can be read now. stat + access rather than open, so that
+ * checking never has the side effects opening a FIFO or a device can have.
+ * Returns 0, or an errno value. */
 static int check_readable(const char *path)
 {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
     struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) != 0)
-        rc = errno;
-    else if (S_ISDIR(st.st_mode))
-        rc = EISDIR;
-    close(fd);
-    return rc;
+    if (stat(path, &st) != 0)
+        return errno;
+    if (S_ISDIR(st.st_mode))
+        return EISDIR;
+    if (access(path, R_OK) != 0)
+        return errno;
+    return 0;
 }
 
 /* Read a whole file into *out (caller owns out->data; it may hold secrets).
@@ -284,7 +280,7 @@ static int b64_decode(const char *in, size_t len, char **out, size_t *outlen)
     }
     if (pad) {
         /* nothing but line breaks may follow the padding */
-        size_t i = (size_t)(strchr(in, '=') - in); /* in has a '=' before len */
+        size_t i = (size_t)((const char *)memchr(in, '=', len) - in); /* there is one */
         for (; i < len; i++)
             if (in[i] != '=' && in[i] != '\r' && in[i] != '\n')
                 goto bad;
@@ -559,9 +555,9 @@ void kube_rest_config_free(kube_rest_config *c)
 static int parse_exec(pctx *p, yaml_node_t *n, const char *where, kube_exec_config **out)
 {
     int rc = -1;
-    char w[200];
+    char w[224];
     kube_exec_config *e = calloc(1, sizeof *e);
-    char **names = NULL;
+    char *cmd = NULL;
     *out = NULL;
     if (!e)
         return kl_err_set(p->err, KL_ENOMEM, "kubeconfig %s: out of memory", p->path);
@@ -571,26 +567,26 @@ static int parse_exec(pctx *p, yaml_node_t *n, const char *where, kube_exec_conf
                    p->path, where, node_line(n));
         goto done;
     }
-    char *cmd = NULL;
-    if (get_str(p, n, "apiVersion", w, &e->api_version) != 0 ||
-        get_str(p, n, "command", w, &cmd) != 0 ||
-        get_str_list(p, n, "args", w, &e->args, &e->nargs) != 0 ||
-        get_str(p, n, "installHint", w, &e->install_hint) != 0 ||
-        get_bool(p, n, "provideClusterInfo", w, &e->provide_cluster_info) != 0 ||
-        get_str(p, n, "interactiveMode", w, &e->interactive_mode) != 0)
+    if (get_str(p, n, "command", w, &cmd) != 0)
         goto done;
     /* Like client-go: a bare name is looked up in PATH at run time; only a
      * command with a '/' is a path relative to the kubeconfig. */
     if (cmd && strchr(cmd, '/')) {
         e->command = path_resolve(p->dir, cmd);
-        free(cmd);
         if (!e->command) {
             kl_err_set(p->err, KL_ENOMEM, "kubeconfig %s: out of memory", p->path);
             goto done;
         }
     } else {
         e->command = cmd;
+        cmd = NULL;
     }
+    if (get_str(p, n, "apiVersion", w, &e->api_version) != 0 ||
+        get_str_list(p, n, "args", w, &e->args, &e->nargs) != 0 ||
+        get_str(p, n, "installHint", w, &e->install_hint) != 0 ||
+        get_bool(p, n, "provideClusterInfo", w, &e->provide_cluster_info) != 0 ||
+        get_str(p, n, "interactiveMode", w, &e->interactive_mode) != 0)
+        goto done;
     yaml_node_t *env = map_get(p, n, "env");
     if (!is_null(env)) {
         if (env->type != YAML_SEQUENCE_NODE) {
@@ -607,7 +603,7 @@ static int parse_exec(pctx *p, yaml_node_t *n, const char *where, kube_exec_conf
         for (size_t i = 0; i < total; i++) {
             yaml_node_t *it = yaml_document_get_node(p->doc, env->data.sequence.items.start[i]);
             char *name = NULL, *value = NULL;
-            char ew[220];
+            char ew[256];
             snprintf(ew, sizeof ew, "%senv[%zu].", w, i);
             if (!it || it->type != YAML_MAPPING_NODE) {
                 kl_err_set(p->err, KL_EINVAL,
@@ -639,7 +635,7 @@ static int parse_exec(pctx *p, yaml_node_t *n, const char *where, kube_exec_conf
     e = NULL;
     rc = 0;
 done:
-    free(names);
+    free(cmd);
     exec_free(e);
     return rc;
 }
@@ -1030,6 +1026,39 @@ static char *server_url(const char *server, int tls)
     return kl_buf_take(&b);
 }
 
+/* Copy the cluster's settings into out; -1 on no memory (out keeps what was
+ * copied, for kube_rest_config_free). */
+static int copy_cluster(kube_rest_config *out, const kc_cluster *cl, const kc_user *u)
+{
+    int tls = cl->ca_file || cl->ca_data || cl->insecure || (u && (u->cert_file || u->cert_data));
+    out->insecure = cl->insecure;
+    if (!(out->server = server_url(cl->server, tls)) ||
+        (cl->ca_file && !(out->ca_file = strdup(cl->ca_file))) ||
+        dup_bytes(cl->ca_data, cl->ca_data_len, &out->ca_data) != 0 ||
+        (cl->tls_server_name && !(out->tls_server_name = strdup(cl->tls_server_name))))
+        return -1;
+    out->ca_data_len = cl->ca_data ? cl->ca_data_len : 0;
+    return 0;
+}
+
+/* Copy the user's credentials into out; -1 on no memory, as above. */
+static int copy_user(kube_rest_config *out, const kc_user *u)
+{
+    if ((u->token && !(out->token = strdup(u->token))) ||
+        (u->token_file && !(out->token_file = strdup(u->token_file))) ||
+        (u->cert_file && !(out->cert_file = strdup(u->cert_file))) ||
+        (u->key_file && !(out->key_file = strdup(u->key_file))) ||
+        dup_bytes(u->cert_data, u->cert_data_len, &out->cert_data) != 0 ||
+        dup_bytes(u->key_data, u->key_data_len, &out->key_data) != 0 ||
+        (u->username && !(out->username = strdup(u->username))) ||
+        (u->password && !(out->password = strdup(u->password))) ||
+        (u->exec && !(out->exec = exec_dup(u->exec))))
+        return -1;
+    out->cert_data_len = u->cert_data ? u->cert_data_len : 0;
+    out->key_data_len = u->key_data ? u->key_data_len : 0;
+    return 0;
+}
+
 /* "a, b, c" for messages. Caller owns the result (NULL on no memory). */
 static char *join_paths(kubeconfig_file *const *files, size_t nfiles)
 {
@@ -1099,30 +1128,10 @@ int kubeconfig_resolve(kubeconfig_file *const *files, size_t nfiles, const kubec
     const char *ns = opts && opts->namespace && opts->namespace[0] ? opts->namespace
                      : ctx->namespace                             ? ctx->namespace
                                                                   : "default";
-    int tls = cl->ca_file || cl->ca_data || cl->insecure || (u && (u->cert_file || u->cert_data));
-    out->insecure = cl->insecure;
-    if (!(out->server = server_url(cl->server, tls)) ||
-        (cl->ca_file && !(out->ca_file = strdup(cl->ca_file))) ||
-        dup_bytes(cl->ca_data, cl->ca_data_len, &out->ca_data) != 0 ||
-        (cl->tls_server_name && !(out->tls_server_name = strdup(cl->tls_server_name))) ||
+    if (copy_cluster(out, cl, u) != 0 || (u && copy_user(out, u) != 0) ||
         !(out->namespace = strdup(ns)) || !(out->context = strdup(name)) ||
         !(out->cluster_name = strdup(ctx->cluster)) || !(out->source = strdup(cfrom->path)))
         goto nomem;
-    out->ca_data_len = cl->ca_data ? cl->ca_data_len : 0;
-    if (u) {
-        if ((u->token && !(out->token = strdup(u->token))) ||
-            (u->token_file && !(out->token_file = strdup(u->token_file))) ||
-            (u->cert_file && !(out->cert_file = strdup(u->cert_file))) ||
-            (u->key_file && !(out->key_file = strdup(u->key_file))) ||
-            dup_bytes(u->cert_data, u->cert_data_len, &out->cert_data) != 0 ||
-            dup_bytes(u->key_data, u->key_data_len, &out->key_data) != 0 ||
-            (u->username && !(out->username = strdup(u->username))) ||
-            (u->password && !(out->password = strdup(u->password))) ||
-            (u->exec && !(out->exec = exec_dup(u->exec))))
-            goto nomem;
-        out->cert_data_len = u->cert_data ? u->cert_data_len : 0;
-        out->key_data_len = u->key_data ? u->key_data_len : 0;
-    }
     rc = 0;
     goto done;
 nomem:
@@ -1234,13 +1243,66 @@ done:
     return rc;
 }
 
+/* Files from $KUBECONFIG (list), in order, into files (room for every
+ * entry); *nfiles counts the loaded ones, which the caller frees. */
+static int load_env_list(const char *list, kubeconfig_file **files, size_t *nfiles, kl_err *err)
+{
+    int rc = -1;
+    char *copy = strdup(list), *save = NULL;
+    if (!copy)
+        return kl_err_set(err, KL_ENOMEM, "out of memory while loading the kubeconfig");
+    /* strtok_r skips empty entries ("a::b", a leading ':'), as clientcmd does */
+    for (char *p = strtok_r(copy, ":", &save); p; p = strtok_r(NULL, ":", &save)) {
+        int dup = 0; /* clientcmd loads a file listed twice only once */
+        for (size_t i = 0; i < *nfiles; i++)
+            dup |= strcmp(files[i]->path, p) == 0;
+        if (dup)
+            continue;
+        if (load_file(p, LOAD_OPTIONAL, &files[*nfiles], err) != 0)
+            goto done;
+        if (files[*nfiles])
+            (*nfiles)++;
+    }
+    if (*nfiles == 0) {
+        kl_err_set(err, KL_EINVAL, "no kubeconfig to load: none of the files in $KUBECONFIG (%s) "
+                                   "exists or has content", list);
+        goto done;
+    }
+    rc = 0;
+done:
+    free(copy);
+    return rc;
+}
+
+/* ~/.kube/config, the last resort; its absence gets a message that says
+ * where else we looked. */
+static int load_home(kubeconfig_file **out, kl_err *err)
+{
+    const char *home = getenv("HOME");
+    char *path;
+    int rc;
+    *out = NULL;
+    if (!home || !home[0])
+        return kl_err_set(err, KL_EINVAL, "no Kubernetes configuration: KUBECONFIG, "
+                                          "KUBERNETES_SERVICE_HOST and HOME are all unset");
+    if (!(path = path_resolve(home, ".kube/config")))
+        return kl_err_set(err, KL_ENOMEM, "out of memory while loading the kubeconfig");
+    if (check_readable(path) == ENOENT)
+        rc = kl_err_set(err, KL_EINVAL, "no Kubernetes configuration: %s does not exist, "
+                                        "KUBECONFIG is not set and KUBERNETES_SERVICE_HOST is not "
+                                        "set (not in a cluster)", path);
+    else
+        rc = load_file(path, LOAD_REQUIRED, out, err);
+    free(path);
+    return rc;
+}
+
 int kubeconfig_load(const kubeconfig_opts *opts, kube_rest_config *out, kl_err *err)
 {
     static const kubeconfig_opts none = {NULL, NULL, NULL};
     int rc = -1;
     kubeconfig_file **files = NULL;
     size_t nfiles = 0;
-    char *list = NULL, *home_cfg = NULL;
     const char *env = getenv("KUBECONFIG");
     const char *host = getenv("KUBERNETES_SERVICE_HOST");
     const char *port = getenv("KUBERNETES_SERVICE_PORT");
@@ -1248,33 +1310,7 @@ int kubeconfig_load(const kubeconfig_opts *opts, kube_rest_config *out, kl_err *
     if (!opts)
         opts = &none;
 
-    if (opts->path && opts->path[0]) {
-        if (!(files = calloc(1, sizeof *files)))
-            goto nomem;
-        if (load_file(opts->path, LOAD_REQUIRED, &files[0], err) != 0)
-            goto done;
-        nfiles = 1;
-    } else if (env && env[0]) {
-        if (!(list = strdup(env)) || !(files = calloc(strlen(env) / 2 + 1, sizeof *files)))
-            goto nomem;
-        char *save = NULL;
-        for (char *p = strtok_r(list, ":", &save); p; p = strtok_r(NULL, ":", &save)) {
-            int dup = 0; /* clientcmd loads a file listed twice only once */
-            for (size_t i = 0; i < nfiles; i++)
-                dup |= strcmp(files[i]->path, p) == 0;
-            if (dup)
-                continue;
-            if (load_file(p, LOAD_OPTIONAL, &files[nfiles], err) != 0)
-                goto done;
-            if (files[nfiles])
-                nfiles++;
-        }
-        if (nfiles == 0) {
-            kl_err_set(err, KL_EINVAL, "no kubeconfig to load: none of the files in $KUBECONFIG "
-                                       "(%s) exists or has content", env);
-            goto done;
-        }
-    } else if (host && host[0] && port && port[0]) {
+    if (!(opts->path && opts->path[0]) && !(env && env[0]) && host && host[0] && port && port[0]) {
         if (kubeconfig_incluster(out, err) != 0)
             goto done;
         if (opts->namespace && opts->namespace[0]) {
@@ -1284,23 +1320,19 @@ int kubeconfig_load(const kubeconfig_opts *opts, kube_rest_config *out, kl_err *
         }
         rc = 0;
         goto done;
+    }
+    /* a $KUBECONFIG entry takes at least two bytes, but the last one */
+    if (!(files = calloc(env ? strlen(env) / 2 + 1 : 1, sizeof *files)))
+        goto nomem;
+    if (opts->path && opts->path[0]) {
+        if (load_file(opts->path, LOAD_REQUIRED, &files[0], err) != 0)
+            goto done;
+        nfiles = 1;
+    } else if (env && env[0]) {
+        if (load_env_list(env, files, &nfiles, err) != 0)
+            goto done;
     } else {
-        const char *home = getenv("HOME");
-        if (!home || !home[0]) {
-            kl_err_set(err, KL_EINVAL, "no Kubernetes configuration: KUBECONFIG, "
-                                       "KUBERNETES_SERVICE_HOST and HOME are all unset");
-            goto done;
-        }
-        if (!(home_cfg = path_resolve(home, ".kube/config")) ||
-            !(files = calloc(1, sizeof *files)))
-            goto nomem;
-        if (check_readable(home_cfg) == ENOENT) {
-            kl_err_set(err, KL_EINVAL, "no Kubernetes configuration: %s does not exist, "
-                                       "KUBECONFIG is not set and KUBERNETES_SERVICE_HOST is not "
-                                       "set (not in a cluster)", home_cfg);
-            goto done;
-        }
-        if (load_file(home_cfg, LOAD_REQUIRED, &files[0], err) != 0)
+        if (load_home(&files[0], err) != 0)
             goto done;
         nfiles = 1;
     }
@@ -1314,7 +1346,5 @@ done:
     for (size_t i = 0; i < nfiles; i++)
         kubeconfig_file_free(files[i]);
     free(files);
-    free(list);
-    free(home_cfg);
     return rc;
 }

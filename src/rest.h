@@ -93,4 +93,16 @@ kube_call *kube_watch_resource(kube_client *c, const kube_resource *r, const cha
                                const kube_watch_opts *o, kube_event_cb on_event,
                                kube_done_cb done, void *ud);
 
+/* Request building, exposed for unit tests: the path and query of a LIST, a
+ * WATCH (watch=1; sendInitialEvents adds resourceVersionMatch=NotOlderThan),
+ * and a write (fieldManager, force for apply, dryRun=All); the JSON body of a
+ * DELETE (empty when o sets nothing). Query values are URL-encoded. */
+int kube_list_path(const kube_resource *r, const char *ns, const kube_list_opts *o, kl_buf *out);
+int kube_watch_path(const kube_resource *r, const char *ns, const kube_watch_opts *o,
+                    kl_buf *out);
+int kube_write_path(const kube_resource *r, const char *ns, const char *name,
+                    const kube_write_opts *o, int apply, kl_buf *out);
+int kube_delete_body(const kube_delete_opts *o, kl_buf *out);
+const char *kube_patch_content_type(kube_patch_type t);
+
 #endif

@@ -42,14 +42,16 @@ store *store_new(void);
 void store_free(store *s);        /* frees every object */
 
 /* Insert or replace by key; the store takes o. *old (if non-NULL) receives
- * the replaced object, now owned by the caller (NULL if new). */
+ * the replaced object, now owned by the caller (NULL if new); with old NULL
+ * the store frees it. On -1 (out of memory) the caller keeps o. */
 int store_put(store *s, store_obj *o, store_obj **old);
 /* Remove by key; returns the object (caller owns) or NULL. */
 store_obj *store_remove(store *s, const char *key);
 const store_obj *store_get(const store *s, const char *key);
 size_t store_len(const store *s);
 
-/* Iteration: cb returns non-zero to stop. ns NULL = every namespace. */
+/* Iteration: cb returns non-zero to stop. ns NULL = every namespace.
+ * cb must not change the store (no put/remove during a visit). */
 typedef int (*store_visit_cb)(void *ud, const store_obj *o);
 void store_each(const store *s, store_visit_cb cb, void *ud);
 void store_each_in_namespace(const store *s, const char *ns, store_visit_cb cb, void *ud);

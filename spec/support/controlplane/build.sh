@@ -121,11 +121,11 @@ if [ ! -x "$apiserver" ]; then
     minor=$(echo "$k8s_ver" | sed 's/^v[0-9]*\.\([0-9]*\)\..*/\1/')
     major=$(echo "$k8s_ver" | sed 's/^v\([0-9]*\)\..*/\1/')
     pkg=k8s.io/component-base/version
-    build kube-apiserver "$k8s_ver" "$here/apiserver" "$apiserver" 15 \
+    build kube-apiserver "$k8s_ver" "$here/apiserver" "$apiserver" 8 \
         "-s -w -X $pkg.gitVersion=$k8s_ver -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
 fi
 if [ ! -x "$etcd" ]; then
     check_go
-    build etcd "$etcd_ver" "$here/etcd" "$etcd" 3 "-s -w"
+    build etcd "$etcd_ver" "$here/etcd" "$etcd" 2 "-s -w"
 fi
 write_env

@@ -1,0 +1,432 @@
+/* test_kube.c - unit tests of the transport (kube.c), request building
+ * (rest.c) and exec credential plugins (execcred.c) that need no API server.
+ * Run from the repository root (the exec plugin fixtures are found by a
+ * relative path: spec/support/execplugin-fixtures). */
+#include "harness.h"
+
+#include "execcred.h"
+#include "http.h"
+#include "kube.h"
+#include "loop.h"
+#include "rest.h"
+
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define FIX "spec/support/execplugin-fixtures/"
+
+TEST(retry_after_parsing)
+{
+    CHECK(kube_retry_after_ms("5", 0) == 5000);
+    CHECK(kube_retry_after_ms(" 0 ", 0) == 0);
+    CHECK(kube_retry_after_ms("120", 0) == 60000);          /* capped */
+    CHECK(kube_retry_after_ms("soon", 0) == -1);
+    CHECK(kube_retry_after_ms("5s", 0) == -1);
+    CHECK(kube_retry_after_ms("", 0) == -1);
+    CHECK(kube_retry_after_ms(NULL, 0) == -1);
+    /* HTTP-date form: Wed, 21 Oct 2015 07:28:00 GMT is 1445412480. */
+    CHECK(kube_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480L - 7) == 7000);
+    CHECK(kube_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480L + 100) == 0);
+}
+
+TEST(retry_policy)
+{
+    /* Refused or unresolvable: the server never saw it, any verb may repeat. */
+    CHECK(kube_retryable("POST", CURLE_COULDNT_CONNECT, 0, 0));
+    CHECK(kube_retryable("DELETE", CURLE_COULDNT_RESOLVE_HOST, 0, 0));
+    /* A reset or timeout may have been after the server acted: GET only. */
+    CHECK(kube_retryable("GET", CURLE_RECV_ERROR, 0, 0));
+    CHECK(!kube_retryable("POST", CURLE_RECV_ERROR, 0, 0));
+    CHECK(!kube_retryable("PUT", CURLE_OPERATION_TIMEDOUT, 0, 0));
+    /* Certificate trouble never fixes itself. */
+    CHECK(!kube_retryable("GET", CURLE_PEER_FAILED_VERIFICATION, 0, 0));
+    /* Throttling and server errors. */
+    CHECK(kube_retryable("GET", 0, 429, 0));
+    CHECK(kube_retryable("GET", 0, 503, 0));
+    CHECK(!kube_retryable("POST", 0, 503, 0));
+    CHECK(kube_retryable("POST", 0, 429, 1));
+    CHECK(kube_retryable("PATCH", 0, 500, 1));
+    CHECK(!kube_retryable("GET", 0, 501, 0));
+    CHECK(!kube_retryable("GET", 0, 404, 1));
+    CHECK(!kube_retryable("GET", 0, 409, 0));
+}
+
+TEST(backoff_grows_with_jitter_and_cap)
+{
+    for (int i = 0; i < 50; i++) {
+        uint64_t a0 = kube_backoff_ms(0), a3 = kube_backoff_ms(3), a30 = kube_backoff_ms(30);
+        CHECK(a0 >= 200 && a0 <= 300);
+        CHECK(a3 >= 1600 && a3 <= 2400);
+        CHECK(a30 == 10000);
+    }
+    int differ = 0;
+    uint64_t first = kube_backoff_ms(4);
+    for (int i = 0; i < 20; i++)
+        differ |= kube_backoff_ms(4) != first;
+    CHECK(differ);   /* jitter */
+}
+
+TEST(token_bucket)
+{
+    kube_bucket b;
+    kube_bucket_init(&b, 10, 2, 1000);
+    CHECK(kube_bucket_reserve(&b, 1000) == 0);   /* burst */
+    CHECK(kube_bucket_reserve(&b, 1000) == 0);
+    CHECK(kube_bucket_reserve(&b, 1000) == 100);  /* then qps apart, in order */
+    CHECK(kube_bucket_reserve(&b, 1000) == 200);
+    CHECK(kube_bucket_reserve(&b, 1050) == 250);
+    /* A quiet second refills at most burst tokens. */
+    CHECK(kube_bucket_reserve(&b, 5000) == 0);
+    CHECK(kube_bucket_reserve(&b, 5000) == 0);
+    CHECK(kube_bucket_reserve(&b, 5000) == 100);
+    kube_bucket_init(&b, -1, 1, 0);              /* disabled */
+    for (int i = 0; i < 1000; i++)
+        CHECK(kube_bucket_reserve(&b, 0) == 0);
+}
+
+TEST(status_decoding)
+{
+    kube_result r;
+    memset(&r, 0, sizeof r);
+    const char *st = "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\","
+                     "\"message\":\"widgets.itest.klua.dev \\\"a\\\" already exists\","
+                     "\"reason\":\"AlreadyExists\",\"code\":409}";
+    kube_result_set_status(&r, 409, st, strlen(st));
+    CHECK(r.http_code == 409);
+    CHECK_STR(r.reason, "AlreadyExists");
+    CHECK_STR(r.message, "widgets.itest.klua.dev \"a\" already exists");
+    CHECK(kube_result_is(&r, "AlreadyExists"));
+    CHECK(!kube_result_is(&r, "Conflict"));       /* as client-go */
+    CHECK(!kube_result_ok(&r));
+
+    char html[400];
+    memset(html, 'x', sizeof html);
+    memcpy(html, "<html>\nBad\tGateway", 18);
+    kube_result_set_status(&r, 502, html, sizeof html);
+    CHECK_STR(r.reason, "InternalError");
+    CHECK(strlen(r.message) == 200);             /* the first 200 bytes, one line */
+    CHECK(strncmp(r.message, "<html> Bad Gateway", 18) == 0);
+
+    kube_result_set_status(&r, 404, "", 0);
+    CHECK_STR(r.reason, "NotFound");
+    CHECK_STR(r.message, "the server answered HTTP 404 (NotFound)");
+    CHECK(kube_result_is(&r, "NotFound"));
+
+    const char *gone = "{\"kind\":\"Status\",\"reason\":\"Expired\",\"message\":\"too old resource "
+                       "version: 1 (5)\",\"code\":410}";
+    kube_result_set_status(&r, 410, gone, strlen(gone));
+    CHECK(kube_result_is(&r, "Gone"));
+    CHECK(kube_result_is(&r, "Expired"));
+    const char *conf = "{\"kind\":\"Status\",\"reason\":\"Conflict\",\"code\":409}";
+    kube_result_set_status(&r, 409, conf, strlen(conf));
+    CHECK(kube_result_is(&r, "Conflict"));
+    CHECK_STR(r.message, "the server answered HTTP 409 (Conflict)");
+}
+
+static kube_resource res_of(const char *g, const char *v, const char *plural, int ns)
+{
+    kube_resource r = {(char *)g, (char *)v, (char *)plural, (char *)"K", ns, 0};
+    return r;
+}
+
+TEST(paths_and_queries)
+{
+    kl_buf b = KL_BUF_INIT;
+    kube_resource pods = res_of("", "v1", "pods", 1);
+    kube_resource nodes = res_of("", "v1", "nodes", 0);
+    kube_resource widgets = res_of("itest.klua.dev", "v1", "widgets", 1);
+
+    CHECK(kube_resource_path(&pods, "kube-system", "p 1", "status", &b) == 0);
+    CHECK_STR(b.data, "/api/v1/namespaces/kube-system/pods/p%201/status");
+    kl_buf_reset(&b);
+    CHECK(kube_resource_path(&pods, NULL, NULL, NULL, &b) == 0);
+    CHECK_STR(b.data, "/api/v1/pods");
+    kl_buf_reset(&b);
+    CHECK(kube_resource_path(&nodes, "ignored", "n1", NULL, &b) == 0);
+    CHECK_STR(b.data, "/api/v1/nodes/n1");
+    kl_buf_reset(&b);
+    CHECK(kube_resource_path(&pods, "ns", NULL, "status", &b) == -1); /* subresource needs a name */
+    kl_buf_reset(&b);
+
+    kube_list_opts lo = {"app in (a,b),tier!=db", "metadata.name=x", 10, "tok/=+", "0",
+                         "NotOlderThan"};
+    CHECK(kube_list_path(&widgets, "default", &lo, &b) == 0);
+    CHECK_STR(b.data, "/apis/itest.klua.dev/v1/namespaces/default/widgets"
+                      "?labelSelector=app%20in%20%28a%2Cb%29%2Ctier%21%3Ddb"
+                      "&fieldSelector=metadata.name%3Dx&limit=10&continue=tok%2F%3D%2B"
+                      "&resourceVersion=0&resourceVersionMatch=NotOlderThan");
+    kl_buf_reset(&b);
+    kube_watch_opts wo = {NULL, NULL, "123", 1, 30, 0};
+    CHECK(kube_watch_path(&widgets, NULL, &wo, &b) == 0);
+    CHECK_STR(b.data, "/apis/itest.klua.dev/v1/widgets?watch=1&resourceVersion=123"
+                      "&allowWatchBookmarks=true&timeoutSeconds=30");
+    kl_buf_reset(&b);
+    kube_watch_opts si = {"a=b", NULL, "", 1, 0, 1};
+    CHECK(kube_watch_path(&pods, "ns", &si, &b) == 0);
+    CHECK_STR(b.data, "/api/v1/namespaces/ns/pods?watch=1&labelSelector=a%3Db&resourceVersion="
+                      "&allowWatchBookmarks=true&sendInitialEvents=true"
+                      "&resourceVersionMatch=NotOlderThan");
+    kl_buf_reset(&b);
+    kube_write_opts w = {"my manager", 1, 1, "status"};
+    CHECK(kube_write_path(&widgets, "ns", "w1", &w, 1, &b) == 0);
+    CHECK_STR(b.data, "/apis/itest.klua.dev/v1/namespaces/ns/widgets/w1/status"
+                      "?fieldManager=my%20manager&force=true&dryRun=All");
+    kl_buf_reset(&b);
+    CHECK(kube_write_path(&widgets, "ns", NULL, NULL, 0, &b) == 0);
+    CHECK_STR(b.data, "/apis/itest.klua.dev/v1/namespaces/ns/widgets?fieldManager=klua");
+    kl_buf_reset(&b);
+    w.subresource = NULL;
+    CHECK(kube_write_path(&widgets, "ns", "w1", &w, 0, &b) == 0);   /* force is apply-only */
+    CHECK_STR(b.data, "/apis/itest.klua.dev/v1/namespaces/ns/widgets/w1"
+                      "?fieldManager=my%20manager&dryRun=All");
+    kl_buf_reset(&b);
+
+    kube_delete_opts d = {"Foreground", "u-1", "42", 0};
+    CHECK(kube_delete_body(&d, &b) == 0);
+    CHECK_STR(b.data, "{\"apiVersion\":\"v1\",\"kind\":\"DeleteOptions\",\"propagationPolicy\":"
+                      "\"Foreground\",\"gracePeriodSeconds\":0,\"preconditions\":{\"uid\":\"u-1\","
+                      "\"resourceVersion\":\"42\"}}");
+    kl_buf_reset(&b);
+    kube_delete_opts none = {NULL, NULL, NULL, -1};
+    CHECK(kube_delete_body(&none, &b) == 0 && b.len == 0);
+    CHECK_STR(kube_patch_content_type(KUBE_PATCH_APPLY), "application/apply-patch+yaml");
+    CHECK_STR(kube_patch_content_type(KUBE_PATCH_JSON), "application/json-patch+json");
+    CHECK_STR(kube_patch_content_type(KUBE_PATCH_MERGE), "application/merge-patch+json");
+    CHECK_STR(kube_patch_content_type(KUBE_PATCH_STRATEGIC),
+              "application/strategic-merge-patch+json");
+
+    char *av = kube_resource_api_version(&widgets);
+    CHECK_STR(av, "itest.klua.dev/v1");
+    free(av);
+    av = kube_resource_api_version(&pods);
+    CHECK_STR(av, "v1");
+    free(av);
+    kl_buf_free(&b);
+}
+
+TEST(rfc3339)
+{
+    int64_t t = 0;
+    CHECK(execcred_parse_time("2015-10-21T07:28:00Z", &t) == 0 && t == 1445412480);
+    CHECK(execcred_parse_time("2015-10-21T09:28:00.123456+02:00", &t) == 0 && t == 1445412480);
+    CHECK(execcred_parse_time("2015-10-21T02:28:00-05:00", &t) == 0 && t == 1445412480);
+    CHECK(execcred_parse_time("2015-10-21 07:28:00", &t) == -1);     /* no zone */
+    CHECK(execcred_parse_time("2015-13-21T07:28:00Z", &t) == -1);
+    CHECK(execcred_parse_time("yesterday", &t) == -1);
+    CHECK(execcred_parse_time("2015-10-21T07:28:00Zjunk", &t) == -1);
+}
+
+TEST(exec_credential_parsing)
+{
+    execcred c;
+    kl_err err = {0};
+    const char *ok = "{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":"
+                     "\"ExecCredential\",\"status\":{\"token\":\"abc\"}}";
+    CHECK(execcred_parse(ok, strlen(ok), "client.authentication.k8s.io/v1", &c, &err) == 0);
+    CHECK_STR(c.token, "abc");
+    CHECK(c.expires_at == 0);
+    CHECK(execcred_fresh(&c, 4000000000LL));     /* no expiry: good for the process life */
+    execcred_free(&c);
+
+    const char *exp = "{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":"
+                      "\"ExecCredential\",\"status\":{\"token\":\"abc\","
+                      "\"expirationTimestamp\":\"2015-10-21T07:28:00Z\"}}";
+    CHECK(execcred_parse(exp, strlen(exp), NULL, &c, &err) == 0);
+    CHECK(c.expires_at == 1445412480);
+    CHECK(execcred_fresh(&c, 1445412480 - 60));
+    CHECK(!execcred_fresh(&c, 1445412480 - 5));  /* about to expire: refresh now */
+    execcred_free(&c);
+
+    CHECK(execcred_parse(ok, strlen(ok), "client.authentication.k8s.io/v1beta1", &c, &err) == -1);
+    CHECK_STR(err.msg, "apiVersion is \"client.authentication.k8s.io/v1\", want "
+                       "\"client.authentication.k8s.io/v1beta1\"");
+    const char *nostatus = "{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":"
+                           "\"ExecCredential\"}";
+    CHECK(execcred_parse(nostatus, strlen(nostatus), NULL, &c, &err) == -1);
+    CHECK_STR(err.msg, "no status object");
+    const char *halfcert = "{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":"
+                           "\"ExecCredential\",\"status\":{\"clientCertificateData\":\"x\"}}";
+    CHECK(execcred_parse(halfcert, strlen(halfcert), NULL, &c, &err) == -1);
+    CHECK_STR(err.msg, "status has clientCertificateData without clientKeyData");
+    const char *kind = "{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}";
+    CHECK(execcred_parse(kind, strlen(kind), NULL, &c, &err) == -1);
+    CHECK_STR(err.msg, "kind is \"Pod\", want \"ExecCredential\"");
+    const char *badts = "{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":"
+                        "\"ExecCredential\",\"status\":{\"token\":\"t\","
+                        "\"expirationTimestamp\":\"tomorrow\"}}";
+    CHECK(execcred_parse(badts, strlen(badts), NULL, &c, &err) == -1);
+    CHECK_STR(err.msg, "expirationTimestamp \"tomorrow\" is not an RFC 3339 time");
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    static char buf[8192];
+    size_t n = 0;
+    if (!f)
+        return NULL;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+TEST(exec_plugin_runs)
+{
+    char out[64];
+    snprintf(out, sizeof out, "/tmp/klua-test-kube-%d.out", (int)getpid());
+    char envout[96], extra[] = "FIXTURE_EXTRA=from-kubeconfig";
+    snprintf(envout, sizeof envout, "FIXTURE_OUT=%s", out);
+    char *env[] = {envout, extra};
+    char *args[] = {(char *)"--flag", (char *)"two words"};
+    kube_exec_config cfg = {0};
+    cfg.api_version = (char *)"client.authentication.k8s.io/v1";
+    cfg.command = (char *)FIX "token.sh";
+    cfg.args = args;
+    cfg.nargs = 2;
+    cfg.env = env;
+    cfg.nenv = 2;
+    cfg.provide_cluster_info = 1;
+    execcred_cluster cl = {"https://127.0.0.1:6443", "klua-test.local", 0, "PEM", 3};
+    execcred c;
+    kl_err err = {0};
+    CHECK(execcred_run(&cfg, &cl, &c, &err) == 0);
+    CHECK_STR(c.token, "fixture-token");
+    CHECK(c.expires_at == 4070908800LL);
+    execcred_free(&c);
+    char *seen = slurp(out);
+    CHECK(seen != NULL);
+    if (seen) {
+        CHECK(strstr(seen, "args=--flag two words\n") != NULL);
+        CHECK(strstr(seen, "extra=from-kubeconfig\n") != NULL);
+        CHECK(strstr(seen, "stdin=\n") != NULL);   /* stdin is /dev/null */
+        CHECK(strstr(seen, "info={\"apiVersion\":\"client.authentication.k8s.io/v1\","
+                           "\"kind\":\"ExecCredential\",\"spec\":{\"cluster\":{\"server\":"
+                           "\"https://127.0.0.1:6443\",\"tls-server-name\":\"klua-test.local\","
+                           "\"certificate-authority-data\":\"UEVN\"},\"interactive\":false}}\n") !=
+              NULL);
+    }
+    cfg.provide_cluster_info = 0;
+    CHECK(execcred_run(&cfg, &cl, &c, &err) == 0);
+    execcred_free(&c);
+    seen = slurp(out);
+    CHECK(seen && strstr(seen, "info={\"apiVersion\":\"client.authentication.k8s.io/v1\","
+                               "\"kind\":\"ExecCredential\",\"spec\":{\"interactive\":false}}\n"));
+    unlink(out);
+
+    kube_exec_config cert = {0};
+    cert.api_version = (char *)"client.authentication.k8s.io/v1beta1";
+    cert.command = (char *)FIX "cert.sh";
+    CHECK(execcred_run(&cert, NULL, &c, &err) == 0);
+    CHECK(c.token == NULL);
+    CHECK(c.cert_pem && strstr(c.cert_pem, "BEGIN CERTIFICATE-----\nAAAA\n"));
+    CHECK(c.key_pem && c.key_len == strlen(c.key_pem));
+    CHECK(c.expires_at == 1903860000LL);       /* 2030-05-01T10:00:00Z */
+    execcred_free(&c);
+}
+
+TEST(exec_plugin_failures)
+{
+    kube_exec_config cfg = {0};
+    execcred c;
+    kl_err err = {0};
+    cfg.api_version = (char *)"client.authentication.k8s.io/v1";
+    cfg.command = (char *)FIX "fail.sh";
+    CHECK(execcred_run(&cfg, NULL, &c, &err) == -1);
+    CHECK_STR(err.msg, "exec plugin " FIX "fail.sh failed: exit status 3: cannot reach the "
+                       "identity provider");
+    cfg.command = (char *)FIX "garbage.sh";
+    CHECK(execcred_run(&cfg, NULL, &c, &err) == -1);
+    CHECK(strncmp(err.msg, "exec plugin " FIX "garbage.sh returned invalid ExecCredential: "
+                  "invalid JSON", strlen("exec plugin " FIX "garbage.sh returned invalid "
+                                         "ExecCredential: invalid JSON")) == 0);
+    cfg.command = (char *)"klua-no-such-plugin";
+    cfg.install_hint = (char *)"install klua-no-such-plugin from https://example.invalid";
+    CHECK(execcred_run(&cfg, NULL, &c, &err) == -1);
+    CHECK_STR(err.msg, "exec plugin klua-no-such-plugin not found: install klua-no-such-plugin "
+                       "from https://example.invalid");
+}
+
+static void done_store(void *ud, kube_result *r)
+{
+    kube_result *out = ud;
+    out->http_code = r->http_code;
+    memcpy(out->reason, r->reason, sizeof out->reason);
+    memcpy(out->message, r->message, sizeof out->message);
+    out->body.len = 1;   /* "done ran" */
+}
+
+/* A refused connection: retried with backoff (it cannot have reached a
+ * server), then reported naming the server. No API server needed. */
+TEST(refused_connection_is_retried_then_reported)
+{
+    kl_err err = {0};
+    loop *l = loop_new(&err);
+    http_client *h = l ? http_client_new(l, &err) : NULL;
+    CHECK(h != NULL);
+    if (!h) {
+        loop_free(l);
+        return;
+    }
+    kube_rest_config cfg = {0};
+    cfg.server = strdup("https://127.0.0.1:1");
+    cfg.token = strdup("secret-token-never-shown");
+    kube_client_opts o = {0, 0, 2, 5000};
+    kube_client *c = kube_client_new(l, h, &cfg, &o, &err);
+    CHECK(c != NULL && cfg.server == NULL);   /* ownership taken */
+    kube_result r;
+    memset(&r, 0, sizeof r);
+    uint64_t t0 = loop_time_ms();
+    CHECK(kube_request(c, "POST", "/api/v1/namespaces/x/configmaps", NULL, "{}", 2, done_store,
+                       &r) != NULL);
+    CHECK(r.body.len == 0);                   /* never called back synchronously */
+    while (r.body.len == 0)
+        loop_run_once(l, 1000);
+    uint64_t took = loop_time_ms() - t0;
+    CHECK(r.http_code == 0);
+    CHECK_STR(r.reason, "ConnectionError");
+    CHECK(strncmp(r.message, "cannot connect to https://127.0.0.1:1: ", 39) == 0);
+    CHECK(strstr(r.message, "secret-token") == NULL);
+    kube_stats st = kube_client_stats(c);
+    CHECK(st.requests == 3 && st.retries == 2);
+    CHECK(took >= 600);                       /* 200 ms + 400 ms at least */
+
+    /* kube_request_sync and the LIST counter. */
+    kube_result sr;
+    CHECK(kube_request_sync(c, "GET", "/api/v1/namespaces/x/pods?limit=1", NULL, NULL, 0, &sr) ==
+          -1);
+    CHECK_STR(sr.reason, "ConnectionError");
+    kl_buf_free(&sr.body);
+    st = kube_client_stats(c);
+    CHECK(st.lists == 1);
+
+    /* A cancelled call never calls back. */
+    memset(&r, 0, sizeof r);
+    kube_call *call = kube_request(c, "GET", "/api", NULL, NULL, 0, done_store, &r);
+    kube_cancel(call);
+    for (int i = 0; i < 5; i++)
+        loop_run_once(l, 50);
+    CHECK(r.body.len == 0);
+    kube_client_free(c);
+    http_client_free(h);
+    loop_free(l);
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    RUN(retry_after_parsing);
+    RUN(retry_policy);
+    RUN(backoff_grows_with_jitter_and_cap);
+    RUN(token_bucket);
+    RUN(status_decoding);
+    RUN(paths_and_queries);
+    RUN(rfc3339);
+    RUN(exec_credential_parsing);
+    RUN(exec_plugin_runs);
+    RUN(exec_plugin_failures);
+    RUN(refused_connection_is_retried_then_reported);
+    curl_global_cleanup();
+    DONE();
+}

@@ -1,0 +1,374 @@
+/* test_store.c - the informer cache: metadata extraction, exact bytes,
+ * put/replace/remove with index maintenance, selector, namespace and owner
+ * queries, and the memory cost per object. */
+#include "harness.h"
+#include "store.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+static store_obj *obj(const char *json)
+{
+    kl_err err;
+    store_obj *o = store_obj_new(json, strlen(json), &err);
+    if (!o)
+        printf("# store_obj_new: %s\n", err.msg);
+    return o;
+}
+
+/* A small object: ns may be "", labels is the JSON object body, owner a uid or NULL. */
+static store_obj *mk(const char *ns, const char *name, const char *labels, const char *owner)
+{
+    char buf[1024];
+    char owners[128] = "";
+    if (owner)
+        snprintf(owners, sizeof owners,
+                 ",\"ownerReferences\":[{\"kind\":\"Deployment\",\"name\":\"d\",\"uid\":\"%s\"}]",
+                 owner);
+    snprintf(buf, sizeof buf,
+             "{\"kind\":\"Pod\",\"metadata\":{\"namespace\":\"%s\",\"name\":\"%s\","
+             "\"labels\":{%s}%s}}",
+             ns, name, labels, owners);
+    return obj(buf);
+}
+
+/* Collects visited keys, sorted and comma-joined, for comparisons. */
+typedef struct seen {
+    char *keys[64];
+    size_t n;
+    size_t stop_after; /* 0 = never */
+    char joined[1024];
+} seen;
+
+static int collect(void *ud, const store_obj *o)
+{
+    seen *s = ud;
+    if (s->n < 64)
+        s->keys[s->n++] = o->key;
+    return s->stop_after && s->n >= s->stop_after;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static const char *joined(seen *s)
+{
+    qsort(s->keys, s->n, sizeof s->keys[0], cmp_str);
+    size_t off = 0;
+    s->joined[0] = '\0';
+    for (size_t i = 0; i < s->n && off < sizeof s->joined; i++)
+        off += (size_t)snprintf(s->joined + off, sizeof s->joined - off, "%s%s", i ? "," : "",
+                                s->keys[i]);
+    return s->joined;
+}
+
+static const char *select_keys(const store *st, const char *ns, const char *sel)
+{
+    static seen s;
+    kl_err err;
+    memset(&s, 0, sizeof s);
+    if (store_each_selected(st, ns, sel, collect, &s, &err) < 0)
+        return "(error)";
+    return joined(&s);
+}
+
+static const char *owned_by(const store *st, const char *uid)
+{
+    static seen s;
+    memset(&s, 0, sizeof s);
+    store_each_owned_by(st, uid, collect, &s);
+    return joined(&s);
+}
+
+static const char *in_ns(const store *st, const char *ns)
+{
+    static seen s;
+    memset(&s, 0, sizeof s);
+    store_each_in_namespace(st, ns, collect, &s);
+    return joined(&s);
+}
+
+TEST(object_metadata_is_extracted)
+{
+    const char *json =
+        "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\n  \"metadata\" : {\"name\":\"cm\","
+        "\"namespace\":\"prod\",\"uid\":\"u-1\",\"resourceVersion\":\"42\",\"generation\":7,"
+        "\"deletionTimestamp\":\"2024-01-01T00:00:00Z\","
+        "\"labels\":{\"app\":\"web\",\"note\":\"a\\\"b\\u00e9\"},"
+        "\"ownerReferences\":[{\"uid\":\"o-1\"},{\"name\":\"no-uid\"},{\"uid\":\"o-2\"}]},"
+        "\"data\":{\"k\":\"v\"}}";
+    store_obj *o = obj(json);
+    CHECK(o != NULL);
+    if (!o)
+        return;
+    CHECK_STR(o->key, "prod/cm");
+    CHECK_STR(o->ns, "prod");
+    CHECK_STR(o->name, "cm");
+    CHECK_STR(o->uid, "u-1");
+    CHECK_STR(o->rv, "42");
+    CHECK(o->generation == 7);
+    CHECK(o->deleting == 1);
+    CHECK(o->nlabels == 2);
+    CHECK_STR(store_obj_label(o, "app"), "web");
+    CHECK_STR(store_obj_label(o, "note"), "a\"b\xc3\xa9"); /* unescaped */
+    CHECK(store_obj_label(o, "missing") == NULL);
+    CHECK(o->nowners == 2);
+    CHECK_STR(o->owner_uids[0], "o-1");
+    CHECK_STR(o->owner_uids[1], "o-2");
+    /* the exact bytes as given, whitespace and escapes included */
+    CHECK(o->json_len == strlen(json));
+    CHECK(memcmp(o->json, json, o->json_len) == 0);
+    store_obj_free(o);
+
+    o = obj("{\"metadata\":{\"name\":\"node-1\",\"deletionTimestamp\":null}}");
+    CHECK(o != NULL);
+    if (!o)
+        return;
+    CHECK_STR(o->key, "node-1"); /* cluster-scoped */
+    CHECK_STR(o->ns, "");
+    CHECK_STR(o->uid, "");
+    CHECK(o->deleting == 0);
+    CHECK(o->generation == 0);
+    CHECK(o->nlabels == 0 && o->nowners == 0);
+    store_obj_free(o);
+}
+
+TEST(objects_without_a_name_are_rejected)
+{
+    kl_err err;
+    const char *cases[][2] = {
+        {"{\"metadata\":{\"namespace\":\"a\"}}", "cannot cache object: it has no metadata.name"},
+        {"{\"metadata\":{\"name\":\"\"}}", "cannot cache object: it has no metadata.name"},
+        {"{\"metadata\":{\"name\":5}}", "cannot cache object: it has no metadata.name"},
+        {"{\"kind\":\"Pod\"}", "cannot cache object: it has no metadata"},
+        {"[1,2]", "cannot cache object: it has no metadata"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kl_err_clear(&err);
+        CHECK(store_obj_new(cases[i][0], strlen(cases[i][0]), &err) == NULL);
+        CHECK_STR(err.msg, cases[i][1]);
+    }
+    kl_err_clear(&err);
+    CHECK(store_obj_new("{\"metadata\":", 12, &err) == NULL);
+    CHECK(strncmp(err.msg, "cannot cache object: ", 21) == 0 && strlen(err.msg) > 21);
+}
+
+TEST(put_replace_remove_maintain_indexes)
+{
+    store *s = store_new();
+    store_obj *old = (store_obj *)1;
+    CHECK(store_put(s, mk("a", "x", "\"app\":\"web\",\"tier\":\"fe\"", "u1"), &old) == 0);
+    CHECK(old == NULL);
+    CHECK(store_put(s, mk("a", "y", "\"app\":\"db\"", "u1"), NULL) == 0);
+    CHECK(store_put(s, mk("b", "z", "\"app\":\"web\"", NULL), NULL) == 0);
+    CHECK(store_len(s) == 3);
+    CHECK_STR(select_keys(s, NULL, "app=web"), "a/x,b/z");
+    CHECK_STR(owned_by(s, "u1"), "a/x,a/y");
+
+    /* a/x changes labels and owner: it moves between index sets */
+    CHECK(store_put(s, mk("a", "x", "\"app\":\"db\"", "u2"), &old) == 0);
+    CHECK(old != NULL && old && strcmp(store_obj_label(old, "app"), "web") == 0);
+    store_obj_free(old);
+    CHECK(store_len(s) == 3);
+    CHECK_STR(select_keys(s, NULL, "app=web"), "b/z");
+    CHECK_STR(select_keys(s, NULL, "app=db"), "a/x,a/y");
+    CHECK_STR(select_keys(s, NULL, "tier=fe"), "");
+    CHECK_STR(select_keys(s, NULL, "tier"), "");
+    CHECK_STR(owned_by(s, "u1"), "a/y");
+    CHECK_STR(owned_by(s, "u2"), "a/x");
+    CHECK_STR(store_obj_label(store_get(s, "a/x"), "app"), "db");
+
+    store_obj *gone = store_remove(s, "a/x");
+    CHECK(gone != NULL && gone && strcmp(gone->key, "a/x") == 0);
+    store_obj_free(gone);
+    CHECK(store_remove(s, "a/x") == NULL);
+    CHECK(store_get(s, "a/x") == NULL);
+    CHECK(store_len(s) == 2);
+    CHECK_STR(select_keys(s, NULL, "app=db"), "a/y");
+    CHECK_STR(owned_by(s, "u2"), "");
+    CHECK_STR(in_ns(s, "a"), "a/y");
+    store_free(s);
+}
+
+TEST(selector_queries)
+{
+    store *s = store_new();
+    store_put(s, mk("a", "web1", "\"app\":\"web\",\"env\":\"prod\"", NULL), NULL);
+    store_put(s, mk("a", "web2", "\"app\":\"web\",\"env\":\"dev\"", NULL), NULL);
+    store_put(s, mk("b", "web3", "\"app\":\"web\"", NULL), NULL);
+    store_put(s, mk("b", "db1", "\"app\":\"db\",\"env\":\"prod\"", NULL), NULL);
+    store_put(s, mk("", "node", "\"app.kubernetes.io/name\":\"n\"", NULL), NULL);
+
+    CHECK_STR(select_keys(s, NULL, ""), "a/web1,a/web2,b/db1,b/web3,node");
+    CHECK_STR(select_keys(s, "b", ""), "b/db1,b/web3");
+    CHECK_STR(select_keys(s, NULL, "app=web"), "a/web1,a/web2,b/web3");
+    CHECK_STR(select_keys(s, "a", "app==web,env!=dev"), "a/web1");
+    CHECK_STR(select_keys(s, "b", "app=web"), "b/web3");
+    CHECK_STR(select_keys(s, NULL, "app=nothing"), "");
+    CHECK_STR(select_keys(s, NULL, "env in (prod,staging)"), "a/web1,b/db1");
+    CHECK_STR(select_keys(s, NULL, "env notin (prod)"), "a/web2,b/web3,node");
+    CHECK_STR(select_keys(s, NULL, "env"), "a/web1,a/web2,b/db1");
+    CHECK_STR(select_keys(s, "b", "!env"), "b/web3");
+    CHECK_STR(select_keys(s, NULL, "app.kubernetes.io/name=n"), "node");
+    CHECK_STR(select_keys(s, NULL, "app in (db)"), "b/db1");
+
+    kl_err err;
+    kl_err_clear(&err);
+    seen sn = {0};
+    CHECK(store_each_selected(s, NULL, "app in (web", collect, &sn, &err) == -1);
+    CHECK_STR(err.msg, "invalid label selector \"app in (web\": expected ')' at 11");
+    CHECK(sn.n == 0);
+    store_free(s);
+}
+
+TEST(namespace_iteration_and_early_stop)
+{
+    store *s = store_new();
+    store_put(s, mk("a", "1", "", NULL), NULL);
+    store_put(s, mk("a", "2", "", NULL), NULL);
+    store_put(s, mk("b", "1", "", NULL), NULL);
+    store_put(s, mk("", "c", "", NULL), NULL);
+    CHECK_STR(in_ns(s, "a"), "a/1,a/2");
+    CHECK_STR(in_ns(s, "b"), "b/1");
+    CHECK_STR(in_ns(s, "zzz"), "");
+    CHECK_STR(in_ns(s, NULL), "a/1,a/2,b/1,c");
+    /* a replace without taking the old object: the store frees it */
+    CHECK(store_put(s, mk("a", "1", "\"v\":\"2\"", NULL), NULL) == 0);
+    CHECK(store_len(s) == 4);
+    CHECK_STR(in_ns(s, "a"), "a/1,a/2");
+
+    seen sn = {0};
+    sn.stop_after = 2;
+    store_each(s, collect, &sn);
+    CHECK(sn.n == 2);
+    memset(&sn, 0, sizeof sn);
+    sn.stop_after = 1;
+    store_each_in_namespace(s, "a", collect, &sn);
+    CHECK(sn.n == 1);
+    store_free(s);
+}
+
+/* Heavy churn exercises the tables' deletion (entries shift back). */
+TEST(churn_keeps_every_key_reachable)
+{
+    store *s = store_new();
+    char name[32], labels[64], owner[32];
+    int n = 3000, ok = 1;
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "o%d", i);
+        snprintf(labels, sizeof labels, "\"mod\":\"m%d\",\"id\":\"i%d\"", i % 7, i);
+        snprintf(owner, sizeof owner, "own%d", i % 13);
+        if (store_put(s, mk("ns", name, labels, owner), NULL) != 0)
+            ok = 0;
+    }
+    for (int i = 0; i < n; i += 2) {
+        snprintf(name, sizeof name, "ns/o%d", i);
+        store_obj_free(store_remove(s, name));
+    }
+    CHECK(ok);
+    CHECK(store_len(s) == (size_t)n / 2);
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "ns/o%d", i);
+        if ((store_get(s, name) != NULL) != (i % 2 == 1))
+            ok = 0;
+        snprintf(labels, sizeof labels, "id=i%d", i);
+        seen sn = {0};
+        store_each_selected(s, NULL, labels, collect, &sn, NULL);
+        if (sn.n != (size_t)(i % 2))
+            ok = 0;
+    }
+    CHECK(ok);
+    seen sn = {0};
+    store_each_selected(s, "ns", "mod=m3", collect, &sn, NULL);
+    size_t expect = 0;
+    for (int i = 1; i < n; i += 2)
+        expect += i % 7 == 3;
+    CHECK(sn.n == (expect < 64 ? expect : 64));
+    store_free(s);
+}
+
+/* A realistic ~1 KB object (a Deployment-owned Pod-ish ConfigMap). */
+static size_t make_1k(char *buf, size_t cap, int i)
+{
+    int n = snprintf(
+        buf, cap,
+        "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"config-%06d\","
+        "\"namespace\":\"team-%d\",\"uid\":\"6f1c2d3e-%04x-4a5b-9c8d-%012d\","
+        "\"resourceVersion\":\"%d\",\"generation\":1,"
+        "\"creationTimestamp\":\"2024-05-01T12:00:00Z\","
+        "\"labels\":{\"app.kubernetes.io/name\":\"svc-%d\",\"app.kubernetes.io/part-of\":\"shop\","
+        "\"tier\":\"%s\",\"pod-template-hash\":\"%08x\"},"
+        "\"annotations\":{\"klua.dev/note\":\"generated for the memory test\"},"
+        "\"ownerReferences\":[{\"apiVersion\":\"apps/v1\",\"kind\":\"ReplicaSet\","
+        "\"name\":\"rs-%d\",\"uid\":\"9a8b7c6d-0000-4000-8000-%012d\",\"controller\":true,"
+        "\"blockOwnerDeletion\":true}],"
+        "\"managedFields\":[{\"manager\":\"kubectl\",\"operation\":\"Update\","
+        "\"apiVersion\":\"v1\",\"time\":\"2024-05-01T12:00:00Z\",\"fieldsType\":\"FieldsV1\","
+        "\"fieldsV1\":{\"f:data\":{\".\":{},\"f:config.yaml\":{}}}}]},"
+        "\"data\":{\"config.yaml\":\"",
+        i, i % 20, i & 0xffff, i, 1000 + i, i % 50, (i % 3) ? "backend" : "frontend",
+        (unsigned)(i * 2654435761u), i / 4, i / 4);
+    /* pad the data to reach ~1 KB */
+    while (n < 1000 && (size_t)n + 2 < cap)
+        buf[n++] = 'x';
+    n += snprintf(buf + n, cap - (size_t)n, "\"}}");
+    return (size_t)n;
+}
+
+TEST(memory_per_object)
+{
+    enum { N = 10000 };
+    store *s = store_new();
+    char buf[2048];
+    size_t json_total = 0, ok = 1;
+    size_t empty = store_bytes(s);
+    for (int i = 0; i < N; i++) {
+        size_t len = make_1k(buf, sizeof buf, i);
+        json_total += len;
+        store_obj *o = store_obj_new(buf, len, NULL);
+        if (!o || store_put(s, o, NULL) != 0)
+            ok = 0;
+    }
+    CHECK(ok);
+    CHECK(store_len(s) == N);
+    size_t per = (store_bytes(s) - empty) / N, json = json_total / N;
+    printf("# store: %zu bytes/object (json %zu bytes)\n", per, json);
+    CHECK(json > 900 && json < 1200);
+    CHECK(per > json);      /* the JSON itself is held */
+    CHECK(per < 2 * json);  /* the design goal: well under twice the JSON */
+
+    /* queries on the big store use the indexes */
+    seen sn = {0};
+    store_each_selected(s, "team-3", "tier=frontend,app.kubernetes.io/name=svc-3", collect, &sn,
+                        NULL);
+    CHECK(sn.n > 0);
+    memset(&sn, 0, sizeof sn);
+    store_each_owned_by(s, "9a8b7c6d-0000-4000-8000-000000000010", collect, &sn);
+    CHECK_STR(joined(&sn), "team-0/config-000040,team-1/config-000041,team-2/config-000042,"
+                           "team-3/config-000043");
+
+    /* removing everything gives the memory back (tables keep their size) */
+    size_t full = store_bytes(s);
+    for (int i = 0; i < N; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "team-%d/config-%06d", i % 20, i);
+        store_obj_free(store_remove(s, key));
+    }
+    CHECK(store_len(s) == 0);
+    CHECK(store_bytes(s) < full / 10);
+    store_free(s);
+}
+
+int main(void)
+{
+    RUN(object_metadata_is_extracted);
+    RUN(objects_without_a_name_are_rejected);
+    RUN(put_replace_remove_maintain_indexes);
+    RUN(selector_queries);
+    RUN(namespace_iteration_and_early_stop);
+    RUN(churn_keeps_every_key_reachable);
+    RUN(memory_per_object);
+    DONE();
+}

@@ -1,0 +1,6 @@
+return {
+  name = "bad-watch",
+
+  watch = { apiVersion = "v1", kind = "configmap" },
+  reconcile = function(ctx, obj) end,
+}

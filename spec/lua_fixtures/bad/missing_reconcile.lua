@@ -1,0 +1,4 @@
+-- no reconcile
+return {
+  watch = { apiVersion = "v1", kind = "ConfigMap" },
+}

@@ -1,0 +1,4 @@
+#!/bin/sh
+echo "cannot reach the identity provider" >&2
+echo "second line" >&2
+exit 3

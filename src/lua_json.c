@@ -1,0 +1,357 @@
+/* lua_json.c - the klua.json module (see lua_json.h for why it is ours).
+ *
+ * Provides: luaopen_klua_json, lua_json_push, lua_json_encode,
+ * lua_json_mark_array.
+ * Uses: json (tokenizer, string escaping), buf, err, Lua.
+ */
+#include "lua_json.h"
+
+#include "json.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Registry keys and sentinel values: addresses of statics, never strings,
+ * so scripts cannot forge them. */
+static char array_mt_key;
+static char null_sentinel;
+static char empty_array_sentinel;
+#define DOC_MT "klua.json.doc"
+
+/* The tokens of one decode, held by a userdata so that a Lua memory error in
+ * the middle of building tables frees them through __gc. */
+typedef struct doc_holder {
+    json_doc doc;
+    kl_buf tmp;   /* unescaped strings */
+} doc_holder;
+
+static int doc_gc(lua_State *L)
+{
+    doc_holder *h = luaL_checkudata(L, 1, DOC_MT);
+    json_doc_free(&h->doc);
+    kl_buf_free(&h->tmp);
+    return 0;
+}
+
+static doc_holder *push_holder(lua_State *L);
+
+static void push_array_mt(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 1);                        /* [mt] */
+        lua_pushliteral(L, "klua.json.array");
+        lua_setfield(L, -2, "__name");
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &array_mt_key);
+    }
+}
+
+void lua_json_mark_array(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    push_array_mt(L);                                    /* [.., mt] */
+    lua_setmetatable(L, idx);
+}
+
+static void push_number(lua_State *L, const json_doc *d, const json_tok *t)
+{
+    char num[64];
+    size_t n = t->end - t->start;
+    if (n < sizeof num) {
+        memcpy(num, d->src + t->start, n);
+        num[n] = '\0';
+        /* JSON numbers are Lua numerals: "12" -> integer, "1.5"/"1e3" ->
+         * float, an integer too big for int64 -> float. */
+        if (lua_stringtonumber(L, num) != 0)
+            return;
+    }
+    /* Very long numerals: a NUL-terminated copy in Lua's memory. */
+    lua_pushlstring(L, d->src + t->start, n);
+    double v = strtod(lua_tostring(L, -1), NULL);
+    lua_pop(L, 1);
+    lua_pushnumber(L, v);
+}
+
+/* Push the value at token i. Depth is bounded by the parser. */
+static void push_tok(lua_State *L, doc_holder *h, int i)
+{
+    const json_doc *d = &h->doc;
+    const json_tok *t = &d->toks[i];
+    luaL_checkstack(L, 4, "JSON nesting");
+    switch (t->type) {
+    case JSON_NULL: lua_pushlightuserdata(L, &null_sentinel); break;
+    case JSON_FALSE: lua_pushboolean(L, 0); break;
+    case JSON_TRUE: lua_pushboolean(L, 1); break;
+    case JSON_NUMBER: push_number(L, d, t); break;
+    case JSON_STRING:
+        if (!t->escaped) {
+            lua_pushlstring(L, d->src + t->start, t->end - t->start);
+        } else {
+            kl_buf_reset(&h->tmp);
+            if (json_str_append(d, i, &h->tmp) != 0)
+                luaL_error(L, "out of memory decoding JSON");
+            lua_pushlstring(L, h->tmp.data ? h->tmp.data : "", h->tmp.len);
+        }
+        break;
+    case JSON_ARRAY: {
+        lua_createtable(L, (int)t->size, 0);             /* [arr] */
+        lua_Integer n = 1;
+        for (int e = json_first(d, i); e >= 0; e = json_next(d, e)) {
+            push_tok(L, h, e);
+            lua_rawseti(L, -2, n++);
+        }
+        lua_json_mark_array(L, -1);
+        break;
+    }
+    default: { /* JSON_OBJECT */
+        lua_createtable(L, 0, (int)t->size);             /* [obj] */
+        for (int k = json_first(d, i); k >= 0; k = json_next(d, k + 1)) {
+            if (d->toks[k + 1].type == JSON_NULL)
+                continue; /* null members are absent, as Kubernetes reads them */
+            push_tok(L, h, k);                           /* [obj, key] */
+            push_tok(L, h, k + 1);                       /* [obj, key, value] */
+            lua_rawset(L, -3);
+        }
+        break;
+    }
+    }
+}
+
+int lua_json_push(lua_State *L, const char *s, size_t len, kl_err *err)
+{
+    luaL_checkstack(L, 8, "JSON decode");
+    doc_holder *h = push_holder(L);                      /* [holder] */
+    if (json_parse(&h->doc, s, len, err) != 0) {
+        json_doc_free(&h->doc);
+        lua_pop(L, 1);
+        return -1;
+    }
+    push_tok(L, h, 0);                                   /* [holder, value] */
+    json_doc_free(&h->doc);
+    kl_buf_free(&h->tmp);
+    lua_remove(L, -2);                                   /* [value] */
+    return 0;
+}
+
+/* ---- encoding ---- */
+
+static int is_array_table(lua_State *L, int idx, lua_Integer *len)
+{
+    lua_Integer count = 0, max = 0;
+    if (lua_getmetatable(L, idx)) {                      /* [mt] */
+        /* No allocation here: the encoder must not raise. */
+        int t = lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key); /* [mt, array_mt] */
+        int marked = t == LUA_TTABLE && lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        if (marked) {
+            *len = (lua_Integer)lua_rawlen(L, idx);
+            return 1;
+        }
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {                           /* [k, v] */
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1)) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        lua_Integer k = lua_tointeger(L, -1);
+        if (k < 1) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        if (k > max)
+            max = k;
+        count++;
+    }
+    *len = count;
+    return count > 0 && max == count;
+}
+
+static int enc_number(lua_State *L, int idx, kl_buf *out, kl_err *err)
+{
+    if (lua_isinteger(L, idx))
+        return kl_buf_printf(out, "%lld", (long long)lua_tointeger(L, idx));
+    double v = lua_tonumber(L, idx);
+    if (!isfinite(v))
+        return kl_err_set(err, KL_EINVAL, "cannot encode %s as JSON", isnan(v) ? "NaN" : "infinity");
+    if (v == floor(v) && fabs(v) < 9007199254740992.0)
+        return kl_buf_printf(out, "%.0f", v);
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%.14g", v);
+    if (strtod(tmp, NULL) != v)
+        snprintf(tmp, sizeof tmp, "%.17g", v);
+    return kl_buf_puts(out, tmp);
+}
+
+static int enc_value(lua_State *L, int idx, kl_buf *out, int depth, kl_err *err);
+
+static int enc_table(lua_State *L, int idx, kl_buf *out, int depth, kl_err *err)
+{
+    lua_Integer n;
+    if (is_array_table(L, idx, &n)) {
+        if (kl_buf_putc(out, '[') != 0)
+            return kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
+        for (lua_Integer i = 1; i <= n; i++) {
+            if (i > 1 && kl_buf_putc(out, ',') != 0)
+                return kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
+            lua_rawgeti(L, idx, i);
+            int rc = enc_value(L, lua_gettop(L), out, depth + 1, err);
+            lua_pop(L, 1);
+            if (rc != 0)
+                return -1;
+        }
+        return kl_buf_putc(out, ']') == 0 ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory");
+    }
+    if (kl_buf_putc(out, '{') != 0)
+        return kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
+    int first = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {                           /* [k, v] */
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return kl_err_set(err, KL_EINVAL,
+                              "cannot encode a table mixing array items and named fields as JSON");
+        }
+        size_t kl;
+        const char *k = lua_tolstring(L, -2, &kl);
+        if ((!first && kl_buf_putc(out, ',') != 0) || json_escape_append(out, k, kl) != 0 ||
+            kl_buf_putc(out, ':') != 0) {
+            lua_pop(L, 2);
+            return kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
+        }
+        first = 0;
+        int rc = enc_value(L, lua_gettop(L), out, depth + 1, err);
+        lua_pop(L, 1);
+        if (rc != 0) {
+            lua_pop(L, 1);
+            return -1;
+        }
+    }
+    return kl_buf_putc(out, '}') == 0 ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory");
+}
+
+static int enc_value(lua_State *L, int idx, kl_buf *out, int depth, kl_err *err)
+{
+    if (depth > JSON_MAX_DEPTH)
+        return kl_err_set(err, KL_EINVAL,
+                          "cannot encode JSON nested deeper than %d levels (a cycle?)",
+                          JSON_MAX_DEPTH);
+    if (!lua_checkstack(L, 4))
+        return kl_err_set(err, KL_ENOMEM, "out of Lua stack encoding JSON");
+    int rc = 0;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: rc = kl_buf_puts(out, "null"); break;
+    case LUA_TBOOLEAN: rc = kl_buf_puts(out, lua_toboolean(L, idx) ? "true" : "false"); break;
+    case LUA_TNUMBER:
+        if (enc_number(L, idx, out, err) != 0)
+            return -1;
+        break;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        rc = json_escape_append(out, s, n);
+        break;
+    }
+    case LUA_TTABLE: return enc_table(L, idx, out, depth, err);
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == &null_sentinel) {
+            rc = kl_buf_puts(out, "null");
+            break;
+        }
+        if (lua_touserdata(L, idx) == &empty_array_sentinel) {
+            rc = kl_buf_puts(out, "[]");
+            break;
+        }
+        /* fall through */
+    default:
+        return kl_err_set(err, KL_EINVAL, "cannot encode a %s value as JSON",
+                          lua_typename(L, lua_type(L, idx)));
+    }
+    return rc == 0 ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
+}
+
+int lua_json_encode(lua_State *L, int idx, kl_buf *out, kl_err *err)
+{
+    return enc_value(L, lua_absindex(L, idx), out, 0, err);
+}
+
+/* ---- the Lua module ---- */
+
+static doc_holder *push_holder(lua_State *L)
+{
+    doc_holder *h = lua_newuserdatauv(L, sizeof *h, 0); /* [holder] */
+    memset(h, 0, sizeof *h);
+    if (luaL_newmetatable(L, DOC_MT)) {
+        lua_pushcfunction(L, doc_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return h;
+}
+
+/* json.encode(v) -> string, or raises on a value JSON cannot hold. The
+ * output buffer belongs to a holder userdata, so a memory error while
+ * pushing the result cannot leak it. */
+static int l_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    doc_holder *h = push_holder(L);                      /* [v, holder] */
+    kl_err err = {0};
+    if (lua_json_encode(L, 1, &h->tmp, &err) != 0) {
+        kl_buf_free(&h->tmp);
+        return luaL_error(L, "json.encode: %s", err.msg);
+    }
+    lua_pushlstring(L, h->tmp.data ? h->tmp.data : "", h->tmp.len);
+    kl_buf_free(&h->tmp);
+    return 1;
+}
+
+/* json.decode(s) -> value, or nil, message for invalid JSON. */
+static int l_decode(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    kl_err err = {0};
+    if (lua_json_push(L, s, n, &err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.msg);
+        return 2;
+    }
+    return 1;
+}
+
+/* json.array(t) -> t, marked to encode as a JSON array even when empty. */
+static int l_array(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_json_mark_array(L, 1);
+    return 1;
+}
+
+static const luaL_Reg json_funcs[] = {
+    {"encode", l_encode},
+    {"decode", l_decode},
+    {"array", l_array},
+    {NULL, NULL},
+};
+
+int luaopen_klua_json(lua_State *L)
+{
+    luaL_newlib(L, json_funcs);                          /* [mod] */
+    lua_pushlightuserdata(L, &null_sentinel);
+    lua_setfield(L, -2, "null");
+    lua_pushlightuserdata(L, &empty_array_sentinel);
+    lua_setfield(L, -2, "empty_array");
+    return 1;
+}

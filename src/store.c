@@ -1,0 +1,605 @@
+/* store.c - the informer cache: objects by key, with indexes.
+ *
+ * Provides: store_obj_* and store_* (store.h).
+ * Uses: json (metadata extraction), labels (selectors), buf, err.
+ *
+ * Memory is the point of this file's shape (DESIGN.md: "an object in the
+ * cache should cost little more than its JSON"):
+ *   - a store_obj is ONE allocation: the struct, its pointer arrays (labels,
+ *     owner uids), its metadata strings and the JSON bytes follow each other
+ *     in the same block, so store_obj_free is a single free() and malloc's
+ *     per-chunk overhead is paid once. The token array used to read the
+ *     metadata is dropped before returning.
+ *   - the tables are open addressing with linear probing over bare pointers
+ *     (8 bytes a slot, no per-entry nodes); deletion shifts entries back
+ *     instead of leaving tombstones, so churn does not degrade lookups.
+ *   - an index is a map from a name ("default", "app=web", an owner uid) to
+ *     a set of object pointers; an index set holds its name inline and is
+ *     freed as soon as it becomes empty.
+ * Index sets hold object pointers, not key copies: a replace unindexes the old
+ * object and indexes the new one, so no pointer outlives its object.
+ *
+ * Iteration visits the live tables: a visit callback must not change the
+ * store (no put or remove from inside store_each*). The reflector changes the
+ * store between visits, never during one, since everything runs on the loop
+ * thread.
+ */
+#include "store.h"
+
+#include "buf.h"
+#include "json.h"
+#include "labels.h"
+
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- hashing ---- */
+
+static uint64_t fnv(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+#define FNV_SEED 1469598103934665603ull
+
+static size_t mix(uint64_t h) { return (size_t)(h ^ (h >> 31)); }
+
+/* "a" or "a=b": the index names, hashed without building the string. */
+static size_t hash_pair(const char *a, const char *b)
+{
+    uint64_t h = fnv(FNV_SEED, a);
+    if (b)
+        h = fnv((h ^ '=') * 1099511628211ull, b);
+    return mix(h);
+}
+
+static size_t hash_ptr(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull;
+    return (size_t)(x ^ (x >> 32));
+}
+
+/* ---- open addressing tables of pointers ---- */
+
+/* Three kinds of entries share the table code: objects keyed by o->key,
+ * index sets keyed by their name, and bare object pointers (set members). */
+enum { T_OBJ, T_IDX, T_PTR };
+
+typedef struct table {
+    void **slots;   /* NULL = empty; cap is 0 or a power of two */
+    size_t cap, len;
+} table;
+
+typedef struct idx_key {
+    const char *a, *b;  /* the name is a, or "a=b" when b is set */
+} idx_key;
+
+typedef struct idx_set {
+    size_t hash;
+    table members;      /* store_obj pointers (not owned) */
+    char name[];        /* "a" or "a=b" */
+} idx_set;
+
+static size_t entry_hash(int kind, const void *e)
+{
+    switch (kind) {
+    case T_OBJ: return hash_pair(((const store_obj *)e)->key, NULL);
+    case T_IDX: return ((const idx_set *)e)->hash;
+    default: return hash_ptr(e);
+    }
+}
+
+static size_t key_hash(int kind, const void *key)
+{
+    switch (kind) {
+    case T_OBJ: return hash_pair(key, NULL);
+    case T_IDX: return hash_pair(((const idx_key *)key)->a, ((const idx_key *)key)->b);
+    default: return hash_ptr(key);
+    }
+}
+
+static int entry_eq(int kind, const void *e, const void *key)
+{
+    if (kind == T_OBJ)
+        return strcmp(((const store_obj *)e)->key, key) == 0;
+    if (kind == T_PTR)
+        return e == key;
+    const char *name = ((const idx_set *)e)->name;
+    const idx_key *k = key;
+    if (!k->b)
+        return strcmp(name, k->a) == 0;
+    size_t n = strlen(k->a);
+    return strncmp(name, k->a, n) == 0 && name[n] == '=' && strcmp(name + n + 1, k->b) == 0;
+}
+
+/* Index of the slot holding key, or of the empty slot where it would go. */
+static size_t tab_probe(const table *t, int kind, const void *key, size_t h)
+{
+    size_t mask = t->cap - 1, i = h & mask;
+    while (t->slots[i] && !entry_eq(kind, t->slots[i], key))
+        i = (i + 1) & mask;
+    return i;
+}
+
+static void **tab_find(const table *t, int kind, const void *key)
+{
+    if (!t->len)
+        return NULL;
+    size_t i = tab_probe(t, kind, key, key_hash(kind, key));
+    return t->slots[i] ? &t->slots[i] : NULL;
+}
+
+/* Make room for one more entry (load at most 3/4). Slot pointers taken
+ * before this call are invalid after it. */
+static int tab_reserve(table *t, int kind)
+{
+    if ((t->len + 1) * 4 <= t->cap * 3)
+        return 0;
+    size_t cap = t->cap ? t->cap * 2 : 2; /* 2 slots hold one entry */
+    void **slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return -1;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->slots[i])
+            continue;
+        size_t j = entry_hash(kind, t->slots[i]) & (cap - 1);
+        while (slots[j])
+            j = (j + 1) & (cap - 1);
+        slots[j] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
+    return 0;
+}
+
+/* e must not be present; room must have been reserved. */
+static void tab_insert(table *t, int kind, void *e)
+{
+    size_t mask = t->cap - 1, i = entry_hash(kind, e) & mask;
+    while (t->slots[i])
+        i = (i + 1) & mask;
+    t->slots[i] = e;
+    t->len++;
+}
+
+/* Backward-shift deletion: later entries of the probe run move up so that
+ * every entry stays reachable from its home slot without tombstones. */
+static void tab_remove_at(table *t, int kind, size_t i)
+{
+    size_t mask = t->cap - 1, j = i;
+    t->slots[i] = NULL;
+    t->len--;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!t->slots[j])
+            break;
+        size_t home = entry_hash(kind, t->slots[j]) & mask;
+        /* the entry at j may move to i unless its home lies in (i, j] */
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            t->slots[i] = t->slots[j];
+            t->slots[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+/* ---- objects ---- */
+
+/* The metadata strings of one object while it is being built: unescaped,
+ * NUL-terminated, one after another in strs; offs[] says where each starts
+ * (S_* first, then label key/value pairs, then owner uids). */
+enum { S_NS, S_KEY, S_UID, S_RV, S_FIXED };
+
+typedef struct meta_strs {
+    kl_buf strs;
+    size_t *offs;
+    size_t nlabels, nowners;
+    size_t name_off;  /* where the name starts inside the key */
+} meta_strs;
+
+/* Append a JSON string token's unescaped text and a NUL at offs[i]; an
+ * absent token gives "". */
+static int put_str(meta_strs *m, const json_doc *d, int tok, size_t i)
+{
+    m->offs[i] = m->strs.len;
+    if (tok >= 0 && json_str_append(d, tok, &m->strs) != 0)
+        return -1;
+    return kl_buf_putc(&m->strs, '\0');
+}
+
+static int is_type(const json_doc *d, int tok, int type)
+{
+    return tok >= 0 && d->toks[tok].type == type;
+}
+
+static int str_or_absent(const json_doc *d, int tok) { return is_type(d, tok, JSON_STRING) ? tok : -1; }
+
+/* Gather the strings of metadata (an object token). -1 = out of memory. */
+static int gather(meta_strs *m, const json_doc *d, int meta, int name)
+{
+    int ns = str_or_absent(d, json_obj_get(d, meta, "namespace"));
+    int labels = json_obj_get(d, meta, "labels");
+    int owners = json_obj_get(d, meta, "ownerReferences");
+    size_t nlabels = is_type(d, labels, JSON_OBJECT) ? d->toks[labels].size : 0;
+    size_t nowners = is_type(d, owners, JSON_ARRAY) ? d->toks[owners].size : 0;
+    if (!(m->offs = malloc((S_FIXED + 2 * nlabels + nowners) * sizeof *m->offs)))
+        return -1;
+    if (put_str(m, d, ns, S_NS) < 0)
+        return -1;
+    /* the key is "ns/name" or "name"; o->name points into it */
+    m->offs[S_KEY] = m->strs.len;
+    int has_ns = ns >= 0 && d->toks[ns].start != d->toks[ns].end;
+    if (has_ns && (json_str_append(d, ns, &m->strs) != 0 || kl_buf_putc(&m->strs, '/') != 0))
+        return -1;
+    m->name_off = m->strs.len - m->offs[S_KEY];
+    if (json_str_append(d, name, &m->strs) != 0 || kl_buf_putc(&m->strs, '\0') != 0)
+        return -1;
+    if (put_str(m, d, str_or_absent(d, json_obj_get(d, meta, "uid")), S_UID) < 0 ||
+        put_str(m, d, str_or_absent(d, json_obj_get(d, meta, "resourceVersion")), S_RV) < 0)
+        return -1;
+    /* labels: members are (key, value) token pairs; non-string values are
+     * not valid labels and are skipped */
+    int k = labels + 1;
+    for (size_t i = 0; i < nlabels; i++, k = (int)d->toks[k + 1].next) {
+        if (!is_type(d, k + 1, JSON_STRING))
+            continue;
+        size_t at = S_FIXED + 2 * m->nlabels;
+        if (put_str(m, d, k, at) < 0 || put_str(m, d, k + 1, at + 1) < 0)
+            return -1;
+        m->nlabels++;
+    }
+    int e = owners + 1;
+    for (size_t i = 0; i < nowners; i++, e = (int)d->toks[e].next) {
+        int uid = str_or_absent(d, json_obj_get(d, e, "uid"));
+        if (uid < 0)
+            continue;
+        if (put_str(m, d, uid, S_FIXED + 2 * m->nlabels + m->nowners) < 0)
+            return -1;
+        m->nowners++;
+    }
+    return 0;
+}
+
+/* One block: struct | label and owner pointers | strings | json NUL.
+ * Caller owns the result (store_obj_free). */
+static store_obj *assemble(const meta_strs *m, const char *json, size_t len)
+{
+    size_t nl = m->nlabels, no = m->nowners, nptrs = 2 * nl + no;
+    size_t head = sizeof(store_obj) + nptrs * sizeof(char *);
+    store_obj *o = malloc(head + m->strs.len + len + 1);
+    if (!o)
+        return NULL;
+    char **ptrs = (char **)(o + 1);
+    char *sp = (char *)o + head;
+    memcpy(sp, m->strs.data, m->strs.len);
+    o->json = sp + m->strs.len;
+    memcpy(o->json, json, len);
+    o->json[len] = '\0';
+    o->json_len = len;
+    o->ns = sp + m->offs[S_NS];
+    o->key = sp + m->offs[S_KEY];
+    o->name = o->key + m->name_off;
+    o->uid = sp + m->offs[S_UID];
+    o->rv = sp + m->offs[S_RV];
+    for (size_t i = 0; i < nptrs; i++)
+        ptrs[i] = sp + m->offs[S_FIXED + i];
+    o->labels = nl ? ptrs : NULL;
+    o->nlabels = nl;
+    o->owner_uids = no ? ptrs + 2 * nl : NULL;
+    o->nowners = no;
+    return o;
+}
+
+/* Caller owns the result (store_obj_free); every field points into it. */
+store_obj *store_obj_new(const char *json, size_t len, kl_err *err)
+{
+    store_obj *o = NULL;
+    json_doc d = {0};
+    meta_strs m = {KL_BUF_INIT, NULL, 0, 0, 0};
+    if (json_parse(&d, json, len, err) < 0) {
+        kl_err_wrap(err, "cannot cache object");
+        goto out;
+    }
+    int meta = json_obj_get(&d, 0, "metadata");
+    int name = json_obj_get(&d, meta, "name");
+    if (!is_type(&d, meta, JSON_OBJECT)) {
+        kl_err_set(err, KL_EINVAL, "cannot cache object: it has no metadata");
+        goto out;
+    }
+    if (!is_type(&d, name, JSON_STRING) || d.toks[name].start == d.toks[name].end) {
+        kl_err_set(err, KL_EINVAL, "cannot cache object: it has no metadata.name");
+        goto out;
+    }
+    if (gather(&m, &d, meta, name) < 0 || !(o = assemble(&m, json, len))) {
+        kl_err_set(err, KL_ENOMEM, "cannot cache object: out of memory");
+        goto out;
+    }
+    int64_t gen = 0;
+    o->generation = json_get_int64(&d, json_obj_get(&d, meta, "generation"), &gen) == 0 ? gen : 0;
+    int del = json_obj_get(&d, meta, "deletionTimestamp");
+    o->deleting = del >= 0 && d.toks[del].type != JSON_NULL;
+out:
+    free(m.offs);
+    kl_buf_free(&m.strs);
+    json_doc_free(&d);
+    return o;
+}
+
+void store_obj_free(store_obj *o) { free(o); }
+
+const char *store_obj_label(const store_obj *o, const char *key)
+{
+    for (size_t i = 0; i < o->nlabels; i++)
+        if (strcmp(o->labels[2 * i], key) == 0)
+            return o->labels[2 * i + 1];
+    return NULL;
+}
+
+/* ---- indexes ---- */
+
+struct store {
+    table objs;      /* store_obj (owned) by key */
+    table by_ns;     /* idx_set (owned) by namespace */
+    table by_label;  /* idx_set (owned) by "key=value" */
+    table by_owner;  /* idx_set (owned) by owner uid */
+    size_t obj_bytes;
+};
+
+/* Caller owns the result (store_free). */
+store *store_new(void) { return calloc(1, sizeof(store)); }
+
+static void free_index(table *t)
+{
+    for (size_t i = 0; i < t->cap; i++) {
+        idx_set *set = t->slots[i];
+        if (set) {
+            free(set->members.slots);
+            free(set);
+        }
+    }
+    free(t->slots);
+}
+
+void store_free(store *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->objs.cap; i++)
+        store_obj_free(s->objs.slots[i]);
+    free(s->objs.slots);
+    free_index(&s->by_ns);
+    free_index(&s->by_label);
+    free_index(&s->by_owner);
+    free(s);
+}
+
+static idx_set *index_find(const table *map, const char *a, const char *b)
+{
+    idx_key k = {a, b};
+    void **slot = tab_find(map, T_IDX, &k);
+    return slot ? *slot : NULL;
+}
+
+/* Add o to the set named a (or a=b). Idempotent. */
+static int index_add(table *map, const char *a, const char *b, store_obj *o)
+{
+    idx_set *set = index_find(map, a, b);
+    if (!set) {
+        size_t na = strlen(a), nb = b ? strlen(b) + 1 : 0;
+        if (tab_reserve(map, T_IDX) < 0 || !(set = calloc(1, sizeof *set + na + nb + 1)))
+            return -1;
+        memcpy(set->name, a, na);
+        if (b) {
+            set->name[na] = '=';
+            memcpy(set->name + na + 1, b, nb - 1);
+        }
+        set->name[na + nb] = '\0';
+        set->hash = hash_pair(a, b);
+        tab_insert(map, T_IDX, set);
+    }
+    if (tab_find(&set->members, T_PTR, o))
+        return 0;
+    if (tab_reserve(&set->members, T_PTR) < 0)
+        return -1; /* an empty new set is removed by the caller's unindex */
+    tab_insert(&set->members, T_PTR, o);
+    return 0;
+}
+
+/* Remove o from the set; a set left empty is freed. Never allocates. */
+static void index_del(table *map, const char *a, const char *b, const store_obj *o)
+{
+    idx_key k = {a, b};
+    void **slot = tab_find(map, T_IDX, &k);
+    if (!slot)
+        return;
+    idx_set *set = *slot;
+    void **m = tab_find(&set->members, T_PTR, o);
+    if (m)
+        tab_remove_at(&set->members, T_PTR, (size_t)(m - set->members.slots));
+    if (set->members.len == 0) {
+        tab_remove_at(map, T_IDX, (size_t)(slot - map->slots));
+        free(set->members.slots);
+        free(set);
+    }
+}
+
+static void unindex_obj(store *s, const store_obj *o)
+{
+    index_del(&s->by_ns, o->ns, NULL, o);
+    for (size_t i = 0; i < o->nlabels; i++)
+        index_del(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
+    for (size_t i = 0; i < o->nowners; i++)
+        index_del(&s->by_owner, o->owner_uids[i], NULL, o);
+}
+
+/* All or nothing: on failure o is in no index. */
+static int index_obj(store *s, store_obj *o)
+{
+    int rc = index_add(&s->by_ns, o->ns, NULL, o);
+    for (size_t i = 0; rc == 0 && i < o->nlabels; i++)
+        rc = index_add(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
+    for (size_t i = 0; rc == 0 && i < o->nowners; i++)
+        rc = index_add(&s->by_owner, o->owner_uids[i], NULL, o);
+    if (rc < 0)
+        unindex_obj(s, o);
+    return rc;
+}
+
+/* What malloc really holds for a request of n bytes (glibc: an 8-byte
+ * header, 16-byte granules, 32 bytes at least). */
+static size_t chunk(size_t n)
+{
+    size_t c = (n + 8 + 15) & ~(size_t)15;
+    return c < 32 ? 32 : c;
+}
+
+static size_t obj_bytes(const store_obj *o) { return chunk(malloc_usable_size((void *)o)); }
+
+/* On -1 (out of memory) the store is unchanged and the caller still owns o.
+ * When old is NULL a replaced object is freed here. */
+int store_put(store *s, store_obj *o, store_obj **old)
+{
+    if (old)
+        *old = NULL;
+    void **slot = tab_find(&s->objs, T_OBJ, o->key);
+    if (!slot && tab_reserve(&s->objs, T_OBJ) < 0)
+        return -1;
+    if (index_obj(s, o) < 0)
+        return -1;
+    if (slot) {
+        store_obj *prev = *slot;
+        unindex_obj(s, prev);
+        *slot = o;
+        s->obj_bytes -= obj_bytes(prev);
+        if (old)
+            *old = prev;
+        else
+            store_obj_free(prev);
+    } else {
+        tab_insert(&s->objs, T_OBJ, o);
+    }
+    s->obj_bytes += obj_bytes(o);
+    return 0;
+}
+
+/* Caller owns the result. */
+store_obj *store_remove(store *s, const char *key)
+{
+    void **slot = tab_find(&s->objs, T_OBJ, key);
+    if (!slot)
+        return NULL;
+    store_obj *o = *slot;
+    unindex_obj(s, o);
+    tab_remove_at(&s->objs, T_OBJ, (size_t)(slot - s->objs.slots));
+    s->obj_bytes -= obj_bytes(o);
+    return o;
+}
+
+const store_obj *store_get(const store *s, const char *key)
+{
+    void **slot = tab_find(&s->objs, T_OBJ, key);
+    return slot ? *slot : NULL;
+}
+
+size_t store_len(const store *s) { return s->objs.len; }
+
+/* ---- iteration (callbacks must not change the store) ---- */
+
+typedef struct visit {
+    const char *ns;              /* NULL = any */
+    const label_selector *sel;   /* NULL = any */
+    store_visit_cb cb;
+    void *ud;
+} visit;
+
+/* Returns non-zero when the callback asked to stop. */
+static int visit_table(const table *t, const visit *v)
+{
+    for (size_t i = 0; i < t->cap; i++) {
+        const store_obj *o = t->slots[i];
+        if (!o || (v->ns && strcmp(o->ns, v->ns) != 0) ||
+            (v->sel && !label_selector_matches(v->sel, o->labels, o->nlabels)))
+            continue;
+        if (v->cb(v->ud, o))
+            return 1;
+    }
+    return 0;
+}
+
+static void visit_set(const table *map, const char *a, const char *b, const visit *v)
+{
+    const idx_set *set = index_find(map, a, b);
+    if (set)
+        visit_table(&set->members, v);
+}
+
+void store_each(const store *s, store_visit_cb cb, void *ud)
+{
+    visit v = {NULL, NULL, cb, ud};
+    visit_table(&s->objs, &v);
+}
+
+void store_each_in_namespace(const store *s, const char *ns, store_visit_cb cb, void *ud)
+{
+    if (!ns) {
+        store_each(s, cb, ud);
+        return;
+    }
+    visit v = {NULL, NULL, cb, ud};
+    visit_set(&s->by_ns, ns, NULL, &v);
+}
+
+int store_each_selected(const store *s, const char *ns, const char *selector, store_visit_cb cb,
+                        void *ud, kl_err *err)
+{
+    label_selector *sel;
+    if (label_selector_parse(selector ? selector : "", &sel, err) < 0)
+        return -1;
+    const char *k, *val;
+    if (label_selector_first_equality(sel, &k, &val)) {
+        /* the smallest candidate set: objects carrying k=val */
+        visit v = {ns, sel, cb, ud};
+        visit_set(&s->by_label, k, val, &v);
+    } else if (ns) {
+        visit v = {NULL, sel, cb, ud};
+        visit_set(&s->by_ns, ns, NULL, &v);
+    } else {
+        visit v = {NULL, sel, cb, ud};
+        visit_table(&s->objs, &v);
+    }
+    label_selector_free(sel);
+    return 0;
+}
+
+void store_each_owned_by(const store *s, const char *owner_uid, store_visit_cb cb, void *ud)
+{
+    visit v = {NULL, NULL, cb, ud};
+    visit_set(&s->by_owner, owner_uid, NULL, &v);
+}
+
+/* ---- memory ---- */
+
+static size_t table_bytes(const table *t) { return t->cap ? chunk(t->cap * sizeof(void *)) : 0; }
+
+static size_t index_bytes(const table *map)
+{
+    size_t n = table_bytes(map);
+    for (size_t i = 0; i < map->cap; i++) {
+        const idx_set *set = map->slots[i];
+        if (set)
+            n += chunk(sizeof *set + strlen(set->name) + 1) + table_bytes(&set->members);
+    }
+    return n;
+}
+
+size_t store_bytes(const store *s)
+{
+    return chunk(sizeof *s) + s->obj_bytes + table_bytes(&s->objs) + index_bytes(&s->by_ns) +
+           index_bytes(&s->by_label) + index_bytes(&s->by_owner);
+}
