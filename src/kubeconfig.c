@@ -368,8 +368,11 @@ static int get_str(pctx *p, yaml_node_t *map, const char *key, const char *where
 
 static int get_bool(pctx *p, yaml_node_t *map, const char *key, const char *where, int *out)
 {
-    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
-    static const char *const no[] = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
+    /* YAML 1.1 booleans, as go-yaml (under sigs.k8s.io/yaml) reads them */
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
+                                      "YES",  "on",   "On",   "ON"};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "No",
+                                     "NO",    "off",   "Off",   "OFF"};
     yaml_node_t *n = map_get(p, map, key);
     *out = 0;
     if (is_null(n))
@@ -733,8 +736,9 @@ static int parse_list(pctx *p, yaml_node_t *root, const char *key, int kind, voi
         char where[200], nb[100];
         char *name = NULL;
         if (!it || it->type != YAML_MAPPING_NODE)
-            return kl_err_set(p->err, KL_EINVAL, "kubeconfig %s: %s[%zu] must be a mapping (line %u)",
-                              p->path, key, i, it ? node_line(it) : node_line(n));
+            return kl_err_set(p->err, KL_EINVAL,
+                              "kubeconfig %s: %s[%zu] must be a mapping (line %u)", p->path,
+                              key, i, it ? node_line(it) : node_line(n));
         snprintf(where, sizeof where, "%s[%zu].", key, i);
         if (get_str(p, it, "name", where, &name) != 0)
             return -1;
@@ -994,7 +998,9 @@ static kube_exec_config *exec_dup(const kube_exec_config *e)
     if ((e->api_version && !(d->api_version = strdup(e->api_version))) ||
         (e->command && !(d->command = strdup(e->command))) ||
         (e->install_hint && !(d->install_hint = strdup(e->install_hint))) ||
-        !(d->interactive_mode = strdup(e->interactive_mode ? e->interactive_mode : "IfAvailable")) ||
+        /* client-go's default for v1beta1, where the field is optional */
+        !(d->interactive_mode =
+              strdup(e->interactive_mode ? e->interactive_mode : "IfAvailable")) ||
         !(d->args = calloc(e->nargs + 1, sizeof *d->args)) ||
         !(d->env = calloc(e->nenv + 1, sizeof *d->env)))
         goto fail;
@@ -1122,7 +1128,8 @@ int kubeconfig_resolve(kubeconfig_file *const *files, size_t nfiles, const kubec
                    msg_name(nb2, sizeof nb2, ctx->user), msg_name(nb, sizeof nb, name), sources);
         goto done;
     }
-    if (validate_cluster(cl, clfrom->path, err) != 0 || (u && validate_user(u, ufrom->path, err) != 0))
+    if (validate_cluster(cl, clfrom->path, err) != 0 ||
+        (u && validate_user(u, ufrom->path, err) != 0))
         goto done;
 
     const char *ns = opts && opts->namespace && opts->namespace[0] ? opts->namespace

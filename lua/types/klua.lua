@@ -180,4 +180,5 @@ function Context:secret(name) end
 -- Modules provided by klua (require them in scripts):
 --   require "klua.json"   -> { encode = fn, decode = fn, null = lightuserdata, empty_array = ... }
 --   require "klua.github" -> the GitHub REST client used by lua/comment.lua
---   require "klua.conditions" -> set(status, type, status, reason, message, generation)
+--   require "klua.conditions" -> set(list, {type=, status=, reason=, message=, observedGeneration=}, now)
+--                                 returns new_list, changed; get(list, type); is_true(list, type)

@@ -25,6 +25,7 @@ static http_client *C;
 static pid_t srv_pid = -1;
 static int srv_stdin = -1;
 static int port_plain, port_tls, port_sn;   /* sn: cert for kubernetes.klua.test only */
+static int port_mtls;                        /* requires a client certificate */
 static char certdir[64];
 
 /* ---- fixture: certificates and the echo server -------------------------- */
@@ -55,14 +56,17 @@ static int make_certs(void)
              " -addext basicConstraints=critical,CA:FALSE >/dev/null 2>&1"
              " && openssl req -x509 %s -keyout sn.key -out sn.crt -subj /CN=kubernetes.klua.test"
              " -CA ca.crt -CAkey ca.key -addext subjectAltName=DNS:kubernetes.klua.test"
+             " -addext basicConstraints=critical,CA:FALSE >/dev/null 2>&1"
+             " && openssl req -x509 %s -keyout cli.key -out cli.crt -subj /CN=klua-test-client"
+             " -CA ca.crt -CAkey ca.key -addext extendedKeyUsage=clientAuth"
              " -addext basicConstraints=critical,CA:FALSE >/dev/null 2>&1",
-             certdir, key, key, key);
+             certdir, key, key, key, key);
     return sh(cmd);
 }
 
 static void remove_certs(void)
 {
-    static const char *names[] = {"ca.key", "ca.crt", "srv.key", "srv.crt", "sn.key", "sn.crt"};
+    static const char *names[] = {"ca.key", "ca.crt", "srv.key", "srv.crt", "sn.key", "sn.crt", "cli.key", "cli.crt"};
     char p[128];
     if (!certdir[0])
         return;
@@ -90,7 +94,7 @@ static void stop_server(void)
 static int start_server(void)
 {
     int out[2], in[2];
-    char script[512], srvc[128], srvk[128], snc[128], snk[128];
+    char script[512], srvc[128], srvk[128], snc[128], snk[128], ca[128];
     /* Tests run from the repository root; fall back to this file's place. */
     snprintf(script, sizeof script, "spec/support/httpecho.py");
     if (access(script, R_OK) != 0) {
@@ -102,6 +106,7 @@ static int start_server(void)
     certpath(srvk, sizeof srvk, "srv.key");
     certpath(snc, sizeof snc, "sn.crt");
     certpath(snk, sizeof snk, "sn.key");
+    certpath(ca, sizeof ca, "ca.crt");
     if (pipe(out) < 0 || pipe(in) < 0)
         return -1;
     srv_pid = fork();
@@ -114,7 +119,8 @@ static int start_server(void)
         dup2(in[0], 0);
         dup2(out[1], 1);
         close(in[0]); close(in[1]); close(out[0]); close(out[1]);
-        execlp("python3", "python3", script, "--tls", srvc, srvk, "--tls", snc, snk, (char *)NULL);
+        execlp("python3", "python3", script, "--tls", srvc, srvk, "--tls", snc, snk, "--mtls", srvc, srvk, ca,
+               (char *)NULL);
         _exit(127);
     }
     close(in[0]);
@@ -123,7 +129,7 @@ static int start_server(void)
     FILE *f = fdopen(out[0], "r");
     char line[128];
     int ok = f && fgets(line, sizeof line, f) &&
-             sscanf(line, "%d %d %d", &port_plain, &port_tls, &port_sn) == 3;
+             sscanf(line, "%d %d %d %d", &port_plain, &port_tls, &port_sn, &port_mtls) == 4;
     if (f)
         fclose(f);
     return ok ? 0 : -1;
@@ -321,6 +327,22 @@ TEST(redirects_are_not_followed)
     CHECK(r.status == 302);
     CHECK_STR(r.header, "/echo");
     res_free(&r);
+}
+
+TEST(only_the_final_header_block_is_kept)
+{
+    char u[128];
+    url(u, sizeof u, 0, port_plain, "/early");
+    res r = {.want_header = "x-final"};
+    fetch("GET", u, NULL, &r, NULL);
+    CHECK(r.status == 200);
+    CHECK(r.has_header);
+    CHECK(r.body.len == 5 && strcmp(r.body.data, "final") == 0);
+    res_free(&r);
+    res e = {.want_header = "x-early"};   /* only in the 103 block */
+    fetch("GET", u, NULL, &e, NULL);
+    CHECK(e.done == 1 && !e.has_header);
+    res_free(&e);
 }
 
 TEST(stream_delivers_chunks_as_they_arrive)
@@ -661,6 +683,39 @@ TEST(tls_server_name)
     res_free(&a); res_free(&b); res_free(&c);
 }
 
+TEST(client_certificates)
+{
+    char u[128], ca[128], crt[128], key[128];
+    url(u, sizeof u, 1, port_mtls, "/small");
+    certpath(ca, sizeof ca, "ca.crt");
+    certpath(crt, sizeof crt, "cli.crt");
+    certpath(key, sizeof key, "cli.key");
+
+    http_tls none = {.ca_file = ca};
+    res a = {0};
+    fetch("GET", u, NULL, &a, &none);
+    CHECK(a.done == 1 && a.curl_code != 0 && a.status == 0);
+
+    http_tls files = {.ca_file = ca, .cert_file = crt, .key_file = key};
+    res b = {0};
+    fetch("GET", u, NULL, &b, &files);
+    CHECK(b.curl_code == 0 && b.status == 200);
+
+    size_t cl = 0, kl = 0;
+    char *cpem = slurp(crt, &cl), *kpem = slurp(key, &kl);
+    http_tls mem = {.ca_file = ca, .cert_pem = cpem, .cert_pem_len = cl,
+                    .key_pem = kpem, .key_pem_len = kl};
+    res c = {0};
+    fetch("GET", u, NULL, &c, &mem);
+    CHECK(c.curl_code == 0 && c.status == 200);
+    if (c.curl_code)
+        printf("# in-memory client cert: %s\n", c.error);
+
+    res_free(&a); res_free(&b); res_free(&c);
+    free(cpem);
+    free(kpem);
+}
+
 int main(void)
 {
     kl_err err = {0};
@@ -682,6 +737,7 @@ int main(void)
     RUN(basic_auth_is_sent);
     RUN(bodies_are_echoed_for_every_method);
     RUN(redirects_are_not_followed);
+    RUN(only_the_final_header_block_is_kept);
     RUN(stream_delivers_chunks_as_they_arrive);
     RUN(non_2xx_stream_is_buffered);
     RUN(on_data_abort_reports_write_error);
@@ -696,6 +752,7 @@ int main(void)
     RUN(keep_alive_1000_sequential_gets);
     RUN(https_with_a_private_ca);
     RUN(tls_server_name);
+    RUN(client_certificates);
     http_client_free(C);
     loop_free(L);
     stop_server();

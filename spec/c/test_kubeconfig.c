@@ -110,7 +110,8 @@ TEST(base64_data_is_decoded)
     CHECK(c.ca_file == NULL);
     CHECK(c.cert_data && strstr(c.cert_data, "data client") != NULL);
     CHECK(c.cert_data_len == strlen(c.cert_data));
-    CHECK(c.key_data_len == strlen(key) && c.key_data && memcmp(c.key_data, key, c.key_data_len) == 0);
+    CHECK(c.key_data_len == strlen(key) && c.key_data &&
+          memcmp(c.key_data, key, c.key_data_len) == 0);
     kube_rest_config_free(&c);
 }
 
@@ -333,8 +334,9 @@ TEST(home_kube_config_is_the_last_resort)
 
     snprintf(p, sizeof p, "%s/.kube", home);
     mkdir(p, 0700);
-    put_file(p, "config", "current-context: h\nclusters: [{name: h, cluster: {server: 'https://h'}}]\n"
-                          "contexts: [{name: h, context: {cluster: h}}]\n");
+    put_file(p, "config",
+             "current-context: h\nclusters: [{name: h, cluster: {server: 'https://h'}}]\n"
+             "contexts: [{name: h, context: {cluster: h}}]\n");
     CHECK(kubeconfig_load(&o, &c, &err) == 0);
     CHECK_STR(c.server, "https://h");
     kube_rest_config_free(&c);

@@ -178,6 +178,18 @@ describe("klua.github", function()
             assert.equal(60, e3.retry_after)
         end)
 
+        it("secondary-limit answers to requests in flight together do not double the wait", function()
+            local clock = { t = 1000 }
+            local resp = { status = 403, body = gh_body("You have exceeded a secondary rate limit") }
+            local a = fake.new{ clock = clock, latency = 1, responses = { resp } }
+            local b = fake.new{ clock = clock, latency = 1, responses = { resp } }
+            local res = fake.run(clock, {
+                function() local _, e = github.new(a):list_comments("o/r", 7); return e.retry_after end,
+                function() local _, e = github.new(b):list_comments("o/r", 7); return e.retry_after end,
+            })
+            assert.same({ 60, 60 }, res)
+        end)
+
         it("404 and 410 are not_found", function()
             assert.equal("not_found", classify{ status = 404, body = gh_body("Not Found") }.kind)
             assert.equal("not_found", classify{ status = 410, body = gh_body("Issues are disabled for this repo") }.kind)

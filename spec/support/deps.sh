@@ -15,7 +15,7 @@ for p in $PKGS; do
     esac
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-[ -z "$missing" ] && exit 0
+if [ -n "$missing" ]; then
 echo "deps: installing$missing"
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -23,3 +23,9 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# pytest runs the end-to-end suite; the machine's python3 may be a pyenv build.
+if ! python3 -c 'import pytest' >/dev/null 2>&1; then
+    echo "deps: installing pytest"
+    python3 -m pip install -q pytest >/dev/null 2>&1 || $SUDO apt-get install -y -qq python3-pytest >/dev/null
+fi

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """httpecho.py - a tiny local HTTP(S) server for klua's HTTP client tests.
 
-Usage: httpecho.py [--tls CERT KEY]...
+Usage: httpecho.py [--tls CERT KEY]... [--mtls CERT KEY CA]...
 
 Listens on 127.0.0.1: one plain HTTP port, plus one HTTPS port per --tls
-pair. Prints all ports on the first line of stdout, space-separated (plain
-first), then serves until stdin reaches end of file (the test holds the other
+pair and one HTTPS port requiring a client certificate signed by CA per
+--mtls. Prints all ports on the first line of stdout, space-separated, in
+the order given (plain first), then serves until stdin reaches end of file (the test holds the other
 end of a pipe, so the server goes away with the test even if it crashes) or
 until it is killed. Python 3 standard library only.
 
@@ -18,6 +19,7 @@ Endpoints (any method):
   /slow?ms=M        waits M ms, then 200 "slow"
   /small            200 "ok", with X-Client-Port (to observe keep-alive)
   /redirect         302 to /echo
+  /early            103 Early Hints (with X-Early), then 200 with X-Final
 """
 import gzip
 import json
@@ -32,6 +34,9 @@ from urllib.parse import parse_qs, urlsplit
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive
     server_version = "httpecho/1"
+    # Headers and body go out in separate writes; with Nagle on, the second
+    # waits for the client's delayed ACK (~40 ms a request).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):   # keep the TAP output clean
         pass
@@ -95,6 +100,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"slow")
         elif path == "/small":
             self._send(200, b"ok", extra=[("X-Client-Port", str(self.client_address[1]))])
+        elif path == "/early":
+            self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nX-Early: 1\r\n"
+                             b"Link: </a.css>; rel=preload\r\n\r\n")
+            self._send(200, b"final", extra=[("X-Final", "1")])
         elif path == "/redirect":
             self._send(302, b"moved", extra=[("Location", "/echo")])
         else:
@@ -123,20 +132,24 @@ class Server(ThreadingHTTPServer):
 
 
 def main(argv):
-    tls_pairs = []
+    servers = [Server(("127.0.0.1", 0), Handler)]
     i = 0
     while i < len(argv):
         if argv[i] == "--tls" and i + 2 < len(argv):
-            tls_pairs.append((argv[i + 1], argv[i + 2]))
+            cert, key, ca = argv[i + 1], argv[i + 2], None
             i += 3
+        elif argv[i] == "--mtls" and i + 3 < len(argv):
+            cert, key, ca = argv[i + 1], argv[i + 2], argv[i + 3]
+            i += 4
         else:
-            sys.stderr.write("usage: httpecho.py [--tls CERT KEY]...\n")
+            sys.stderr.write("usage: httpecho.py [--tls CERT KEY]... [--mtls CERT KEY CA]...\n")
             return 2
-    servers = [Server(("127.0.0.1", 0), Handler)]
-    for cert, key in tls_pairs:
         s = Server(("127.0.0.1", 0), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
+        if ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(ca)
         s.tls = ctx
         servers.append(s)
     for s in servers:

@@ -47,7 +47,9 @@ end
 local function now_of(now)
     if type(now) == "number" then return now end
     if type(now) == "table" and now.now then return now:now() end
-    if os and os.time then return os.time() end
+    -- rawget: a sandbox may lock its globals so that reading a missing one raises
+    local os_lib = rawget(_ENV, "os")
+    if type(os_lib) == "table" and os_lib.time then return os_lib.time() end
     return 0
 end
 

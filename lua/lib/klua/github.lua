@@ -184,13 +184,19 @@ function M:_failure(resp, method, path)
         elseif remaining == 0 and reset then
             wait = math.max(reset - now, 1)
         elseif msg:lower():find("secondary rate limit", 1, true) or status == 429 then
-            -- no header says how long: at least a minute, doubling on repeats
-            s.secondary_wait = math.min(math.max(s.secondary_wait * 2, SECONDARY_MIN), SECONDARY_MAX)
-            wait = s.secondary_wait
+            -- no header says how long: at least a minute, doubling on repeats.
+            -- Answers to requests that were in flight together are one
+            -- event, not repeats: only a limit hit after a wait doubles it.
+            if s.blocked_until > now then
+                wait = s.blocked_until - now
+            else
+                s.secondary_wait = math.min(math.max(s.secondary_wait * 2, SECONDARY_MIN), SECONDARY_MAX)
+                wait = s.secondary_wait
+            end
         end
         if wait then
             s.blocked_until = math.max(s.blocked_until, now + wait)
-            s.blocked_reason = msg
+            s.blocked_reason, s.blocked_status = msg, status
             return mkerr(self, "rate_limited", status, msg, math.ceil(s.blocked_until - now), method, path)
         end
         return mkerr(self, "forbidden", status, msg, nil, method, path)
@@ -218,7 +224,7 @@ function M:_blocked_error(method, path)
     if s.blocked_until > now then
         -- the message of the answer that set the limit, so that callers see
         -- one stable state rather than a new error per attempt
-        return mkerr(self, "rate_limited", 0, s.blocked_reason or "rate limited",
+        return mkerr(self, "rate_limited", s.blocked_status or 0, s.blocked_reason or "rate limited",
             math.ceil(s.blocked_until - now), method, path)
     end
 end
@@ -301,7 +307,7 @@ function M:request(method, target, body)
         -- the last request of the hour: hold the next ones until the reset
         if header_number(h, "x-ratelimit-remaining") == 0 and header_number(h, "x-ratelimit-reset") then
             s.blocked_until = math.max(s.blocked_until, header_number(h, "x-ratelimit-reset"))
-            s.blocked_reason = "rate limit used up until x-ratelimit-reset"
+            s.blocked_reason, s.blocked_status = "rate limit used up until x-ratelimit-reset", 0
         end
         if resp.body == nil or resp.body == "" then return true, resp end
         local ok, decoded = pcall(json.decode, resp.body)
