@@ -342,8 +342,14 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
         events |= LOOP_READ;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
         events |= LOOP_WRITE;
-    if (socketp)
-        return loop_fd_mod(c->l, s, events) < 0 ? -1 : 0;
+    if (socketp) {
+        if (loop_fd_mod(c->l, s, events) == 0)
+            return 0;
+        /* The fd number was closed and reused before curl said REMOVE
+         * (epoll dropped it on close): register it afresh. */
+        loop_fd_del(c->l, s);
+        socks_del(c, s);
+    }
     if (socks_add(c, s) < 0)
         return -1;
     if (loop_fd_add(c->l, s, events, on_sock_ready, c) < 0) {

@@ -308,7 +308,20 @@ typedef struct pctx {
     const char *path; /* for messages */
     const char *dir;  /* base of relative paths */
     kl_err *err;
+    size_t budget;    /* bytes left to copy out of the document, see charge() */
 } pctx;
+
+/* Count n bytes copied out of the document. Without aliases every scalar is
+ * copied once, so copies stay below the input's size; aliases can make one
+ * large scalar count many times ("billion laughs"), which the budget stops. */
+static int charge(pctx *p, size_t n)
+{
+    if (n > p->budget)
+        return kl_err_set(p->err, KL_EINVAL, "kubeconfig %s: YAML aliases expand to too much data",
+                          p->path);
+    p->budget -= n;
+    return 0;
+}
 
 static unsigned node_line(const yaml_node_t *n) { return (unsigned)n->start_mark.line + 1; }
 
@@ -360,6 +373,8 @@ static int get_str(pctx *p, yaml_node_t *map, const char *key, const char *where
                           p->path, where, key, node_line(n));
     if (len == 0)
         return 0;
+    if (charge(p, len) != 0)
+        return -1;
     *out = strndup(v, len);
     if (!*out)
         return kl_err_set(p->err, KL_ENOMEM, "kubeconfig %s: out of memory", p->path);
@@ -423,6 +438,8 @@ static int get_b64(pctx *p, yaml_node_t *map, const char *key, const char *where
                           p->path, where, key, node_line(n));
     if (n->data.scalar.length == 0)
         return 0;
+    if (charge(p, n->data.scalar.length) != 0)
+        return -1;
     if (b64_decode((const char *)n->data.scalar.value, n->data.scalar.length, out, outlen) != 0)
         return kl_err_set(p->err, KL_EINVAL, "kubeconfig %s: %s%s is not valid base64 (line %u)",
                           p->path, where, key, node_line(n));
@@ -451,6 +468,8 @@ static int get_str_list(pctx *p, yaml_node_t *map, const char *key, const char *
             return kl_err_set(p->err, KL_EINVAL,
                               "kubeconfig %s: %s%s[%zu] must be a string (line %u)", p->path,
                               where, key, i, it ? node_line(it) : node_line(n));
+        if (charge(p, it->data.scalar.length + 1) != 0)
+            return -1;
         (*out)[i] = strndup((const char *)it->data.scalar.value, it->data.scalar.length);
         if (!(*out)[i])
             return kl_err_set(p->err, KL_ENOMEM, "kubeconfig %s: out of memory", p->path);
@@ -828,7 +847,7 @@ static int parse_file(const char *yaml, size_t len, const char *path, kubeconfig
                    root->type == YAML_SEQUENCE_NODE ? "list" : "single value");
         goto done;
     }
-    pctx p = {&doc, shown, f->dir, err};
+    pctx p = {&doc, shown, f->dir, err, len + (1u << 20)};
     if (get_str(&p, root, "current-context", "", &f->current_context) != 0 ||
         parse_list(&p, root, "clusters", KIND_CLUSTER, (void **)&f->clusters, &f->nclusters) != 0 ||
         parse_list(&p, root, "users", KIND_USER, (void **)&f->users, &f->nusers) != 0 ||

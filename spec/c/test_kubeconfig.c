@@ -463,6 +463,30 @@ TEST(error_wrong_types)
     }
 }
 
+TEST(error_alias_amplification)
+{
+    /* one 64 KiB scalar referenced 100 times would copy 6.4 MB out of a 64 KiB file */
+    size_t big = 65536, cap = big + 1024;
+    char *doc = malloc(cap);
+    CHECK(doc != NULL);
+    if (!doc)
+        return;
+    size_t n = (size_t)snprintf(doc, cap, "users:\n- name: u\n  user:\n    exec:\n"
+                                          "      command: &big ");
+    memset(doc + n, 'x', big);
+    n += big;
+    n += (size_t)snprintf(doc + n, cap - n, "\n      args: [");
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(doc + n, cap - n, "*big,");
+    n += (size_t)snprintf(doc + n, cap - n, "]\n");
+    kubeconfig_file *f = NULL;
+    kl_err err;
+    CHECK(kubeconfig_parse(doc, n, "bomb.yaml", &f, &err) == -1);
+    CHECK_STR(err.msg, "kubeconfig bomb.yaml: YAML aliases expand to too much data");
+    kubeconfig_file_free(f);
+    free(doc);
+}
+
 TEST(error_conflicts_found_at_load)
 {
     static const char *const docs[] = {
@@ -543,6 +567,7 @@ int main(void)
     RUN(base64_accepts_line_breaks_and_padding);
     RUN(error_empty_file);
     RUN(error_wrong_types);
+    RUN(error_alias_amplification);
     RUN(error_conflicts_found_at_load);
     RUN(errors_never_show_the_token);
     DONE();

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """httpecho.py - a tiny local HTTP(S) server for klua's HTTP client tests.
 
-Usage: httpecho.py [--tls CERT KEY]... [--mtls CERT KEY CA]...
+Usage: httpecho.py [--tls CERT KEY]... [--mtls CERT KEY CA]... [--tls6 CERT KEY]...
 
 Listens on 127.0.0.1: one plain HTTP port, plus one HTTPS port per --tls
 pair and one HTTPS port requiring a client certificate signed by CA per
---mtls. Prints all ports on the first line of stdout, space-separated, in
+--mtls, and one HTTPS port on [::1] per --tls6 (reported as port 0 when
+the host has no IPv6 loopback). Prints all ports on the first line of stdout, space-separated, in
 the order given (plain first), then serves until stdin reaches end of file (the test holds the other
 end of a pipe, so the server goes away with the test even if it crashes) or
 until it is killed. Python 3 standard library only.
@@ -23,6 +24,7 @@ Endpoints (any method):
 """
 import gzip
 import json
+import socket
 import ssl
 import sys
 import threading
@@ -131,12 +133,18 @@ class Server(ThreadingHTTPServer):
         pass   # clients hanging up (timeouts, cancels) are expected
 
 
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
 def main(argv):
     servers = [Server(("127.0.0.1", 0), Handler)]
+    ports = []
     i = 0
     while i < len(argv):
-        if argv[i] == "--tls" and i + 2 < len(argv):
-            cert, key, ca = argv[i + 1], argv[i + 2], None
+        v6 = False
+        if argv[i] in ("--tls", "--tls6") and i + 2 < len(argv):
+            cert, key, ca, v6 = argv[i + 1], argv[i + 2], None, argv[i] == "--tls6"
             i += 3
         elif argv[i] == "--mtls" and i + 3 < len(argv):
             cert, key, ca = argv[i + 1], argv[i + 2], argv[i + 3]
@@ -144,7 +152,14 @@ def main(argv):
         else:
             sys.stderr.write("usage: httpecho.py [--tls CERT KEY]... [--mtls CERT KEY CA]...\n")
             return 2
-        s = Server(("127.0.0.1", 0), Handler)
+        if v6:
+            try:
+                s = Server6(("::1", 0), Handler)
+            except OSError:
+                ports.append(0)
+                continue
+        else:
+            s = Server(("127.0.0.1", 0), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         if ca:
@@ -152,9 +167,11 @@ def main(argv):
             ctx.load_verify_locations(ca)
         s.tls = ctx
         servers.append(s)
+        ports.append(s.server_address[1])
     for s in servers:
         threading.Thread(target=s.serve_forever, daemon=True).start()
-    print(" ".join(str(s.server_address[1]) for s in servers), flush=True)
+    ports.insert(0, servers[0].server_address[1])
+    print(" ".join(str(p) for p in ports), flush=True)
     try:
         while sys.stdin.buffer.read(4096):
             pass

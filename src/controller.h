@@ -1,0 +1,59 @@
+/* controller.h - one controller per script: informers -> workqueue ->
+ * reconcile coroutines.
+ *
+ * Provides: a controller built from a loaded script (lua_host). It resolves
+ * the watched and owned kinds through discovery, shares informers through
+ * the registry, maps events on owned objects back to the owner's key
+ * (ownerReferences whose kind and group match the watched kind), and once
+ * its caches have synced hands keys to at most `workers` reconciles at a
+ * time, each a coroutine. Outcomes follow sample-controller: nil -> forget;
+ * { requeue_after = s } -> forget + add_after; { requeue = true } or an
+ * error -> add_rate_limited. An error is logged once with the script's
+ * file:line and recorded as a Warning Event (reason ReconcileError). When
+ * the script declares finalize, the finalizer "klua.dev/<name>" is added
+ * before reconcile and removed after finalize returns nil.
+ * Uses: lua_host, lua_ctx, lua_json, informer, rest, store, workqueue, loop,
+ * json, log.
+ */
+#ifndef KLUA_CONTROLLER_H
+#define KLUA_CONTROLLER_H
+
+#include "err.h"
+#include "informer.h"
+#include "loop.h"
+#include "lua_ctx.h"
+#include "lua_host.h"
+#include "rest.h"
+
+#include <stddef.h>
+
+typedef struct controller controller;
+
+typedef struct controller_deps {
+    loop *l;
+    kube_client *kc;
+    kube_discovery *disco;
+    informer_registry *reg;
+    lua_ctx_shared *shared;
+    const char *namespace;   /* --namespace: overrides the script's, or NULL */
+    int workers;             /* --workers: overrides the script's; 0 = keep */
+} controller_deps;
+
+/* Build a controller from a loaded script; takes ownership of h on success.
+ * Discovery runs synchronously here (start-up only). An unknown kind is an
+ * error naming the script: "lua/x.lua: watch: unknown kind ...". */
+controller *controller_new(lua_host *h, const controller_deps *d, kl_err *err);
+/* Get the informers and begin; dispatching starts once they have synced. */
+int controller_start(controller *c, kl_err *err);
+int controller_synced(const controller *c);
+/* Stop taking keys; reconciles in flight go on. */
+void controller_shutdown(controller *c);
+size_t controller_active(const controller *c);   /* reconciles in flight */
+const char *controller_name(const controller *c);
+const lua_controller_decl *controller_decl(const controller *c);
+int controller_workers(const controller *c);
+const char *controller_script(const controller *c);
+/* Cancels reconciles still in flight, releases informers, frees the host. */
+void controller_free(controller *c);
+
+#endif
