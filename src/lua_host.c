@@ -174,9 +174,12 @@ static int safe_rep(lua_State *L)
     if (n > 0) {
         /* Computed in long double to avoid overflow; exactness is not needed. */
         long double total = (long double)l * n + (long double)lsep * (n - 1);
-        if (total > LUA_HOST_REP_MAX)
-            return luaL_error(L, "string.rep: the result would be %.0Lf bytes, more than klua's "
-                                 "limit of %u bytes", total, (unsigned)LUA_HOST_REP_MAX);
+        if (total > LUA_HOST_REP_MAX) {
+            char msg[160]; /* lua_pushfstring has no %Lf */
+            snprintf(msg, sizeof msg, "string.rep: the result would be %.0Lf bytes, more than "
+                     "klua's limit of %u bytes", total, (unsigned)LUA_HOST_REP_MAX);
+            return luaL_error(L, "%s", msg);
+        }
     }
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);

@@ -460,8 +460,9 @@ static int parse_resources(const json_doc *doc, const char *group, const char *v
     return 0;
 }
 
+/* *missing is set when the server answered 404 (not an error: the kind is unknown). */
 static gv_entry *fetch_gv(kube_discovery *d, const char *api_version, const char *group,
-                          const char *version, kl_err *err)
+                          const char *version, int *missing, kl_err *err)
 {
     kl_buf path = KL_BUF_INIT;
     kube_result res;
@@ -470,8 +471,12 @@ static gv_entry *fetch_gv(kube_discovery *d, const char *api_version, const char
     memset(&res, 0, sizeof res);
     if (!e || kl_buf_printf(&path, *group ? "/apis/%s" : "/api/%s", api_version) != 0)
         goto oom;
-    if (fetch_json(d, path.data, &res, &doc, err) != 0)
+    if (fetch_json(d, path.data, &res, &doc, err) != 0) {
+        /* Listed in /apis but gone (a CRD being deleted, a stale list): the
+         * same answer as a group version that is not served at all. */
+        *missing = res.http_code == 404;
         goto fail;
+    }
     e->gv = strdup(api_version);
     if (!e->gv || parse_resources(&doc, group, version, e) != 0)
         goto oom;
@@ -524,11 +529,10 @@ int kube_discovery_lookup(kube_discovery *d, const char *api_version, const char
         int served = 0;
         for (size_t i = 0; i < d->nserved && !served; i++)
             served = strcmp(d->served[i], api_version) == 0;
+        int missing = 0;
         if (served)
-            e = fetch_gv(d, api_version, group, version, err);
-        else
-            kl_err_clear(err);
-        if (!e && served)
+            e = fetch_gv(d, api_version, group, version, &missing, err);
+        if (!e && served && !missing)
             return -1;
     }
     for (size_t i = 0; e && i < e->n; i++)

@@ -204,6 +204,11 @@ static const char *crd_json(const char *plural, const char *kind)
 TEST(setup_crd_and_discovery)
 {
     kl_err err = {0};
+    if (!g_http) {
+        ready();
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
+        return;
+    }
     g_admin = client_from("kubeconfig", &err);
     CHECK(g_admin != NULL);
     if (!g_admin) {
@@ -296,8 +301,10 @@ static const char *widget(const char *name, const char *color, const char *label
 
 TEST(widget_crud)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     const char *w = widget("crud", "red", NULL);
     CHECK(DO(kube_create(g_admin, &g_widgets, g_ns, w, strlen(w), NULL, res_done, &R)));
     CHECK(R.r.http_code == 201 && kube_result_ok(&R.r) && R.r.reason[0] == '\0');
@@ -366,8 +373,10 @@ TEST(widget_crud)
 
 TEST(configmap_crud)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     const char *cm = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":"
                      "\"cm-crud\"},\"data\":{\"a\":\"1\"}}";
     CHECK(DO(kube_create(g_admin, &g_cms, g_ns, cm, strlen(cm), NULL, res_done, &R)));
@@ -397,8 +406,10 @@ TEST(configmap_crud)
 
 TEST(list_with_selector_and_paging)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     int created = 0;
     for (int i = 0; i < 25; i++) {
         const char *cm = fmt("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{"
@@ -460,8 +471,10 @@ TEST(list_with_selector_and_paging)
 
 TEST(status_subresource)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     const char *w = widget("st", "red", NULL);
     CHECK(DO(kube_create(g_admin, &g_widgets, g_ns, w, strlen(w), NULL, res_done, &R)));
     CHECK(R.r.http_code == 201);
@@ -502,8 +515,10 @@ TEST(status_subresource)
 
 TEST(server_side_apply_conflict_and_force)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     const char *a = fmt("{\"apiVersion\":\"" GROUP "/v1\",\"kind\":\"Widget\",\"metadata\":{"
                         "\"name\":\"ssa\"},\"spec\":{\"color\":\"red\",\"size\":1}}");
     kube_write_opts ma = {"manager-a", 0, 0, NULL};
@@ -580,8 +595,10 @@ static int count_type(const watch_log *w, watch_type t, const char *name)
 
 TEST(watch_sees_added_modified_deleted_in_order)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     kube_list_opts lo = {"watch=me", NULL, 0, NULL, NULL, NULL};
     CHECK(DO(kube_list(g_admin, &g_widgets, g_ns, &lo, res_done, &R)) && R.r.http_code == 200);
     char rv[32];
@@ -612,8 +629,10 @@ TEST(watch_sees_added_modified_deleted_in_order)
 
 TEST(watch_bookmark_before_timeout)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     kube_list_opts lo = {0};
     CHECK(DO(kube_list(g_admin, &g_widgets, g_ns, &lo, res_done, &R)) && R.r.http_code == 200);
     char rv[32];
@@ -700,8 +719,10 @@ static int etcd_compact(const char *rev)
  * window (the Widget cache started after g_early_rv) is expired too. */
 TEST(expired_resource_version_after_compaction)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     const char *cm = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":"
                      "\"compact-me\"},\"data\":{\"n\":\"0\"}}";
     CHECK(DO(kube_create(g_admin, &g_cms, g_ns, cm, strlen(cm), NULL, res_done, &R)));
@@ -782,8 +803,10 @@ static int get_ok(kube_client *c, res *s)
 
 TEST(auth_token_and_client_cert)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     kl_err err = {0};
     res s = {0};
     CHECK(get_ok(g_admin, &s));
@@ -817,8 +840,10 @@ TEST(auth_token_and_client_cert)
 
 TEST(auth_token_file_reread_on_401)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     kl_err err = {0};
     res s = {0};
     kube_rest_config cfg = {0};
@@ -863,8 +888,10 @@ TEST(auth_token_file_reread_on_401)
 
 TEST(auth_exec_plugin)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     kl_err err = {0};
     res s = {0};
     char calls[512];
@@ -916,8 +943,10 @@ TEST(auth_exec_plugin)
 
 TEST(auth_wrong_ca_is_refused)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     kl_err err = {0};
     res s = {0};
     kube_client *c = client_from("kubeconfig-wrongca", &err);
@@ -941,8 +970,10 @@ TEST(auth_wrong_ca_is_refused)
 
 TEST(refused_connection_names_the_server)
 {
-    if (!ready())
+    if (!ready()) {
+        CHECK(!"a running cluster (KLUA_TEST_CLUSTER)");
         return;
+    }
     kl_err err = {0};
     kube_rest_config cfg = {0};
     cfg.server = strdup("https://127.0.0.1:9");
@@ -968,8 +999,7 @@ int main(void)
     } else {
         g_dir = NULL;
     }
-    if (g_http)
-        RUN(setup_crd_and_discovery);
+    RUN(setup_crd_and_discovery);
     RUN(widget_crud);
     RUN(configmap_crud);
     RUN(list_with_selector_and_paging);

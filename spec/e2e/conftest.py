@@ -120,6 +120,10 @@ class GitHub:
     def requests(self):
         return self.call("GET", "/_fake/requests")
 
+    def missing(self, *repos):
+        """Repositories that answer 404 from now on."""
+        return self.call("POST", "/_fake/missing", {"repos": list(repos)})
+
     def stop(self):
         self.proc.terminate()
         try:
@@ -192,7 +196,9 @@ class Klua:
 def klua_factory(cluster, tmp_path):
     started = []
 
-    def make(scripts=ROOT / "lua", **kw):
+    def make(scripts=ROOT / "lua", cluster=cluster, **kw):
+        # cluster: another control plane, or a view of this one through a
+        # proxy (a Cluster whose kubeconfig points elsewhere)
         k = Klua(cluster, tmp_path, scripts, **kw)
         started.append(k)
         return k
@@ -210,3 +216,104 @@ def run_klua(*args, env=None, timeout=60):
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([KLUA, *args], capture_output=True, text=True, timeout=timeout, env=e)
+
+
+# --- Comments (github.klua.dev/v1): helpers for test_comment.py and test_resilience.py
+
+COMMENTS = "comments.github.klua.dev"
+REPO = "klua-e2e/playground"
+
+
+def comment(name, message=None, repository=REPO, issue=1, policy=None):
+    """A Comment manifest (a dict, for Cluster.apply or a List)."""
+    spec = {"repository": repository, "issue": issue,
+            "message": f"e2e message for {name}" if message is None else message}
+    if policy:
+        spec["deletionPolicy"] = policy
+    return {"apiVersion": "github.klua.dev/v1", "kind": "Comment",
+            "metadata": {"name": name}, "spec": spec}
+
+
+def apply_list(cluster, namespace, objs):
+    """kubectl apply of a v1 List: many objects in one command."""
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                           input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}))
+
+
+def get_comments(cluster, namespace):
+    """name -> Comment, as the API server has them now."""
+    return {o["metadata"]["name"]: o
+            for o in cluster.get_json(COMMENTS, "-n", namespace)["items"]}
+
+
+def condition(obj, ctype="Delivered"):
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return c
+    return None
+
+
+def is_delivered(obj):
+    """Delivered=True for the object's current generation, with a comment id."""
+    st = obj.get("status") or {}
+    c = condition(obj)
+    gen = obj["metadata"].get("generation")
+    return bool(c and c.get("status") == "True" and st.get("commentID")
+                and st.get("observedGeneration") == gen)
+
+
+def has_marker(body, uid):
+    """The body carries the resource's uid in a hidden (HTML comment) marker."""
+    return re.search(r"<!--[^>]*" + re.escape(uid) + r"[^>]*-->", body or "") is not None
+
+
+def wait_delivered(cluster, namespace, names, klua=None, timeout=60):
+    """Waits until every named Comment is delivered for its generation; returns name -> obj."""
+    names = set(names)
+
+    def done():
+        if klua and klua.proc.poll() is not None:
+            raise AssertionError(f"klua exited ({klua.proc.returncode}):\n{klua.log()[-3000:]}")
+        objs = get_comments(cluster, namespace)
+        pending = sorted(n for n in names if n not in objs or not is_delivered(objs[n]))
+        if pending:
+            done.last = f"{len(pending)} not delivered, e.g. {pending[:3]}: " + json.dumps(
+                [(objs.get(n) or {}).get("status") for n in pending[:2]])[:600]
+            return None
+        return objs
+    done.last = ""
+    try:
+        return wait_for(done, timeout, interval=0.5, what=f"{len(names)} Comments delivered")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{done.last}") from None
+
+
+def assert_exactly_once(github, objs):
+    """Each Comment has exactly one comment on the stand-in (found by its uid
+    marker), the one its status names, carrying its current message."""
+    posted = github.comments()
+    problems = []
+    for name, o in sorted(objs.items()):
+        uid = o["metadata"]["uid"]
+        mine = [c for c in posted if has_marker(c["body"], uid)]
+        if len(mine) != 1:
+            problems.append(f"{name}: {len(mine)} comments carry its marker "
+                            f"(ids {[c['id'] for c in mine]})")
+            continue
+        c = mine[0]
+        if (o.get("status") or {}).get("commentID") != c["id"]:
+            problems.append(f"{name}: status.commentID {o.get('status', {}).get('commentID')} "
+                            f"but the comment with its marker is {c['id']}")
+        if o["spec"]["message"] not in c["body"]:
+            problems.append(f"{name}: comment {c['id']} does not carry the message "
+                            f"{o['spec']['message']!r}: {c['body'][:200]!r}")
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:20])
+    return posted
+
+
+def start_comments(klua_factory, github, namespace, args=(), env=None, **kw):
+    """klua on lua/ (the Comment controller), restricted to the test's namespace
+    so that Comments left by other tests (namespaces never finish terminating
+    without a controller-manager) stay out of the counts."""
+    return klua_factory(github=github, args=["--namespace", namespace, *args],
+                        env=env, **kw).start()
