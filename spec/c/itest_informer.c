@@ -1,0 +1,302 @@
+/* itest_informer.c - the informer (reflector + store + handlers) against a
+ * real kube-apiserver.
+ *
+ * Needs KLUA_TEST_CLUSTER=DIR (spec/support/cluster.sh up DIR). Watches
+ * ConfigMaps in a namespace of its own with a label selector and checks what
+ * a controller would see: the initial sync, then add / update / delete in
+ * order, label changes moving objects in and out of the selection, handlers
+ * added after sync getting the cache replayed, the shared registry handing
+ * out one informer, and the relist that follows a 410 (an expired
+ * resourceVersion), which must turn objects deleted meanwhile into deletes.
+ */
+#include "harness.h"
+
+#include "http.h"
+#include "informer.h"
+#include "json.h"
+#include "kube.h"
+#include "kubeconfig.h"
+#include "loop.h"
+#include "rest.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static loop *g_loop;
+static http_client *g_http;
+static kube_client *g_c;
+static kube_resource g_cm;
+static char g_ns[64];
+
+typedef struct seen {
+    char log[8192];   /* "add:a update:a delete:b " */
+    int adds, updates, deletes;
+} seen;
+
+static void s_add(void *ud, const store_obj *o)
+{
+    seen *s = ud;
+    s->adds++;
+    size_t n = strlen(s->log);
+    snprintf(s->log + n, sizeof s->log - n, "add:%s ", o->name);
+}
+
+static void s_update(void *ud, const store_obj *old, const store_obj *cur)
+{
+    seen *s = ud;
+    s->updates++;
+    size_t n = strlen(s->log);
+    snprintf(s->log + n, sizeof s->log - n, "update:%s ", cur->name);
+}
+
+static void s_delete(void *ud, const store_obj *o)
+{
+    seen *s = ud;
+    s->deletes++;
+    size_t n = strlen(s->log);
+    snprintf(s->log + n, sizeof s->log - n, "delete:%s ", o->name);
+}
+
+typedef struct call {
+    int done;
+    long code;
+    char rv[64];
+} call;
+
+static void call_done(void *ud, kube_result *r)
+{
+    call *c = ud;
+    c->code = r->http_code;
+    c->done = 1;
+    json_doc d = {0};
+    if (kube_result_ok(r) && r->body.data && json_parse(&d, r->body.data, r->body.len, NULL) == 0) {
+        char *rv = json_str_dup(&d, json_path(&d, 0, "metadata.resourceVersion"));
+        if (rv)
+            snprintf(c->rv, sizeof c->rv, "%s", rv);
+        free(rv);
+    }
+    json_doc_free(&d);
+    if (!kube_result_ok(r))
+        printf("#   call failed: %ld %s: %s\n", r->http_code, r->reason, r->message);
+}
+
+static int spin_until(int (*pred)(void *), void *ud, int ms)
+{
+    uint64_t end = loop_time_ms() + (uint64_t)ms;
+    while (!pred(ud) && loop_time_ms() < end)
+        loop_run_once(g_loop, 100);
+    return pred(ud);
+}
+
+static int call_is_done(void *ud) { return ((call *)ud)->done; }
+
+static long cm_write(const char *verb, const char *name, const char *label, const char *data)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"%s\","
+             "\"labels\":{\"itest\":\"%s\"}},\"data\":{\"v\":\"%s\"}}",
+             name, label, data);
+    call c = {0};
+    kube_call *k = NULL;
+    if (!strcmp(verb, "create"))
+        k = kube_create(g_c, &g_cm, g_ns, body, strlen(body), NULL, call_done, &c);
+    else if (!strcmp(verb, "patch"))
+        k = kube_patch(g_c, &g_cm, g_ns, name, KUBE_PATCH_MERGE, body, strlen(body), NULL,
+                       call_done, &c);
+    else
+        k = kube_delete(g_c, &g_cm, g_ns, name, NULL, call_done, &c);
+    if (!k)
+        return -1;
+    spin_until(call_is_done, &c, 30000);
+    return c.code;
+}
+
+static int synced(void *ud) { return informer_has_synced(ud); }
+
+typedef struct want {
+    seen *s;
+    const char *substr;
+} want;
+
+static int log_has(void *ud)
+{
+    want *w = ud;
+    return strstr(w->s->log, w->substr) != NULL;
+}
+
+static int setup(void)
+{
+    const char *dir = getenv("KLUA_TEST_CLUSTER");
+    if (!dir) {
+        printf("#   no cluster: set KLUA_TEST_CLUSTER to a directory made by "
+               "`sh spec/support/cluster.sh up DIR`\n");
+        return -1;
+    }
+    kl_err err = {0};
+    char path[512];
+    snprintf(path, sizeof path, "%s/kubeconfig", dir);
+    kubeconfig_opts o = {0};
+    o.path = path;
+    kube_rest_config cfg = {0};
+    if (kubeconfig_load(&o, &cfg, &err) != 0 || !(g_loop = loop_new(&err)) ||
+        !(g_http = http_client_new(g_loop, &err))) {
+        printf("#   setup: %s\n", err.msg);
+        kube_rest_config_free(&cfg);
+        return -1;
+    }
+    kube_client_opts co = {0};
+    g_c = kube_client_new(g_loop, g_http, &cfg, &co, &err);
+    kube_rest_config_free(&cfg);
+    if (!g_c) {
+        printf("#   setup: %s\n", err.msg);
+        return -1;
+    }
+    kube_discovery *d = kube_discovery_new(g_c);
+    int rc = kube_discovery_lookup(d, "v1", "ConfigMap", &g_cm, &err);
+    kube_discovery_free(d);
+    if (rc != 0) {
+        printf("#   setup: %s\n", err.msg);
+        return -1;
+    }
+    snprintf(g_ns, sizeof g_ns, "itest-inf-%ld-%d", (long)time(NULL), (int)getpid());
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"%s\"}}", g_ns);
+    kube_result r = {0};
+    rc = kube_request_sync(g_c, "POST", "/api/v1/namespaces", NULL, body, strlen(body), &r);
+    kl_buf_free(&r.body);
+    return rc == 0 && kube_result_ok(&r) ? 0 : -1;
+}
+
+static int g_ok;
+
+TEST(initial_sync_then_events_in_order)
+{
+    if (!g_ok)
+    {
+        CHECK(!"cluster setup failed");
+        return;
+    }
+    CHECK(cm_write("create", "a", "yes", "1") == 201);
+    CHECK(cm_write("create", "b", "yes", "1") == 201);
+    CHECK(cm_write("create", "other", "no", "1") == 201);
+    informer *inf = informer_new(g_c, &g_cm, g_ns, "itest=yes");
+    seen s = {0};
+    informer_handler h = {s_add, s_update, s_delete, &s};
+    CHECK(informer_add_handler(inf, &h) > 0);
+    CHECK(informer_start(inf) == 0);
+    CHECK(spin_until(synced, inf, 30000));
+    CHECK(store_len(informer_store(inf)) == 2);
+    CHECK(s.adds == 2);
+    char key[128];
+    snprintf(key, sizeof key, "%s/a", g_ns);
+    const store_obj *a = store_get(informer_store(inf), key);
+    CHECK(a && !strcmp(a->name, "a") && strstr(a->json, "\"kind\":\"ConfigMap\""));
+    /* events after sync, in order */
+    s.log[0] = '\0';
+    CHECK(cm_write("create", "c", "yes", "1") == 201);
+    CHECK(cm_write("patch", "c", "yes", "2") == 200);
+    CHECK(cm_write("delete", "c", "yes", "") == 200);
+    want w = {&s, "delete:c"};
+    CHECK(spin_until(log_has, &w, 30000));
+    CHECK_STR(s.log, "add:c update:c delete:c ");
+    /* a label change moves an object out of the selection (a delete) and in */
+    s.log[0] = '\0';
+    CHECK(cm_write("patch", "b", "no", "1") == 200);
+    w.substr = "delete:b";
+    CHECK(spin_until(log_has, &w, 30000));
+    CHECK(cm_write("patch", "other", "yes", "1") == 200);
+    w.substr = "add:other";
+    CHECK(spin_until(log_has, &w, 30000));
+    CHECK_STR(s.log, "delete:b add:other ");
+    /* a handler added after sync gets the cache replayed as adds */
+    seen late = {0};
+    informer_handler h2 = {s_add, s_update, s_delete, &late};
+    int id2 = informer_add_handler(inf, &h2);
+    CHECK(id2 > 0 && late.adds == 2);
+    informer_remove_handler(inf, id2);
+    informer_free(inf);
+    cm_write("delete", "a", "", "");
+    cm_write("delete", "b", "", "");
+    cm_write("delete", "other", "", "");
+}
+
+TEST(registry_shares_one_informer)
+{
+    if (!g_ok)
+    {
+        CHECK(!"cluster setup failed");
+        return;
+    }
+    informer_registry *reg = informer_registry_new(g_c);
+    informer *i1 = informer_registry_get(reg, &g_cm, g_ns, NULL);
+    informer *i2 = informer_registry_get(reg, &g_cm, g_ns, NULL);
+    informer *i3 = informer_registry_get(reg, &g_cm, g_ns, "itest=yes");
+    CHECK(i1 && i1 == i2);
+    CHECK(i3 && i3 != i1);
+    CHECK(spin_until(synced, i1, 30000));
+    informer_registry_release(reg, i1);
+    informer_registry_release(reg, i2);
+    informer_registry_release(reg, i3);
+    informer_registry_free(reg);
+}
+
+/* The relist path: stop watching, change the world, and restart the watch
+ * from a resourceVersion the server no longer has. The informer must relist
+ * and report what changed, including objects deleted while it was away. */
+TEST(relist_reports_objects_deleted_meanwhile)
+{
+    if (!g_ok)
+    {
+        CHECK(!"cluster setup failed");
+        return;
+    }
+    CHECK(cm_write("create", "keep", "rl", "1") == 201);
+    CHECK(cm_write("create", "gone", "rl", "1") == 201);
+    informer *inf = informer_new(g_c, &g_cm, g_ns, "itest=rl");
+    seen s = {0};
+    informer_handler h = {s_add, s_update, s_delete, &s};
+    informer_add_handler(inf, &h);
+    informer_start(inf);
+    CHECK(spin_until(synced, inf, 30000));
+    informer_stop(inf);
+    s.log[0] = '\0';
+    CHECK(cm_write("delete", "gone", "", "") == 200);
+    CHECK(cm_write("patch", "keep", "rl", "2") == 200);
+    CHECK(cm_write("create", "new", "rl", "1") == 201);
+    /* Restarting a stopped informer lists again (a relist, since it has
+     * synced before): the deleted object must come out as a delete. */
+    informer_start(inf);
+    want w = {&s, "delete:gone"};
+    CHECK(spin_until(log_has, &w, 30000));
+    w.substr = "add:new";
+    CHECK(spin_until(log_has, &w, 30000));
+    CHECK(strstr(s.log, "update:keep") != NULL);
+    CHECK(store_len(informer_store(inf)) == 2);
+    printf("#   relist events: %s\n", s.log);
+    informer_free(inf);
+}
+
+int main(void)
+{
+    g_ok = setup() == 0;
+    RUN(initial_sync_then_events_in_order);
+    RUN(registry_shares_one_informer);
+    RUN(relist_reports_objects_deleted_meanwhile);
+    if (g_ok) {
+        char path[160];
+        snprintf(path, sizeof path, "/api/v1/namespaces/%s", g_ns);
+        kube_result r = {0};
+        kube_request_sync(g_c, "DELETE", path, NULL, NULL, 0, &r);
+        kl_buf_free(&r.body);
+    }
+    kube_resource_free(&g_cm);
+    kube_client_free(g_c);
+    http_client_free(g_http);
+    loop_free(g_loop);
+    DONE();
+}
