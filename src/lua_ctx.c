@@ -906,10 +906,13 @@ static void build_event(kl_buf *b, const lua_ctx_shared *s, const lua_ctx_object
     gmtime_r(&ts.tv_sec, &tm);
     size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(when + w, sizeof when - w, ".%06ldZ", ts.tv_nsec / 1000);
-    snprintf(gen, sizeof gen, "%s.", o->name ? o->name : "object");
+    /* client-go's naming: "<name>.<unix nanoseconds in hex>" (generateName
+     * would not validate with a trailing dot). */
+    snprintf(gen, sizeof gen, "%.200s.%llx", o->name ? o->name : "object",
+             (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec);
     const char *ns = o->ns && *o->ns ? o->ns : "default";
     kl_buf_puts(b, "{\"apiVersion\":\"events.k8s.io/v1\",\"kind\":\"Event\",\"metadata\":{");
-    put_field(b, "generateName", gen, 0);
+    put_field(b, "name", gen, 0);
     put_field(b, "namespace", ns, 1);
     kl_buf_puts(b, "},\"regarding\":{");
     put_field(b, "apiVersion", o->api_version, 0);
@@ -1327,7 +1330,7 @@ lua_ctx *lua_ctx_push(lua_State *L, lua_ctx_shared *s, const lua_ctx_cache *cach
     lua_setfield(L, -2, "controller");
     lua_createtable(L, 0, 4);                            /* [c, fields, log] */
     for (const luaL_Reg *f = log_funcs; f->name; f++) {
-        lua_pushvalue(L, -4);   /* the ctx itself: a stored ctx.log keeps it alive */
+        lua_pushvalue(L, -3);   /* the ctx itself: a stored ctx.log keeps it alive */
         lua_pushcclosure(L, f->func, 1);
         lua_setfield(L, -2, f->name);
     }

@@ -152,7 +152,7 @@ static int safe_load(lua_State *L)
         nargs = 4;
     }
     lua_call(L, nargs, LUA_MULTRET);
-    return lua_gettop(L) - n - 0;
+    return lua_gettop(L) - n;
 }
 
 static int safe_collectgarbage(lua_State *L)

@@ -48,6 +48,9 @@ static const char run_usage[] =
     "  -v N                      debug verbosity (default 0)\n"
     "  --github-token-file FILE  GitHub token for ctx:secret(\"github_token\") (else $GITHUB_TOKEN)\n"
     "  --qps N, --burst N        client-side API rate limit (default 50, 100)\n"
+    "  --lua-memory MIB          memory cap per script (default 64)\n"
+    "  --lua-budget N            Lua instructions per reconcile (default 100000000)\n"
+    "  --lua-timeout MS          Lua running time per reconcile (default 10000)\n"
     "  --metrics-addr ADDR       accepted; metrics are not served yet\n";
 
 /* ---- script files ---- */
@@ -113,9 +116,15 @@ static int list_scripts(const char *dir, char ***out, size_t *n, kl_err *err)
 }
 
 /* Load one script; err: "file:line: message". */
-static lua_host *load_script(const char *dir, const char *path, kl_err *err)
+static lua_host *load_script(const char *dir, const char *path, const lua_host_opts *limits,
+                             kl_err *err)
 {
     lua_host_opts o = {dir, 0, 0, 0};
+    if (limits) {
+        o.mem_limit = limits->mem_limit;
+        o.budget = limits->budget;
+        o.run_ms = limits->run_ms;
+    }
     lua_host *h = lua_host_new(&o, err);
     if (!h)
         return NULL;
@@ -184,7 +193,7 @@ int klua_check_main(int argc, char **argv)
         lua_host **hosts = calloc(n ? n : 1, sizeof *hosts);
         for (size_t i = 0; hosts && i < n; i++) {
             total++;
-            hosts[i] = load_script(dir, files[i], &err);
+            hosts[i] = load_script(dir, files[i], NULL, &err);
             if (hosts[i] && check_duplicate(hosts, i, &err) != 0) {
                 lua_host_free(hosts[i]);
                 hosts[i] = NULL;
@@ -269,6 +278,7 @@ typedef struct run_flags {
     const char *scripts, *kubeconfig, *context, *ns, *log_format, *token_file, *metrics;
     int workers, verbosity, burst;
     double qps;
+    lua_host_opts limits;     /* --lua-memory, --lua-budget, --lua-timeout */
 } run_flags;
 
 /* A flag's value: "--flag value" or "--flag=value". NULL if not this flag. */
@@ -340,6 +350,24 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
             if (parse_int(v, 1, 100000, &num) != 0)
                 goto bad_value;
             f->burst = (int)num;
+            continue;
+        }
+        if ((v = flag_value(argc, argv, &i, "--lua-memory", &missing))) {
+            if (parse_int(v, 1, 65536, &num) != 0)
+                goto bad_value;
+            f->limits.mem_limit = (size_t)num << 20;
+            continue;
+        }
+        if ((v = flag_value(argc, argv, &i, "--lua-budget", &missing))) {
+            if (parse_int(v, 1000, 0x7fffffffffffffffL, &num) != 0)
+                goto bad_value;
+            f->limits.budget = (uint64_t)num;
+            continue;
+        }
+        if ((v = flag_value(argc, argv, &i, "--lua-timeout", &missing))) {
+            if (parse_int(v, 1, 3600000, &num) != 0)
+                goto bad_value;
+            f->limits.run_ms = (uint64_t)num;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--qps", &missing))) {
@@ -432,7 +460,7 @@ int klua_run_main(int argc, char **argv)
         goto out;
     }
     for (size_t i = 0; i < nfiles; i++) {
-        if (!(hosts[i] = load_script(f.scripts, files[i], &err)) ||
+        if (!(hosts[i] = load_script(f.scripts, files[i], &f.limits, &err)) ||
             check_duplicate(hosts, i, &err) != 0)
             goto out;
     }

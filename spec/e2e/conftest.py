@@ -307,8 +307,17 @@ def assert_exactly_once(github, objs):
         if o["spec"]["message"] not in c["body"]:
             problems.append(f"{name}: comment {c['id']} does not carry the message "
                             f"{o['spec']['message']!r}: {c['body'][:200]!r}")
-    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:20])
+    assert not problems, (f"{len(problems)} problems:\n" + "\n".join(problems[:20])
+                          + "\nthe stand-in's requests:\n" + request_log(github))
     return posted
+
+
+def request_log(github, last=60):
+    """The stand-in's request log as text (relative times), for failure messages."""
+    reqs = github.requests()
+    t0 = reqs[0]["time"] if reqs else 0
+    return "\n".join(f"  {r['time'] - t0:7.3f} {r['method']:6} {r['status']} "
+                     f"{r.get('fault') or '':6} {r['path']}" for r in reqs[-last:])
 
 
 def start_comments(klua_factory, github, namespace, args=(), env=None, **kw):

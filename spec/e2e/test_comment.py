@@ -9,7 +9,8 @@ import re
 import time
 
 from conftest import (COMMENTS, REPO, apply_list, assert_exactly_once, comment, condition,
-                      get_comments, has_marker, start_comments, wait_delivered, wait_for)
+                      get_comments, has_marker, request_log, start_comments, wait_delivered,
+                      wait_for)
 
 
 def _patch_message(cluster, namespace, name, message):
@@ -126,10 +127,11 @@ def test_429_burst_with_retry_after_is_ridden_out(crds, namespace, github, klua_
     # (0.5 s of slack for requests already on their way).
     t0 = first["time"]
     held = _api_requests(github, t0 + 0.5, t0 + retry_after - 0.5)
-    assert held == [], f"requests sent while GitHub said Retry-After {retry_after}: {held}"
+    assert held == [], (f"requests sent while GitHub said Retry-After {retry_after}:\n"
+                        + request_log(github))
     during = _api_requests(github, t_on, t_off)
     assert len(during) <= 2 * len(names) + 4, \
-        f"{len(during)} requests in {t_off - t_on:.1f}s of 429s: hammering"
+        f"{len(during)} requests in {t_off - t_on:.1f}s of 429s: hammering\n{request_log(github)}"
 
 
 def test_5xx_burst_is_ridden_out_with_backoff(crds, namespace, github, klua_factory):
@@ -146,9 +148,16 @@ def test_5xx_burst_is_ridden_out_with_backoff(crds, namespace, github, klua_fact
     assert_exactly_once(github, objs)
 
     during = _api_requests(github, t_on, t_off)
-    # backoff: about one request per Comment per second at most
+    # backoff: after a failure a Comment waits before it asks again, so no
+    # second holds more requests than there are Comments (+2 already on their way)
+    times = sorted(r["time"] for r in during)
+    busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+    assert busiest <= len(names) + 2, (
+        f"{busiest} requests within one second of a 5xx outage, for {len(names)} Comments: "
+        f"retries ignore the backoff\n{request_log(github)}")
     bound = len(names) * (t_off - t_on)
-    assert len(during) <= bound, f"{len(during)} requests in {t_off - t_on:.1f}s of 5xx: hammering"
+    assert len(during) <= bound, (f"{len(during)} requests in {t_off - t_on:.1f}s of 5xx: "
+                                  f"hammering\n{request_log(github)}")
     assert any(r["status"] >= 500 for r in during)
 
 

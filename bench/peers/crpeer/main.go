@@ -3,7 +3,7 @@
 // one for an unstructured kind: Get from the cache, and in -mode=status set
 // status.done through a merge patch of the status subresource.
 //
-//	crpeer -kubeconfig K [-namespace NS] [-mode noop|status] [-workers 4] [-expect N]
+//	crpeer [-kubeconfig K] [-namespace NS] [-mode noop|status] [-workers 4] [-expect N]
 //
 // Prints the lines described in internal/benchout.
 package main
@@ -66,7 +66,6 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 func main() {
-	kubeconfig := flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file")
 	namespace := flag.String("namespace", "", "watch only this namespace (default: all)")
 	mode := flag.String("mode", "noop", "noop, or status (patch status.done once)")
 	workers := flag.Int("workers", 4, "MaxConcurrentReconciles")
@@ -76,16 +75,21 @@ func main() {
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New())
-	if err := run(*kubeconfig, *namespace, *mode == "status", *workers, *expect, float32(*qps), *burst); err != nil {
+	if err := run(*namespace, *mode == "status", *workers, *expect, float32(*qps), *burst); err != nil {
 		fmt.Fprintln(os.Stderr, "crpeer:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig, namespace string, status bool, workers int, expect int64, qps float32, burst int) error {
-	cfg, err := benchout.Config(kubeconfig, qps, burst)
+func run(namespace string, status bool, workers int, expect int64, qps float32, burst int) error {
+	// -kubeconfig is controller-runtime's own flag (or $KUBECONFIG), as in a
+	// kubebuilder main.go; GetConfig also switches client-side throttling off.
+	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err
+	}
+	if qps >= 0 {
+		cfg.QPS, cfg.Burst = qps, burst
 	}
 	opts := manager.Options{
 		Metrics:                metricsserver.Options{BindAddress: "0"},

@@ -1,6 +1,6 @@
 // loader: drives the API server side of klua's benchmark with client-go.
 //
-//	loader create      -kubeconfig K -namespace NS -count N [-concurrency 64] [-payload 560]
+//	loader create      -kubeconfig K -namespace NS -count N [-concurrency 16] [-payload 440]
 //	    Creates NS if missing and Widgets w-000000.. concurrently. Prints
 //	    METRIC create_ms and METRIC create_per_s.
 //	loader update      -kubeconfig K -namespace NS -count M -rate R -duration SECONDS -seq-start S
@@ -52,8 +52,8 @@ func main() {
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file")
 	namespace := fs.String("namespace", "bench", "namespace of the Widgets")
 	count := fs.Int("count", 100, "number of Widgets")
-	concurrency := fs.Int("concurrency", 64, "requests in flight")
-	payload := fs.Int("payload", 560, "bytes of spec.payload (the object is about 1 KB with metadata)")
+	concurrency := fs.Int("concurrency", 16, "requests in flight")
+	payload := fs.Int("payload", 440, "bytes of spec.payload (the object is about 1 KB with metadata)")
 	rate := fs.Float64("rate", 50, "updates per second")
 	duration := fs.Float64("duration", 10, "seconds of updates")
 	seqStart := fs.Int64("seq-start", 1, "first spec.seq written")
