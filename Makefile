@@ -14,6 +14,7 @@ PKGS      := lua5.4 libcurl yaml-0.1 openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS      := $(PKG_LIBS) -llua5.4-cjson -lm
+Q         ?= @
 WARN      := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DKLUA_VERSION=\"$(VERSION)\" $(WARN) $(PKG_CFLAGS) -Isrc -Ibuild/gen
 REL_CFLAGS  := $(CFLAGS_COMMON) -O2 -g
@@ -37,38 +38,45 @@ all: bin/klua
 
 bin/klua: $(REL_OBJS)
 	@mkdir -p bin
-	$(CC) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) -o $@ $^ $(LIBS)
 
 build/rel/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	$(Q)$(CC) $(REL_CFLAGS) -c -o $@ $<
 
 build/asan/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+	@echo "  CC asan $<"
+	$(Q)$(CC) $(ASAN_CFLAGS) -c -o $@ $<
 
 build/gen/luamods.c: $(LUA_MODS) spec/support/embed.sh
 	@mkdir -p build/gen
-	sh spec/support/embed.sh $(LUA_MODS) > $@.tmp && mv $@.tmp $@
+	$(Q)sh spec/support/embed.sh $(LUA_MODS) > $@.tmp && mv $@.tmp $@
 
 build/rel/luamods.o: build/gen/luamods.c
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -Wno-overlength-strings -c -o $@ $<
+	$(Q)$(CC) $(REL_CFLAGS) -Wno-overlength-strings -c -o $@ $<
 
 build/asan/luamods.o: build/gen/luamods.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+	@echo "  CC asan $<"
+	$(Q)$(CC) $(ASAN_CFLAGS) -c -o $@ $<
 
 build/asan/klua: $(ASAN_OBJS)
-	$(CC) -fsanitize=address,undefined -o $@ $^ $(LIBS)
+	@echo "  LD asan $@"
+	$(Q)$(CC) -fsanitize=address,undefined -o $@ $^ $(LIBS)
 
 build/asan/spec/%: spec/c/%.c spec/c/harness.h $(ASAN_LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -Ispec/c -o $@ $< $(ASAN_LIB_OBJS) $(LIBS)
+	@echo "  LD asan $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -Ispec/c -o $@ $< $(ASAN_LIB_OBJS) $(LIBS)
 
 build/fuzz/%: spec/fuzz/%.c $(LIB_SRCS) build/gen/luamods.c
 	@mkdir -p $(dir $@)
-	clang $(CFLAGS_COMMON) -Wno-unused-command-line-argument -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) build/gen/luamods.c $(LIBS)
+	@echo "  FUZZ    $@"
+	$(Q)clang $(CFLAGS_COMMON) -Wno-unused-command-line-argument -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) build/gen/luamods.c $(LIBS)
 
 test-build: bin/klua build/asan/klua $(UNIT_BINS) $(FUZZ_BINS)
 

@@ -230,6 +230,8 @@ struct ops_conn {
     int lingering;           /* our side shut down; draining input */
     loop_timer_id timer;     /* idle or linger deadline */
     uint64_t last_active;    /* loop ms, to pick the idlest for eviction */
+    unsigned long served;    /* requests answered: only a keep-alive connection
+                              * (served > 0, nothing pending) counts as idle */
     ops_conn *prev, *next;
 };
 
@@ -406,6 +408,7 @@ static int process(ops_conn *c)
             return respond_text(c, st, msg, NULL);
         }
         int rc = handle(c, &r);
+        c->served++;
         kl_buf_consume(&c->in, r.total_len);
         if (rc)
             return -1;
@@ -468,6 +471,9 @@ static void flush(ops_conn *c)
         return;
     }
     set_timer(c, c->s->idle_ms);
+    /* an idle keep-alive connection can now make room for a waiting one */
+    if (c->in.len == 0 && !c->s->retry)
+        resume_accept(c->s);
 }
 
 static void on_readable(ops_conn *c)
@@ -542,7 +548,7 @@ static int evict_idle(ops_server *s)
 {
     ops_conn *victim = NULL;
     for (ops_conn *c = s->conns; c; c = c->next)
-        if (!c->lingering && c->in.len == 0 && c->out.len == 0 &&
+        if (c->served && !c->lingering && c->in.len == 0 && c->out.len == 0 &&
             (!victim || c->last_active < victim->last_active))
             victim = c;
     if (!victim)
