@@ -36,7 +36,7 @@ fi
 [ -n "${BENCH_KUBECONFIG:-}" ] || sh spec/support/controlplane/build.sh
 
 echo "bench: building the Go peers (bench/peers)" >&2
-(cd bench/peers && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go build -trimpath \
+(cd bench/peers && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go build -trimpath -buildvcs=false \
     -o "$out/" ./crpeer ./informer ./loader)
 
 cluster=""
@@ -50,7 +50,10 @@ if [ -n "${BENCH_KUBECONFIG:-}" ]; then
     prefix="bench-$$-"
 else
     cluster=$ROOT/build/bench-cluster
-    sh spec/support/cluster.sh up "$cluster" >&2
+    # No audit log here: writing one line per request costs the API server CPU
+    # that every program under test would pay for alike.
+    KLUA_APISERVER_EXTRA_ARGS="--audit-log-path= ${KLUA_APISERVER_EXTRA_ARGS:-}" \
+        sh spec/support/cluster.sh up "$cluster" >&2
     kubeconfig=$cluster/kubeconfig
     prefix="bench-"
 fi
@@ -58,12 +61,7 @@ kubectl --kubeconfig "$kubeconfig" apply -f bench/crd.yaml >&2
 kubectl --kubeconfig "$kubeconfig" wait --for condition=established --timeout=60s \
     crd/widgets.bench.klua.dev >&2
 
-# Hot reload: klua reloads changed scripts with --watch-scripts (development
-# mode); KLUA_RELOAD_ARGS overrides the flag, empty means "send SIGHUP instead".
-reload_args=${KLUA_RELOAD_ARGS-"--klua-reload-arg=--watch-scripts"}
-[ -n "$reload_args" ] || reload_args="--klua-reload-signal"
-
 # shellcheck disable=SC2086
 python3 bench/harness.py --mode "$mode" --kubeconfig "$kubeconfig" --klua "$klua" \
     --peers "$out" --out "$out" --ns-prefix "$prefix" ${skip:+--skip-klua "$skip"} \
-    $reload_args ${BENCH_ARGS:-}
+    ${BENCH_ARGS:-}

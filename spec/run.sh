@@ -58,6 +58,16 @@ if part unit; then
     done
 fi
 
+if part unit; then
+    echo "== source checks (banned unsafe functions)"
+    if sh spec/support/check-src.sh > "$LOGDIR/check-src.log" 2>&1; then
+        PASS=$((PASS + 1)); echo "  check-src ok"
+    else
+        FAIL=$((FAIL + 1)); FAILED_NAMES+=("check-src: $(head -3 "$LOGDIR/check-src.log" | tr '\n' ' ')")
+        cat "$LOGDIR/check-src.log"
+    fi
+fi
+
 if part fuzz; then
     echo "== fuzz smoke runs (${FUZZ_SMOKE_SECONDS:-10} s each)"
     for f in build/fuzz/fuzz_*; do

@@ -1,7 +1,9 @@
 /* lua_host.c - one sandboxed Lua state per script (see lua_host.h).
  *
- * Provides: the sandbox, `require`, the memory cap, the instruction budget
- * and deadline hook, script loading and controller validation, tasks
+ * Provides: the sandbox (read-only library views, guarded C functions, a
+ * step-counting pattern probe), `require` with per-module environments and
+ * dependency tracking, the memory cap, the instruction budget and CPU
+ * deadline hook, script loading and controller validation, tasks
  * (coroutines anchored by registry refs, released in one place).
  * Uses: lua_json (klua.json), luamods (embedded modules), log, err, Lua.
  *
@@ -11,6 +13,10 @@
  * hook then fires on every instruction, raising again each time, so a
  * script's pcall can catch the error but cannot run on: the coroutine
  * unwinds to the host.
+ *
+ * The deadline is CPU time of this thread, not wall time: on a busy
+ * machine a preempted reconcile must not be killed for time it did not
+ * use, while an endless loop burns CPU and is cut after run_ms.
  */
 #include "lua_host.h"
 

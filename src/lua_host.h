@@ -2,13 +2,27 @@
  *
  * Provides: lua_host, a lua_State with klua's safe standard library (base
  * without dofile/loadfile and with a text-only load, coroutine, table,
- * string with a capped string.rep, math, utf8, os.time/clock/date/difftime;
- * no io, debug or package.loadlib), a `require` that resolves only
- * <scripts>/lib/?.lua, <scripts>/lib/?/init.lua and klua's embedded modules
- * (text chunks only), a memory cap (custom allocator), and an instruction
- * budget plus a Lua running-time deadline per task enforced by a count hook
- * whose error pcall cannot swallow. lua_host_load() runs a script and
- * validates the controller it declares (errors as "file:line: message").
+ * string, math, utf8, os.time/clock/date/difftime; no io, debug or
+ * package.loadlib), a `require` that resolves only <scripts>/lib/?.lua,
+ * <scripts>/lib/?/init.lua and klua's embedded modules (text chunks only),
+ * a memory cap (custom allocator), and an instruction budget per task plus
+ * a CPU-time deadline per resume, enforced by a count hook whose error
+ * pcall cannot swallow. lua_host_load() runs a script and validates the
+ * controller it declares (errors as "file:line: message").
+ *
+ * What a count hook cannot see is bounded separately: C functions whose
+ * work does not grow with memory (string.rep of empty strings, table.move,
+ * table.insert/remove on huge borders, table.sort, plain and pattern
+ * searches) refuse inputs over fixed caps, and pattern calls are first run
+ * through a step-counting matcher; __gc metamethods (run with hooks off)
+ * are refused. The library tables a script sees (string, table, math, utf8,
+ * coroutine, os) are read-only views, and every required module runs in
+ * its own environment, so a script cannot break klua's modules (or its own
+ * lib modules) by reassigning a global or a library function.
+ *
+ * The host remembers which files it read (the script and each lib module,
+ * with a hash of their bytes) so hot reload can tell which scripts a
+ * change affects (lua_host_deps, lua_host_deps_changed).
  * Uses: lua_json, luamods, log, err, Lua 5.4.
  */
 #ifndef KLUA_LUA_HOST_H
@@ -22,14 +36,23 @@
 
 #define LUA_HOST_DEFAULT_MEM_LIMIT (64u << 20)
 #define LUA_HOST_DEFAULT_BUDGET 100000000ull  /* instructions per task */
-#define LUA_HOST_DEFAULT_RUN_MS 10000ull      /* Lua running time per task */
+#define LUA_HOST_DEFAULT_RUN_MS 200ull        /* CPU ms per resume (between waits) */
 #define LUA_HOST_REP_MAX (16u << 20)          /* string.rep result bytes */
+#define LUA_HOST_PATTERN_STEPS 10000000ul     /* matcher steps per pattern call */
+#define LUA_HOST_PLAIN_FIND_MAX 1000000000ull /* byte comparisons per plain find */
+#define LUA_HOST_TABLE_OP_MAX (1 << 24)       /* elements moved/shifted/sorted per call */
+
+/* A warning from a script: Lua's warn() or a load-time finding such as a
+ * global assignment. where is "file:line". */
+typedef void (*lua_host_warn_fn)(void *ud, const char *where, const char *msg);
 
 typedef struct lua_host_opts {
     const char *scripts_dir;   /* where lib/ is; NULL = the script's folder */
     size_t mem_limit;          /* bytes; 0 = default */
     uint64_t budget;           /* instructions per task; 0 = default */
-    uint64_t run_ms;           /* ms of Lua execution per task; 0 = default */
+    uint64_t run_ms;           /* CPU ms per resume; 0 = default */
+    lua_host_warn_fn on_warn;  /* NULL = log at warn level */
+    void *warn_ud;
 } lua_host_opts;
 
 typedef struct lua_typeref {
@@ -56,9 +79,15 @@ typedef struct lua_host lua_host;
 /* Per-task accounting, owned by the caller (one per reconcile). */
 typedef struct lua_host_budget {
     uint64_t instructions;     /* counted so far */
-    uint64_t run_ns;           /* Lua running time so far */
+    uint64_t run_ns;           /* CPU time spent in Lua so far */
     int killed;                /* the budget or deadline was hit */
 } lua_host_budget;
+
+/* A file the script's code came from, and a hash of its bytes then. */
+typedef struct lua_host_dep {
+    char *path;
+    uint64_t hash;
+} lua_host_dep;
 
 lua_host *lua_host_new(const lua_host_opts *opts, kl_err *err);
 void lua_host_free(lua_host *h);
@@ -92,5 +121,23 @@ void lua_host_error(lua_host *h, lua_State *co, int status, const lua_host_budge
 int lua_host_call(lua_host *h, lua_CFunction f, void *ud, kl_err *err);
 
 size_t lua_host_mem_used(const lua_host *h);
+
+/* Load a chunk of klua's own Lua code (text) into L with a private
+ * environment, so that what a script does to its globals cannot change it.
+ * Pushes the function, or the error message (returns the load status). */
+int lua_host_load_internal(lua_host *h, lua_State *L, const char *src, size_t len,
+                           const char *chunkname);
+
+/* The files read so far: [0] is the script, then lib modules in the order
+ * they were required (also those required later, during reconciles). The
+ * array stays owned by the host. */
+const lua_host_dep *lua_host_deps(const lua_host *h, size_t *n);
+/* 1 when any of deps now has other bytes (or is gone), else 0. */
+int lua_host_deps_changed(const lua_host_dep *deps, size_t n);
+/* Hash of a file's bytes (FNV-1a 64); -1 when it cannot be read. */
+int lua_host_file_hash(const char *path, uint64_t *out);
+/* Copy deps (caller frees with lua_host_deps_free). */
+int lua_host_deps_copy(const lua_host_dep *deps, size_t n, lua_host_dep **out);
+void lua_host_deps_free(lua_host_dep *deps, size_t n);
 
 #endif

@@ -250,10 +250,7 @@ struct ops_server {
     ops_conn *conns;         /* owned, doubly linked */
 };
 
-static void conn_close(ops_conn *c);
 static void on_conn(loop *l, int fd, int events, void *ud);
-
-static void set_timer(ops_conn *c, uint64_t ms);
 
 static void resume_accept(ops_server *s)
 {
@@ -625,8 +622,7 @@ static int split_addr(const char *addr, char *host, size_t hostcap, char *port, 
     for (size_t i = 0; i < pn; i++)
         if (colon[1 + i] < '0' || colon[1 + i] > '9')
             return -1;
-    char *endp;
-    long p = strtol(colon + 1, &endp, 10);
+    long p = strtol(colon + 1, NULL, 10);   /* all digits, checked above */
     if (pn > 5 || p < 0 || p > 65535)
         return -1;
     memcpy(host, h, hn);

@@ -7,7 +7,8 @@
 //	    Merge-patches spec.seq of w-000000..w-(M-1) round robin, R patches a
 //	    second on a fixed schedule, seq counting up from S. For each accepted
 //	    patch prints "ACK obj=NS/NAME seq=S t=NANOS", t taken right after the
-//	    response (CLOCK_REALTIME, the clock the reconcilers stamp "seen" with).
+//	    response (CLOCK_REALTIME, the clock the reconcilers stamp "seen" with),
+//	    and at the end METRIC update_rtt_p50_ms, the median request round trip.
 //	loader wait-status -kubeconfig K -namespace NS -count N [-timeout 300]
 //	    Lists and watches NS until N Widgets have status.done == true, then
 //	    prints "BENCH all_status n=N t=NANOS" and exits.
@@ -20,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -161,6 +163,7 @@ func update(ctx context.Context, widgets dynamic.ResourceInterface, ns string,
 	jobs := make(chan int, total)
 	out := bufio.NewWriterSize(os.Stdout, 1<<20)
 	var mu sync.Mutex
+	var rtts []time.Duration // request round trips of the accepted patches
 	var errs atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
@@ -171,8 +174,10 @@ func update(ctx context.Context, widgets dynamic.ResourceInterface, ns string,
 				seq := seqStart + int64(i)
 				key := name(i % m)
 				patch := fmt.Appendf(nil, `{"spec":{"seq":%d}}`, seq)
+				sent := time.Now()
 				_, err := widgets.Patch(ctx, key, types.MergePatchType, patch, metav1.PatchOptions{})
 				t := time.Now().UnixNano()
+				rtt := time.Duration(t - sent.UnixNano())
 				if err != nil {
 					if errs.Add(1) == 1 {
 						fmt.Fprintln(os.Stderr, "loader: update:", err)
@@ -181,6 +186,7 @@ func update(ctx context.Context, widgets dynamic.ResourceInterface, ns string,
 				}
 				mu.Lock()
 				fmt.Fprintf(out, "ACK obj=%s/%s seq=%d t=%d\n", ns, key, seq, t)
+				rtts = append(rtts, rtt)
 				mu.Unlock()
 			}
 		}()
@@ -196,10 +202,14 @@ func update(ctx context.Context, widgets dynamic.ResourceInterface, ns string,
 	close(jobs)
 	wg.Wait()
 	el := time.Since(start)
-	mu.Lock()
-	fmt.Fprintf(out, "METRIC updates_sent %d\nMETRIC update_errors %d\nMETRIC update_rate_achieved %.1f\n",
-		total, errs.Load(), float64(total)/el.Seconds())
-	mu.Unlock()
+	slices.Sort(rtts)
+	p50 := time.Duration(0)
+	if len(rtts) > 0 {
+		p50 = rtts[len(rtts)/2]
+	}
+	fmt.Fprintf(out, "METRIC updates_sent %d\nMETRIC update_errors %d\nMETRIC update_rate_achieved %.1f\n"+
+		"METRIC update_rtt_p50_ms %.3f\n", total, errs.Load(), float64(total)/el.Seconds(),
+		float64(p50)/float64(time.Millisecond))
 	if err := out.Flush(); err != nil {
 		return err
 	}
