@@ -105,7 +105,7 @@ cluster-down:
 demo: deps
 	@$(MAKE) --no-print-directory bin/klua
 	@sh spec/support/controlplane/build.sh
-	@sh spec/support/demo.sh
+	@bash spec/support/demo.sh
 
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \

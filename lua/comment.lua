@@ -22,6 +22,14 @@ local conditions = require "klua.conditions"
 local json = require "klua.json"
 
 local PERMANENT_RETRY = 300  -- seconds between retries of what a user must fix
+
+-- When each Comment (by uid) may talk to GitHub again after a failure, and
+-- at which generation it failed. Recording Delivered=False is itself an
+-- update that the watch delivers at once; without this, that event would
+-- reconcile the key again immediately and skip the backoff just asked for.
+-- A spec change (a new generation) is tried at once: the user may have
+-- fixed what was wrong. Per Lua state, like the GitHub client's own limits.
+local retry_at = {}
 local CONDITION = "Delivered"
 
 local function val(v)
@@ -50,7 +58,9 @@ local FAILURES = {
         return "GitHub rate limit reached (" .. e.message .. "); klua holds every request until "
             .. "the limit resets and then retries" end },
     server = { reason = "GitHubUnavailable", retry = true, text = function(spec, e)
-        return string.format("GitHub answered %d (%s); klua retries with backoff", e.status, e.message) end },
+        -- no status code or text here: they vary from one failure to the
+        -- next, and a changing message would rewrite the status each time
+        return "GitHub is answering with server errors; klua retries with backoff" end },
     network = { reason = "GitHubUnavailable", retry = true, text = function(spec, e)
         return "GitHub could not be reached (" .. e.message .. "); klua retries with backoff" end },
     auth = { reason = "Unauthorized", text = function(spec, e)
@@ -84,10 +94,21 @@ local function fail(ctx, obj, e)
         ctx:event(obj, "Warning", f.reason, msg)
     end
     ctx.log.info("GitHub request failed", { kind = e.kind, status = e.status, retry_after = e.retry_after })
-    if f.retry then
-        return { requeue_after = math.max(e.retry_after or 5, 1) }
+    local wait = f.retry and math.max(e.retry_after or 5, 1) or PERMANENT_RETRY
+    retry_at[obj.metadata.uid] = { at = ctx:now() + wait, generation = obj.metadata.generation }
+    return { requeue_after = wait }
+end
+
+-- The seconds still to wait before this object may call GitHub again, or nil.
+local function pending_retry(ctx, obj)
+    local r = retry_at[obj.metadata.uid]
+    if not r then return nil end
+    local left = r.at - ctx:now()
+    if left <= 0 or r.generation ~= obj.metadata.generation then
+        retry_at[obj.metadata.uid] = nil
+        return nil
     end
-    return { requeue_after = PERMANENT_RETRY }
+    return left
 end
 
 -- Finds the comment carrying this resource's marker (adopting it) or
@@ -130,6 +151,8 @@ local function reconcile(ctx, obj)
         and conditions.is_true(val(status.conditions), CONDITION) then
         return nil
     end
+    local wait = pending_retry(ctx, obj)
+    if wait then return { requeue_after = wait } end
 
     local gh, err = github.new(ctx)
     if not gh then return fail(ctx, obj, err) end
@@ -174,6 +197,7 @@ local function reconcile(ctx, obj)
         ctx.log.warn("comment delivered but status not recorded", { id = cid, error = tostring(perr) })
         return { requeue = true }
     end
+    retry_at[meta.uid] = nil
     ctx.log.info(msg, { id = cid })
     ctx:event(obj, "Normal", how, msg)
     return nil
@@ -181,7 +205,12 @@ end
 
 local function finalize(ctx, obj)
     local spec = obj.spec or {}
-    if spec.deletionPolicy ~= "Delete" then return nil end  -- Retain: leave it on GitHub
+    if spec.deletionPolicy ~= "Delete" then  -- Retain: leave it on GitHub
+        retry_at[obj.metadata.uid] = nil
+        return nil
+    end
+    local wait = pending_retry(ctx, obj)
+    if wait then return { requeue_after = wait } end
     local status = val(obj.status) or {}
     local gh, err = github.new(ctx)
     if not gh then return fail(ctx, obj, err) end
@@ -204,6 +233,7 @@ local function finalize(ctx, obj)
         end
         return res
     end
+    retry_at[obj.metadata.uid] = nil
     ctx:event(obj, "Normal", "Deleted", "comment deleted from " .. where(spec))
     return nil
 end

@@ -626,6 +626,14 @@ static int set_method(http_request *r, const http_request_opts *o)
     }
     if (strcmp(m, "POST") != 0)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
+    else
+        /* libcurl re-sends a request when a reused keep-alive connection
+         * dies before the first response byte. For POST that can create
+         * twice (a GitHub comment posted twice, an Event with a generated
+         * name). A fresh connection has no such retry; TLS sessions are
+         * still resumed from the share handle, so the cost is one TCP and
+         * TLS resumption round trip. */
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     return 0;
 }
 

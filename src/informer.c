@@ -432,8 +432,8 @@ static void on_watch_event(void *ud, const watch_event *ev)
         break;
     case WATCH_ERROR:
         if (ev->code == 410) {
-            kl_log(1, "watch expired (410 Gone), relisting", "resource", inf->res.resource,
-                   NULL);
+            kl_log(KL_LOG_INFO, "watch expired (410 Gone), relisting", "resource",
+                   inf->res.resource, NULL);
             inf->relisting = 1;
             /* done follows; it sees relisting and lists again */
         } else {

@@ -1,4 +1,4 @@
-"""`make demo`, as a new user runs it: `sh spec/support/demo.sh` with DEMO_EXIT=1
+"""`make demo`, as a new user runs it: `bash spec/support/demo.sh` with DEMO_EXIT=1
 (it stops after showing the result). It starts its own control plane in
 build/demo-cluster and the stand-in GitHub, runs bin/klua, applies
 examples/comment.yaml and must show the comment delivered.
@@ -21,8 +21,8 @@ def test_demo_shows_a_delivered_comment():
     env = {k: v for k, v in os.environ.items()
            if k not in ("GITHUB_TOKEN", "GITHUB_API_URL", "KUBECONFIG")}
     env["DEMO_EXIT"] = "1"
-    # the way `make demo` runs it (Makefile: sh spec/support/demo.sh)
-    p = subprocess.run(["sh", str(ROOT / "spec/support/demo.sh")], cwd=ROOT, env=env,
+    # the way `make demo` runs it (Makefile: bash spec/support/demo.sh)
+    p = subprocess.run(["bash", str(ROOT / "spec/support/demo.sh")], cwd=ROOT, env=env,
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-4000:]

@@ -18,6 +18,8 @@ RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "Ro
 
 
 def render():
+    # deploy/scripts/ is generated from lua/ (kustomize may not read ../lua)
+    subprocess.run(["sh", str(ROOT / "deploy/sync-scripts.sh")], check=True, timeout=30)
     p = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy")], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0, f"kubectl kustomize deploy/ failed: {p.stderr}"
@@ -42,6 +44,7 @@ def ensure_namespace(cluster, docs):
 
 
 def test_script_copies_are_current():
+    subprocess.run(["sh", str(ROOT / "deploy/sync-scripts.sh")], check=True, timeout=30)
     p = subprocess.run(["sh", str(ROOT / "deploy/sync-scripts.sh"), "--check"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr

@@ -5,6 +5,7 @@ local fake = require "fake_ctx"
 local cjson = require "cjson"
 local github = require "klua.github"
 
+-- reloaded before each test: the controller keeps per-object retry times
 local controller = dofile("lua/comment.lua")
 local TOKEN = "tok-SECRET-123"
 local UID = "0b7a52c4-1111-2222-3333-444455556666"
@@ -95,7 +96,34 @@ local function delivered(status)
 end
 
 describe("comment controller", function()
-    before_each(function() github._reset() end)
+    before_each(function()
+        github._reset()
+        controller = dofile("lua/comment.lua")
+    end)
+
+    it("after a failure, the update event of its own status write does not call GitHub again", function()
+        local gh = new_github()
+        gh.fail = function() return { status = 502, body = { message = "Bad Gateway" } } end
+        local ctx = setup(gh)
+        local res = controller.reconcile(ctx, comment())
+        assert.is_true(res.requeue_after >= 1)
+        local sent = #ctx.requests
+        -- the watch delivers the Delivered=False write at once: same generation
+        local again = setup(gh)
+        again.clock.t = ctx.clock.t + 0.1
+        local res2 = controller.reconcile(again, comment{ status = ctx.statuses[1] })
+        assert.is_true(res2.requeue_after > 0 and res2.requeue_after <= res.requeue_after)
+        assert.equal(0, #again.requests)
+        assert.equal(0, #again.statuses)
+        assert.is_true(sent > 0)
+        -- a spec change (new generation) is tried at once
+        local edited = comment{ status = ctx.statuses[1] }
+        edited.metadata.generation = (edited.metadata.generation or 1) + 1
+        local third = setup(gh)
+        third.clock.t = ctx.clock.t + 0.2
+        controller.reconcile(third, edited)
+        assert.is_true(#third.requests > 0)
+    end)
 
     it("declares what it watches, its workers and a finalizer", function()
         assert.same({ apiVersion = "github.klua.dev/v1", kind = "Comment" }, controller.watch)
@@ -300,9 +328,11 @@ describe("comment controller", function()
             local res = controller.reconcile(ctx, comment())
             assert.is_true(res.requeue_after >= 2 and res.requeue_after <= 3)
             assert.equal("GitHubUnavailable", delivered(ctx.statuses[1]).reason)
-            -- GitHub is back: delivered, with the condition flipped to True
+            -- GitHub is back: once the backoff has passed, delivered, with the
+            -- condition flipped to True
             gh.fail = nil
             local later = setup(gh)
+            later.clock.t = ctx.clock.t + res.requeue_after
             assert.is_nil(controller.reconcile(later, comment{ status = ctx.statuses[1] }))
             assert.equal("True", delivered(later.statuses[1]).status)
         end)
