@@ -73,10 +73,22 @@ build/asan/spec/%: spec/c/%.c spec/c/harness.h $(ASAN_LIB_OBJS)
 	@echo "  LD asan $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -Ispec/c -o $@ $< $(ASAN_LIB_OBJS) $(LIBS)
 
-build/fuzz/%: spec/fuzz/%.c $(LIB_SRCS) build/gen/luamods.c
+FUZZ_CFLAGS := $(CFLAGS_COMMON) -Wno-unused-command-line-argument -O1 -g
+FUZZ_LIB_OBJS := $(patsubst src/%.c,build/fuzzobj/%.o,$(LIB_SRCS)) build/fuzzobj/luamods.o
+
+build/fuzzobj/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
+	@mkdir -p $(dir $@)
+	@echo "  CC fuzz $<"
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+
+build/fuzzobj/luamods.o: build/gen/luamods.c
+	@mkdir -p $(dir $@)
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+
+build/fuzz/%: spec/fuzz/%.c $(FUZZ_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	$(Q)clang $(CFLAGS_COMMON) -Wno-unused-command-line-argument -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) build/gen/luamods.c $(LIBS)
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB_OBJS) $(LIBS)
 
 test-build: bin/klua build/asan/klua $(UNIT_BINS) $(FUZZ_BINS)
 
@@ -88,7 +100,7 @@ controlplane:
 
 # The README's test command. Installs what is missing, then runs everything.
 test: deps
-	@$(MAKE) --no-print-directory test-build
+	@$(MAKE) --no-print-directory -j$$(nproc) test-build
 	@sh spec/support/controlplane/build.sh
 	@sh spec/run.sh
 

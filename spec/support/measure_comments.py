@@ -4,7 +4,7 @@
 Starts the stand-in GitHub and bin/klua (release build) against a running
 control plane (spec/support/cluster.sh up DIR), then measures:
   * latency: kubectl apply of one Comment -> its Delivered=True, 5 times;
-  * throughput: N Comments (default 1000) applied at once -> all delivered,
+  * throughput: N Comments (default 1000, ten per issue) applied at once -> all delivered,
     reconciles per second, with the GitHub mutating-request gap set to 0.
 Prints plain lines; nothing here asserts a time.
 """
@@ -37,6 +37,8 @@ def main():
                       env={"KLUA_GITHUB_MIN_GAP": "0"}).start()
     try:
         k.wait_log("caches synced", 60)
+        # the stand-in's primary limit (5000/h) is not what is measured here
+        gh.call("POST", "/_fake/ratelimit", {"remaining": 1000000, "reset_in": 3600})
         lat = []
         for i in range(5):
             name = "lat-%d" % i
@@ -57,7 +59,8 @@ def main():
                                                     max(lat) * 1000, "40-80 ms"))
         items = [{"apiVersion": "github.klua.dev/v1", "kind": "Comment",
                   "metadata": {"name": "tp-%04d" % i, "namespace": ns},
-                  "spec": {"repository": "klua-dev/measure", "issue": 2, "message": "t %d" % i}}
+                  "spec": {"repository": "klua-dev/measure", "issue": 2 + i % 100,
+                           "message": "t %d" % i}}
                  for i in range(n)]
         t0 = time.monotonic()
         cluster.apply({"apiVersion": "v1", "kind": "List", "items": items})
@@ -72,7 +75,7 @@ def main():
         while delivered() < n:
             time.sleep(0.5)
         t1 = time.monotonic()
-        posted = sum(1 for c in gh.comments() if c.get("issue") == 2)
+        posted = sum(1 for c in gh.comments() if c.get("issue", 0) >= 2)
         print("throughput: %d Comments delivered in %.1f s after the apply returned "
               "(%.1f s including kubectl apply): %.0f Comments/s; comments on GitHub: %d"
               % (n, t1 - t_applied, t1 - t0, n / (t1 - t0), posted))
