@@ -9,11 +9,25 @@
  * time, each a coroutine. Outcomes follow sample-controller: nil -> forget;
  * { requeue_after = s } -> forget + add_after; { requeue = true } or an
  * error -> add_rate_limited. An error is logged once with the script's
- * file:line and recorded as a Warning Event (reason ReconcileError). When
- * the script declares finalize, the finalizer "klua.dev/<name>" is added
- * before reconcile and removed after finalize returns nil.
+ * file:line and recorded as a Warning Event (reason ReconcileError); when
+ * the resource has a status subresource and the object has
+ * status.conditions, a Ready=False condition (reason ReconcileError) says
+ * so too, and is removed again by the next successful reconcile (other
+ * condition types belong to the script and are left alone). A result
+ * other than those above (a string, unknown keys, a negative
+ * requeue_after) is an error naming the script's reconcile or finalize.
+ * When the script declares finalize, the finalizer "klua.dev/<name>" is
+ * added before reconcile and removed after finalize returns nil.
+ *
+ * Hot reload: controller_replace swaps in a newly loaded script between
+ * reconciles. Reconciles in flight finish on the old Lua state, which is
+ * freed when its last one ends; the workqueue (with its processing set, so
+ * a key never runs twice at once) is kept; informers for the new
+ * declaration are taken from the registry before the old ones are
+ * released, so an unchanged watch keeps its cache (no LIST); every cached
+ * key is enqueued again. Metrics go to metrics_default().
  * Uses: lua_host, lua_ctx, lua_json, informer, rest, store, workqueue, loop,
- * json, log.
+ * json, metrics, log.
  */
 #ifndef KLUA_CONTROLLER_H
 #define KLUA_CONTROLLER_H
@@ -45,14 +59,19 @@ typedef struct controller_deps {
 controller *controller_new(lua_host *h, const controller_deps *d, kl_err *err);
 /* Get the informers and begin; dispatching starts once they have synced. */
 int controller_start(controller *c, kl_err *err);
+/* Replace the script with h (loaded, declaring the same controller name);
+ * takes ownership of h on success. On failure (an unknown kind, memory)
+ * the old script keeps running and h stays the caller's. */
+int controller_replace(controller *c, lua_host *h, kl_err *err);
 int controller_synced(const controller *c);
 /* Stop taking keys; reconciles in flight go on. */
 void controller_shutdown(controller *c);
-size_t controller_active(const controller *c);   /* reconciles in flight */
+size_t controller_active(const controller *c);   /* reconciles in flight (all versions) */
 const char *controller_name(const controller *c);
 const lua_controller_decl *controller_decl(const controller *c);
 int controller_workers(const controller *c);
 const char *controller_script(const controller *c);
+const lua_host *controller_host(const controller *c);   /* the current script */
 /* Cancels reconciles still in flight, releases informers, frees the host. */
 void controller_free(controller *c);
 

@@ -35,7 +35,10 @@
 #include <unistd.h>
 
 #define HOOK_EVERY 1000          /* instructions between hook calls */
+#define CLOCK_EVERY 10           /* hook calls between CPU clock reads */
 #define MAX_SOURCE (8u << 20)    /* largest script or module file */
+#define MAX_CAPTURES 32          /* LUA_MAXCAPTURES of lstrlib.c */
+#define MATCH_DEPTH 200          /* MAXCCALLS of lstrlib.c */
 
 struct lua_host {
     lua_State *L;
@@ -45,18 +48,25 @@ struct lua_host {
     int enforce;                 /* limits apply (script code is running) */
     uint64_t budget, run_ms;
     lua_host_budget *cur;        /* the running task's accounting */
-    uint64_t cur_start_ns;
-    char kill_msg[300];
+    uint64_t cur_start_ns;       /* CPU clock when the current resume began */
+    unsigned hook_calls;
+    char kill_msg[512];
     const char *src;             /* the script's text while validating */
     lua_controller_decl decl;
+    lua_host_dep *deps;          /* files read: the script, then lib modules */
+    size_t ndeps;
+    lua_host_warn_fn on_warn;
+    void *warn_ud;
 };
 
 static char loaded_key;          /* registry: modules loaded by require */
+static char base_key;            /* registry: the pristine globals (modules' __index) */
+static char readonly_key;        /* registry: weak set of read-only library views */
 
-static uint64_t now_ns(void)
+static uint64_t cpu_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -99,6 +109,20 @@ static lua_host *host_of(lua_State *L)
     return ud;
 }
 
+/* "file:line" of the innermost Lua function on L's stack at or above
+ * level, or 0 when there is none. */
+static int lua_where(lua_State *L, int level, char *out, size_t outsz)
+{
+    lua_Debug ar;
+    for (int i = level; i < level + 64 && lua_getstack(L, i, &ar); i++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+            snprintf(out, outsz, "%s:%d", ar.short_src, ar.currentline);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -108,25 +132,26 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
         return;
     b->instructions += HOOK_EVERY;
     if (!b->killed) {
-        uint64_t ran = b->run_ns + (now_ns() - h->cur_start_ns);
         const char *why = NULL;
-        char what[96];
+        char what[160];
         if (b->instructions > h->budget) {
-            snprintf(what, sizeof what, "instruction budget exceeded (%llu instructions)",
-                     (unsigned long long)h->budget);
+            snprintf(what, sizeof what, "instruction budget exceeded (%llu instructions; "
+                     "see --lua-budget)", (unsigned long long)h->budget);
             why = what;
-        } else if (ran > h->run_ms * 1000000ull) {
-            snprintf(what, sizeof what, "deadline exceeded (ran %llu ms of Lua)",
-                     (unsigned long long)(ran / 1000000ull));
-            why = what;
+        } else if (++h->hook_calls % CLOCK_EVERY == 0) {
+            uint64_t ran = cpu_ns() - h->cur_start_ns;
+            if (ran > h->run_ms * 1000000ull) {
+                snprintf(what, sizeof what, "deadline exceeded (ran %llu ms without waiting; "
+                         "see --lua-timeout)", (unsigned long long)(ran / 1000000ull));
+                why = what;
+            }
         }
         if (!why)
             return;
         b->killed = 1;
-        lua_Debug d;
-        if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0)
-            snprintf(h->kill_msg, sizeof h->kill_msg, "%s:%d: %s", d.short_src, d.currentline,
-                     why);
+        char where[256];
+        if (lua_where(L, 0, where, sizeof where))
+            snprintf(h->kill_msg, sizeof h->kill_msg, "%s: %s", where, why);
         else
             snprintf(h->kill_msg, sizeof h->kill_msg, "%s: %s", h->path ? h->path : "?", why);
         /* From now on fire on every instruction of every thread that runs. */
@@ -136,7 +161,24 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     lua_error(L);
 }
 
-/* ---- the sandbox ---- */
+/* Limits on for script code in L until limits_off(). */
+static void limits_on(lua_host *h, lua_State *L, lua_host_budget *b)
+{
+    h->cur = b;
+    h->cur_start_ns = cpu_ns();
+    h->hook_calls = 0;
+    h->enforce = 1;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, b->killed ? 1 : HOOK_EVERY);
+}
+
+static void limits_off(lua_host *h, lua_host_budget *b)
+{
+    b->run_ns += cpu_ns() - h->cur_start_ns;
+    h->enforce = 0;
+    h->cur = NULL;
+}
+
+/* ---- the sandbox: guarded functions ---- */
 
 static int safe_load(lua_State *L)
 {
@@ -171,6 +213,15 @@ static int safe_collectgarbage(lua_State *L)
     return 1;
 }
 
+/* Call the original function (upvalue 1) with every argument. */
+static int call_original(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
 static int safe_rep(lua_State *L)
 {
     size_t l, lsep;
@@ -186,11 +237,122 @@ static int safe_rep(lua_State *L)
                      "klua's limit of %u bytes", total, (unsigned)LUA_HOST_REP_MAX);
             return luaL_error(L, "%s", msg);
         }
+        /* Lua 5.4.4 loops n times even when nothing is copied. */
+        if (total == 0) {
+            lua_pushliteral(L, "");
+            return 1;
+        }
+    }
+    return call_original(L);
+}
+
+/* table.move(a1, f, e, t [, a2]): a C loop of e-f+1 steps, none of which
+ * the hook sees when the tables have no Lua metamethods. */
+static int safe_move(lua_State *L)
+{
+    lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+    if (e >= f && ((lua_Number)e - (lua_Number)f + 1) > (lua_Number)LUA_HOST_TABLE_OP_MAX)
+        return luaL_error(L, "table.move: %f elements are more than klua's limit of %d per call",
+                          (double)e - (double)f + 1, LUA_HOST_TABLE_OP_MAX);
+    return call_original(L);
+}
+
+/* table.insert(t, pos, v) and table.remove(t, pos) shift #t - pos
+ * elements; #t of a sparse table can be huge without the memory to match. */
+static int safe_shift(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 1);
+    if (n > LUA_HOST_TABLE_OP_MAX)
+        return luaL_error(L, "table.insert/remove: #t is %I, more than klua's limit of %d",
+                          (LUAI_UACINT)n, LUA_HOST_TABLE_OP_MAX);
+    return call_original(L);
+}
+
+static int safe_sort(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 1);
+    if (n > LUA_HOST_TABLE_OP_MAX)
+        return luaL_error(L, "table.sort: #t is %I, more than klua's limit of %d",
+                          (LUAI_UACINT)n, LUA_HOST_TABLE_OP_MAX);
+    return call_original(L);
+}
+
+/* Finalizers run with hooks off: an endless loop in __gc would hang klua,
+ * so a metatable with __gc is refused (Lua only honours a __gc present
+ * when setmetatable is called). */
+static int safe_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        int t = lua_rawget(L, 2);
+        lua_pop(L, 1);
+        if (t != LUA_TNIL)
+            return luaL_error(L, "setmetatable: __gc metamethods are not allowed in klua "
+                                 "(they would run outside the instruction budget)");
+    }
+    return call_original(L);
+}
+
+static int is_readonly(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &readonly_key);
+    lua_pushvalue(L, idx);
+    int ro = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    return ro;
+}
+
+static int safe_rawset(lua_State *L)
+{
+    if (is_readonly(L, 1))
+        return luaL_error(L, "rawset: klua's library tables are read-only");
+    return call_original(L);
+}
+
+/* An error raised by the budget hook propagates with hooks disabled (Lua
+ * clears allowhook while a hook runs), so Lua code that runs during that
+ * propagation is out of the hook's reach: xpcall's message handler, and
+ * the __close handlers of a coroutine that died of it. Once a task is
+ * killed, the handler is not called (the kill message stands in for its
+ * result) and coroutine.close refuses. */
+static int xpcall_guard(lua_State *L)
+{
+    lua_host *h = host_of(L);
+    if (h->cur && h->cur->killed) {
+        lua_pushstring(L, h->kill_msg);
+        return 1;
     }
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
     return 1;
+}
+
+static int make_xpcall_guard(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TFUNCTION)
+        lua_pushcclosure(L, xpcall_guard, 1);
+    return 1;
+}
+
+/* xpcall stays a Lua function tail-calling the real one: a C wrapper would
+ * make ctx calls (which yield) fail inside xpcall. */
+static const char xpcall_src[] =
+    "local xpcall, guard = ...\n"
+    "return function(f, msgh, ...) return xpcall(f, guard(msgh), ...) end\n";
+
+static int safe_coclose(lua_State *L)
+{
+    lua_host *h = host_of(L);
+    if (h->cur && h->cur->killed) {
+        lua_pushstring(L, h->kill_msg);
+        return lua_error(L);
+    }
+    return call_original(L);
 }
 
 static int host_print(lua_State *L)
@@ -209,6 +371,583 @@ static int host_print(lua_State *L)
     kl_log(KL_LOG_INFO, "print", "script", h->path ? h->path : "?", "msg", lua_tostring(L, -1),
            NULL);
     return 0;
+}
+
+static void host_warning(lua_host *h, const char *where, const char *msg)
+{
+    if (h->on_warn)
+        h->on_warn(h->warn_ud, where, msg);
+    else
+        kl_log(KL_LOG_WARN, "script warning", "at", where, "msg", msg, NULL);
+}
+
+/* warn(msg1, ...): Lua's warn, reported with the caller's file:line.
+ * Control messages ("@on", "@off") are accepted and ignored. */
+static int host_warn(lua_State *L)
+{
+    lua_host *h = host_of(L);
+    int n = lua_gettop(L);
+    luaL_checkstring(L, 1);
+    for (int i = 2; i <= n; i++)
+        luaL_checkstring(L, i);
+    if (n == 1 && lua_tostring(L, 1)[0] == '@')
+        return 0;
+    lua_concat(L, n);
+    char where[256];
+    if (!lua_where(L, 1, where, sizeof where))
+        snprintf(where, sizeof where, "%s", h->path ? h->path : "?");
+    host_warning(h, where, lua_tostring(L, -1));
+    return 0;
+}
+
+/* __newindex of the globals table while the top level runs: a global
+ * assigned there is usually a forgotten `local`. */
+static int global_assign(lua_State *L)
+{
+    lua_host *h = host_of(L);
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        char where[256], msg[200];
+        if (!lua_where(L, 1, where, sizeof where))
+            snprintf(where, sizeof where, "%s", h->path ? h->path : "?");
+        snprintf(msg, sizeof msg, "assigns the global '%.100s' (declare it local)",
+                 lua_tostring(L, 2));
+        host_warning(h, where, msg);
+    }
+    lua_rawset(L, 1);
+    return 0;
+}
+
+/* ---- the sandbox: pattern probe ----
+ *
+ * Lua's matcher (lstrlib.c) backtracks: ".-.-.-x" over a long subject takes
+ * time exponential in the pattern, all inside one C call the count hook
+ * cannot interrupt. Before a pattern call runs, this probe walks the same
+ * backtracking search (written from the Lua 5.4 manual's pattern rules and
+ * lstrlib's search order) counting steps, and gives up past a limit; then
+ * the call is refused. A malformed pattern stops the probe quietly: the
+ * real call raises its own error at the same point. */
+
+enum { PROBE_OK, PROBE_COSTLY, PROBE_MALFORMED };
+#define CAP_UNFINISHED (-1)
+#define CAP_POSITION (-2)
+
+typedef struct probe {
+    const char *src_init, *src_end, *p_end;
+    unsigned long steps, limit;
+    int depth, level, state;
+    struct {
+        const char *init;
+        ptrdiff_t len;
+    } cap[MAX_CAPTURES];
+} probe;
+
+static int probe_step(probe *ms, unsigned long n)
+{
+    ms->steps += n;
+    if (ms->steps > ms->limit && ms->state == PROBE_OK)
+        ms->state = PROBE_COSTLY;
+    return ms->state == PROBE_OK;
+}
+
+static int probe_class(int c, int cl)
+{
+    int res;
+    switch (tolower(cl)) {
+    case 'a': res = isalpha(c); break;
+    case 'c': res = iscntrl(c); break;
+    case 'd': res = isdigit(c); break;
+    case 'g': res = isgraph(c); break;
+    case 'l': res = islower(c); break;
+    case 'p': res = ispunct(c); break;
+    case 's': res = isspace(c); break;
+    case 'u': res = isupper(c); break;
+    case 'w': res = isalnum(c); break;
+    case 'x': res = isxdigit(c); break;
+    default: return cl == c;
+    }
+    if (isupper(cl))
+        res = !res;
+    return res != 0;
+}
+
+/* End of the single-character class at p, or NULL if malformed. */
+static const char *probe_class_end(probe *ms, const char *p)
+{
+    char c = *p++;
+    if (c == '%')
+        return p >= ms->p_end ? NULL : p + 1;
+    if (c == '[') {
+        if (*p == '^')
+            p++;
+        do {
+            if (p >= ms->p_end)
+                return NULL;
+            c = *p++;
+            if (c == '%' && p < ms->p_end)
+                p++;
+        } while (*p != ']');
+        return p + 1;
+    }
+    return p;
+}
+
+static int probe_bracket(int c, const char *p, const char *ec)
+{
+    int sig = 1;
+    if (p[1] == '^') {
+        sig = 0;
+        p++;
+    }
+    while (++p < ec) {
+        if (*p == '%') {
+            p++;
+            if (probe_class(c, (unsigned char)*p))
+                return sig;
+        } else if (p[1] == '-' && p + 2 < ec) {
+            p += 2;
+            if ((unsigned char)p[-2] <= c && c <= (unsigned char)*p)
+                return sig;
+        } else if ((unsigned char)*p == c) {
+            return sig;
+        }
+    }
+    return !sig;
+}
+
+static int probe_single(probe *ms, const char *s, const char *p, const char *ep)
+{
+    if (s >= ms->src_end)
+        return 0;
+    int c = (unsigned char)*s;
+    switch (*p) {
+    case '.': return 1;
+    case '%': return probe_class(c, (unsigned char)p[1]);
+    case '[': return probe_bracket(c, p, ep - 1);
+    default: return (unsigned char)*p == c;
+    }
+}
+
+static const char *probe_match(probe *ms, const char *s, const char *p);
+
+static const char *probe_max_expand(probe *ms, const char *s, const char *p, const char *ep)
+{
+    ptrdiff_t i = 0;
+    while (probe_single(ms, s + i, p, ep)) {
+        i++;
+        if (!probe_step(ms, 1))
+            return NULL;
+    }
+    for (; i >= 0; i--) {
+        const char *r = probe_match(ms, s + i, ep + 1);
+        if (r || ms->state != PROBE_OK)
+            return r;
+    }
+    return NULL;
+}
+
+static const char *probe_min_expand(probe *ms, const char *s, const char *p, const char *ep)
+{
+    for (;;) {
+        const char *r = probe_match(ms, s, ep + 1);
+        if (r || ms->state != PROBE_OK)
+            return r;
+        if (!probe_single(ms, s, p, ep))
+            return NULL;
+        s++;
+    }
+}
+
+static const char *probe_capture(probe *ms, const char *s, const char *p, ptrdiff_t what)
+{
+    if (ms->level >= MAX_CAPTURES) {
+        ms->state = PROBE_MALFORMED;
+        return NULL;
+    }
+    ms->cap[ms->level].init = s;
+    ms->cap[ms->level].len = what;
+    ms->level++;
+    const char *r = probe_match(ms, s, p);
+    if (!r)
+        ms->level--;
+    return r;
+}
+
+static const char *probe_end_capture(probe *ms, const char *s, const char *p)
+{
+    int l = ms->level - 1;
+    while (l >= 0 && ms->cap[l].len != CAP_UNFINISHED)
+        l--;
+    if (l < 0) {
+        ms->state = PROBE_MALFORMED;
+        return NULL;
+    }
+    ms->cap[l].len = s - ms->cap[l].init;
+    const char *r = probe_match(ms, s, p);
+    if (!r)
+        ms->cap[l].len = CAP_UNFINISHED;
+    return r;
+}
+
+static const char *probe_balance(probe *ms, const char *s, const char *p)
+{
+    if (p >= ms->p_end - 1) {
+        ms->state = PROBE_MALFORMED;
+        return NULL;
+    }
+    if (s >= ms->src_end || *s != *p)
+        return NULL;
+    int b = *p, e = p[1], cont = 1;
+    while (++s < ms->src_end) {
+        if (!probe_step(ms, 1))
+            return NULL;
+        if (*s == e) {
+            if (--cont == 0)
+                return s + 1;
+        } else if (*s == b) {
+            cont++;
+        }
+    }
+    return NULL;
+}
+
+static const char *probe_backref(probe *ms, const char *s, int l)
+{
+    l -= '1';
+    if (l < 0 || l >= ms->level || ms->cap[l].len == CAP_UNFINISHED) {
+        ms->state = PROBE_MALFORMED;
+        return NULL;
+    }
+    size_t len = (size_t)ms->cap[l].len;
+    if (!probe_step(ms, len / 16))
+        return NULL;
+    if ((size_t)(ms->src_end - s) >= len && memcmp(ms->cap[l].init, s, len) == 0)
+        return s + len;
+    return NULL;
+}
+
+static const char *probe_match(probe *ms, const char *s, const char *p)
+{
+    if (ms->depth++ >= MATCH_DEPTH) {
+        ms->state = PROBE_MALFORMED;   /* "pattern too complex": Lua raises too */
+        return NULL;
+    }
+    for (;;) {
+        if (!probe_step(ms, 1)) {
+            s = NULL;
+            break;
+        }
+        if (p == ms->p_end)
+            break;
+        const char *ep;
+        if (*p == '(') {
+            s = p[1] == ')' ? probe_capture(ms, s, p + 2, CAP_POSITION)
+                            : probe_capture(ms, s, p + 1, CAP_UNFINISHED);
+            break;
+        }
+        if (*p == ')') {
+            s = probe_end_capture(ms, s, p + 1);
+            break;
+        }
+        if (*p == '$' && p + 1 == ms->p_end) {
+            s = s == ms->src_end ? s : NULL;
+            break;
+        }
+        if (*p == '%' && p[1] == 'b') {
+            s = probe_balance(ms, s, p + 2);
+            if (s) {
+                p += 4;
+                continue;
+            }
+            break;
+        }
+        if (*p == '%' && p[1] == 'f') {
+            p += 2;
+            if (*p != '[' || !(ep = probe_class_end(ms, p))) {
+                ms->state = PROBE_MALFORMED;
+                s = NULL;
+                break;
+            }
+            int prev = s == ms->src_init ? 0 : (unsigned char)s[-1];
+            int cur = s < ms->src_end ? (unsigned char)*s : 0;
+            if (!probe_bracket(prev, p, ep - 1) && probe_bracket(cur, p, ep - 1)) {
+                p = ep;
+                continue;
+            }
+            s = NULL;
+            break;
+        }
+        if (*p == '%' && isdigit((unsigned char)p[1])) {
+            s = probe_backref(ms, s, (unsigned char)p[1]);
+            if (s) {
+                p += 2;
+                continue;
+            }
+            break;
+        }
+        if (!(ep = probe_class_end(ms, p))) {
+            ms->state = PROBE_MALFORMED;
+            s = NULL;
+            break;
+        }
+        if (!probe_single(ms, s, p, ep)) {
+            if (*ep == '*' || *ep == '?' || *ep == '-') {
+                p = ep + 1;
+                continue;
+            }
+            s = NULL;
+            break;
+        }
+        if (*ep == '?') {
+            const char *r = probe_match(ms, s + 1, ep + 1);
+            if (r || ms->state != PROBE_OK) {
+                s = r;
+                break;
+            }
+            p = ep + 1;
+            continue;
+        }
+        if (*ep == '+') {
+            s = probe_max_expand(ms, s + 1, p, ep);
+            break;
+        }
+        if (*ep == '*') {
+            s = probe_max_expand(ms, s, p, ep);
+            break;
+        }
+        if (*ep == '-') {
+            s = probe_min_expand(ms, s, p, ep);
+            break;
+        }
+        s++;
+        p = ep;
+    }
+    ms->depth--;
+    return ms->state == PROBE_OK ? s : NULL;
+}
+
+/* One match attempt at s (lstrlib's reprepstate + match). */
+static const char *probe_try(probe *ms, const char *s, const char *p)
+{
+    ms->level = 0;
+    ms->depth = 0;
+    return probe_match(ms, s, p);
+}
+
+/* Lua 5.4's posrelatI: a 1-based start from an optional argument. */
+static size_t probe_init(lua_Integer pos, size_t len)
+{
+    if (pos > 0)
+        return (size_t)pos;
+    if (pos == 0 || pos < -(lua_Integer)len)
+        return 1;
+    return len + (size_t)pos + 1;
+}
+
+enum { SEARCH_FIND, SEARCH_MATCH, SEARCH_GMATCH, SEARCH_GSUB };
+
+/* Refuse (raise) when the search `kind` of pattern p over s would take
+ * more than the step limit. The arguments are those of the string
+ * function; anything invalid is left for the real function to report. */
+static void probe_or_raise(lua_State *L, int kind, const char *fname)
+{
+    size_t ls, lp;
+    const char *s = lua_tolstring(L, 1, &ls);
+    const char *p = lua_tolstring(L, 2, &lp);
+    if (!s || !p)
+        return;
+    lua_Integer pos = 1;
+    if (kind != SEARCH_GSUB && !lua_isnoneornil(L, 3)) {
+        int ok;
+        pos = lua_tointegerx(L, 3, &ok);
+        if (!ok)
+            return;
+    }
+    size_t init = probe_init(pos, ls);
+    if (init > ls + 1) {
+        if (kind != SEARCH_GMATCH)
+            return;
+        init = ls + 1;
+    }
+    if (kind == SEARCH_FIND && (lua_toboolean(L, 4) || !strpbrk(p, "^$*+?.([%-") ||
+                                strlen(p) != lp)) {
+        /* A plain search: memchr + memcmp at each position. (A pattern with
+         * an embedded NUL is treated the same, which only overestimates.) */
+        size_t rest = ls - (init - 1);
+        if (lp > 0 && lp <= rest &&
+            (unsigned long long)(rest - lp + 1) * lp > LUA_HOST_PLAIN_FIND_MAX)
+            luaL_error(L, "%s: a plain search for %d bytes in %d bytes is more work than klua "
+                          "allows in one call", fname, (int)lp, (int)rest);
+        return;
+    }
+    probe ms = {0};
+    ms.src_init = s;
+    ms.src_end = s + ls;
+    ms.limit = LUA_HOST_PATTERN_STEPS;
+    int anchor = kind != SEARCH_GMATCH && *p == '^';
+    if (anchor) {
+        p++;
+        lp--;
+    }
+    ms.p_end = p + lp;
+    const char *src = s + init - 1, *last = NULL;
+    if (kind == SEARCH_FIND || kind == SEARCH_MATCH) {
+        do {
+            if (probe_try(&ms, src, p) || ms.state != PROBE_OK)
+                break;
+        } while (src++ < ms.src_end && !anchor);
+    } else {
+        lua_Integer max_n = (lua_Integer)ls + 1;
+        if (kind == SEARCH_GSUB && !lua_isnoneornil(L, 4)) {
+            int ok;
+            max_n = lua_tointegerx(L, 4, &ok);
+            if (!ok)
+                return;
+        }
+        for (lua_Integer n = 0; n < max_n && ms.state == PROBE_OK;) {
+            const char *e = probe_try(&ms, src, p);
+            if (e && e != last) {
+                n++;
+                src = last = e;
+            } else if (src < ms.src_end) {
+                src++;
+            } else {
+                break;
+            }
+            if (anchor)
+                break;
+        }
+    }
+    if (ms.state == PROBE_COSTLY) {
+        char shown[64];
+        snprintf(shown, sizeof shown, "%s", lua_tostring(L, 2));
+        luaL_error(L, "%s: the pattern \"%s\" needs more than %d matching steps on this "
+                      "%d-byte subject; simplify the pattern or shorten the subject",
+                   fname, shown, (int)LUA_HOST_PATTERN_STEPS, (int)ls);
+    }
+}
+
+static int safe_find(lua_State *L)
+{
+    probe_or_raise(L, SEARCH_FIND, "string.find");
+    return call_original(L);
+}
+
+static int safe_match(lua_State *L)
+{
+    probe_or_raise(L, SEARCH_MATCH, "string.match");
+    return call_original(L);
+}
+
+static int safe_gmatch(lua_State *L)
+{
+    probe_or_raise(L, SEARCH_GMATCH, "string.gmatch");
+    return call_original(L);
+}
+
+static int safe_gsub(lua_State *L)
+{
+    probe_or_raise(L, SEARCH_GSUB, "string.gsub");
+    return call_original(L);
+}
+
+/* ---- the sandbox: read-only library views and module environments ---- */
+
+static int ro_newindex(lua_State *L)
+{
+    return luaL_error(L, "%s is read-only in klua (klua's modules use it too); keep your own "
+                         "functions in a local table", lua_tostring(L, lua_upvalueindex(1)));
+}
+
+/* The iterator of pairs() over a view: walks the library table (upvalue)
+ * without handing it out. */
+static int ro_next(lua_State *L)
+{
+    lua_settop(L, 2);
+    if (lua_next(L, lua_upvalueindex(1)))
+        return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
+static int ro_pairs(lua_State *L)
+{
+    lua_getmetatable(L, 1);                              /* [view, mt] */
+    lua_getfield(L, -1, "__index");                      /* [view, mt, lib] */
+    lua_pushcclosure(L, ro_next, 1);                     /* [view, mt, next] */
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* Replace the table at the top with an empty view of it: reads go to the
+ * table, writes raise, the metatable is hidden. Registers the view in the
+ * read-only set (rawset refuses it). */
+static void make_readonly(lua_State *L, const char *name)
+{
+    /* [lib] */
+    lua_newtable(L);                                     /* [lib, view] */
+    lua_createtable(L, 0, 4);                            /* [lib, view, mt] */
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name);
+    lua_pushcclosure(L, ro_newindex, 1);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, ro_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);                             /* [lib, view] */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &readonly_key);    /* [lib, view, set] */
+    lua_pushvalue(L, -2);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    lua_remove(L, -2);                                   /* [view] */
+}
+
+/* Push a fresh environment for a module or klua's own code: its own
+ * globals, falling back to the pristine ones (which it cannot change). */
+static void push_private_env(lua_State *L)
+{
+    lua_createtable(L, 0, 2);                            /* [env] */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    lua_createtable(L, 0, 2);                            /* [env, mt] */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &base_key);
+    lua_setfield(L, -2, "__index");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);                             /* [env] */
+}
+
+/* Give the function at the top (a main chunk) a private environment. */
+static void set_private_env(lua_State *L)
+{
+    push_private_env(L);
+    if (!lua_setupvalue(L, -2, 1))                       /* _ENV is a main chunk's upvalue 1 */
+        lua_pop(L, 1);
+}
+
+int lua_host_load_internal(lua_host *h, lua_State *L, const char *src, size_t len,
+                           const char *chunkname)
+{
+    (void)h;
+    int st = luaL_loadbufferx(L, src, len, chunkname, "t");
+    if (st == LUA_OK)
+        set_private_env(L);
+    return st;
+}
+
+/* ---- files and dependencies ---- */
+
+static uint64_t fnv1a(const char *p, size_t n)
+{
+    uint64_t x = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        x ^= (unsigned char)p[i];
+        x *= 1099511628211ull;
+    }
+    return x;
 }
 
 static int read_file(const char *path, char **out, size_t *len, kl_err *err)
@@ -243,6 +982,79 @@ done:
     return rc;
 }
 
+int lua_host_file_hash(const char *path, uint64_t *out)
+{
+    char *src = NULL;
+    size_t len = 0;
+    kl_err err = {0};
+    if (read_file(path, &src, &len, &err) != 0)
+        return -1;
+    *out = fnv1a(src, len);
+    free(src);
+    return 0;
+}
+
+/* Remember that the script's code came from path (bytes src). A file read
+ * twice (a module reloaded after a failed require) keeps its first entry. */
+static void add_dep(lua_host *h, const char *path, const char *src, size_t len)
+{
+    for (size_t i = 0; i < h->ndeps; i++)
+        if (!strcmp(h->deps[i].path, path))
+            return;
+    lua_host_dep *nd = realloc(h->deps, (h->ndeps + 1) * sizeof *nd);
+    if (!nd)
+        return;
+    h->deps = nd;
+    nd[h->ndeps].path = strdup(path);
+    nd[h->ndeps].hash = fnv1a(src, len);
+    if (nd[h->ndeps].path)
+        h->ndeps++;
+}
+
+const lua_host_dep *lua_host_deps(const lua_host *h, size_t *n)
+{
+    *n = h->ndeps;
+    return h->deps;
+}
+
+int lua_host_deps_changed(const lua_host_dep *deps, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t x;
+        if (lua_host_file_hash(deps[i].path, &x) != 0 || x != deps[i].hash)
+            return 1;
+    }
+    return 0;
+}
+
+int lua_host_deps_copy(const lua_host_dep *deps, size_t n, lua_host_dep **out)
+{
+    *out = NULL;
+    if (n == 0)
+        return 0;
+    lua_host_dep *c = calloc(n, sizeof *c);
+    if (!c)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        c[i].hash = deps[i].hash;
+        if (!(c[i].path = strdup(deps[i].path))) {
+            lua_host_deps_free(c, i);
+            return -1;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+void lua_host_deps_free(lua_host_dep *deps, size_t n)
+{
+    for (size_t i = 0; deps && i < n; i++)
+        free(deps[i].path);
+    free(deps);
+}
+
+/* ---- require ---- */
+
 static int valid_module_name(const char *s)
 {
     if (!*s || *s == '.')
@@ -257,7 +1069,8 @@ static int valid_module_name(const char *s)
 }
 
 /* Find a module's source: lib/ first, then klua's embedded modules.
- * Pushes the loaded chunk and its file name, or raises. */
+ * Pushes the loaded chunk (with its own environment) and its file name,
+ * or raises. */
 static void load_module(lua_State *L, lua_host *h, const char *name)
 {
     char rel[512], path[1024];
@@ -277,12 +1090,14 @@ static void load_module(lua_State *L, lua_host *h, const char *name)
                 continue;
             luaL_error(L, "cannot read module '%s': %s", name, err.msg);
         }
+        add_dep(h, path, src, len);
         lua_pushfstring(L, "@%s", path);                 /* [chunkname] */
         int st = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
         free(src);
         if (st != LUA_OK)
             lua_error(L);
         lua_remove(L, -2);                               /* [chunk] */
+        set_private_env(L);
         lua_pushstring(L, path);                         /* [chunk, path] */
         return;
     }
@@ -291,6 +1106,7 @@ static void load_module(lua_State *L, lua_host *h, const char *name)
             continue;
         if (luaL_loadbufferx(L, m->src, m->len, m->chunkname, "t") != LUA_OK)
             lua_error(L);
+        set_private_env(L);
         lua_pushstring(L, m->chunkname + 1);
         return;
     }
@@ -340,9 +1156,21 @@ static int host_require(lua_State *L)
     return 1;
 }
 
-static void set_global_fn(lua_State *L, const char *name, lua_CFunction f, int nup)
+/* ---- opening the sandbox ---- */
+
+/* Wrap the field `name` of the table at the top with f (which gets the
+ * original as upvalue 1). */
+static void wrap_field(lua_State *L, const char *name, lua_CFunction f)
 {
-    lua_pushcclosure(L, f, nup);
+    lua_getfield(L, -1, name);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -2, name);
+}
+
+static void wrap_global(lua_State *L, const char *name, lua_CFunction f)
+{
+    lua_getglobal(L, name);
+    lua_pushcclosure(L, f, 1);
     lua_setglobal(L, name);
 }
 
@@ -373,17 +1201,42 @@ static int open_sandbox(lua_State *L)
     lua_setglobal(L, "dofile");
     lua_pushnil(L);
     lua_setglobal(L, "loadfile");
-    lua_getglobal(L, "load");
-    set_global_fn(L, "load", safe_load, 1);
-    set_global_fn(L, "collectgarbage", safe_collectgarbage, 0);
-    set_global_fn(L, "print", host_print, 0);
-    set_global_fn(L, "require", host_require, 0);
+    wrap_global(L, "load", safe_load);
+    wrap_global(L, "setmetatable", safe_setmetatable);
+    wrap_global(L, "rawset", safe_rawset);
+    lua_pushcfunction(L, safe_collectgarbage);
+    lua_setglobal(L, "collectgarbage");
+    lua_pushcfunction(L, host_print);
+    lua_setglobal(L, "print");
+    lua_pushcfunction(L, host_warn);
+    lua_setglobal(L, "warn");
+    lua_pushcfunction(L, host_require);
+    lua_setglobal(L, "require");
 
+    /* The string table is also the string metatable's __index: wrap there,
+     * so that ("x"):rep() is guarded as much as string.rep(). */
     lua_getglobal(L, LUA_STRLIBNAME);                    /* [string] */
-    lua_getfield(L, -1, "rep");
-    lua_pushcclosure(L, safe_rep, 1);
-    lua_setfield(L, -2, "rep");
+    wrap_field(L, "rep", safe_rep);
+    wrap_field(L, "find", safe_find);
+    wrap_field(L, "match", safe_match);
+    wrap_field(L, "gmatch", safe_gmatch);
+    wrap_field(L, "gsub", safe_gsub);
     lua_pop(L, 1);
+    lua_getglobal(L, LUA_TABLIBNAME);                    /* [table] */
+    wrap_field(L, "move", safe_move);
+    wrap_field(L, "insert", safe_shift);
+    wrap_field(L, "remove", safe_shift);
+    wrap_field(L, "sort", safe_sort);
+    lua_pop(L, 1);
+    lua_getglobal(L, LUA_COLIBNAME);                     /* [coroutine] */
+    wrap_field(L, "close", safe_coclose);
+    lua_pop(L, 1);
+    if (luaL_loadbufferx(L, xpcall_src, sizeof xpcall_src - 1, "=klua.xpcall", "t") != LUA_OK)
+        return lua_error(L);
+    lua_getglobal(L, "xpcall");
+    lua_pushcfunction(L, make_xpcall_guard);
+    lua_call(L, 2, 1);
+    lua_setglobal(L, "xpcall");
     /* getmetatable("") returns false: the string metatable stays as is. */
     lua_pushliteral(L, "");
     if (lua_getmetatable(L, -1)) {                       /* ["", mt] */
@@ -393,8 +1246,38 @@ static int open_sandbox(lua_State *L)
     }
     lua_pop(L, 1);
 
+    /* Library tables become read-only views. */
+    lua_newtable(L);                                     /* [set] */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &readonly_key);
+    static const char *const ro_libs[] = {LUA_STRLIBNAME, LUA_TABLIBNAME, LUA_MATHLIBNAME,
+                                          LUA_UTF8LIBNAME, LUA_COLIBNAME, LUA_OSLIBNAME, NULL};
+    for (const char *const *n = ro_libs; *n; n++) {
+        lua_getglobal(L, *n);
+        make_readonly(L, *n);
+        lua_setglobal(L, *n);
+    }
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &loaded_key);
+
+    /* The pristine globals, for modules and klua's own code: a copy, so that
+     * the script reassigning its globals does not reach them. */
+    lua_newtable(L);                                     /* [base] */
+    lua_pushglobaltable(L);                              /* [base, G] */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {                            /* [base, G, k, v] */
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);                               /* [base, G, k, k, v] */
+        lua_rawset(L, -5);
+    }
+    lua_pop(L, 1);                                       /* [base] */
+    lua_pushnil(L);
+    lua_setfield(L, -2, "_G");
+    make_readonly(L, "_G");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &base_key);
     return 0;
 }
 
@@ -438,6 +1321,8 @@ lua_host *lua_host_new(const lua_host_opts *opts, kl_err *err)
     h->mem_limit = opts && opts->mem_limit ? opts->mem_limit : LUA_HOST_DEFAULT_MEM_LIMIT;
     h->budget = opts && opts->budget ? opts->budget : LUA_HOST_DEFAULT_BUDGET;
     h->run_ms = opts && opts->run_ms ? opts->run_ms : LUA_HOST_DEFAULT_RUN_MS;
+    h->on_warn = opts ? opts->on_warn : NULL;
+    h->warn_ud = opts ? opts->warn_ud : NULL;
     decl_free(&h->decl);
     if (opts && opts->scripts_dir) {
         size_t n = strlen(opts->scripts_dir) + 5;
@@ -470,6 +1355,7 @@ void lua_host_free(lua_host *h)
     }
     h->L = NULL;
     decl_free(&h->decl);
+    lua_host_deps_free(h->deps, h->ndeps);
     free(h->path);
     free(h->libdir);
     free(h);
@@ -508,8 +1394,17 @@ lua_State *lua_host_task_new(lua_host *h, int *ref)
 
 void lua_host_task_release(lua_host *h, lua_State *co, int ref)
 {
-    if (co)
-        lua_resetthread(co);    /* closes pending to-be-closed variables */
+    if (co && lua_status(co) == LUA_YIELD) {
+        /* Closing a suspended task runs its pending __close handlers, which
+         * are script code: they run under limits of their own. A task that
+         * died of an error is left to the collector, which closes nothing
+         * (as Lua does for a coroutine that dies). */
+        lua_host_budget b = {0};
+        limits_on(h, co, &b);
+        lua_resetthread(co);
+        limits_off(h, &b);
+        lua_sethook(co, NULL, 0, 0);
+    }
     luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
 }
 
@@ -517,13 +1412,9 @@ int lua_host_resume(lua_host *h, lua_State *co, int nargs, int *nres, lua_host_b
 {
     lua_host_budget *saved_cur = h->cur;
     uint64_t saved_start = h->cur_start_ns;
-    h->cur = b;
-    h->cur_start_ns = now_ns();
-    h->enforce = 1;
-    lua_sethook(co, budget_hook, LUA_MASKCOUNT, b->killed ? 1 : HOOK_EVERY);
+    limits_on(h, co, b);
     int st = lua_resume(co, h->L, nargs, nres);
-    b->run_ns += now_ns() - h->cur_start_ns;
-    h->enforce = 0;
+    limits_off(h, b);
     h->cur = saved_cur;
     h->cur_start_ns = saved_start;
     return st;
@@ -536,6 +1427,36 @@ static void one_line(char *s)
             *s = ' ';
 }
 
+/* Describe a non-string error value at the top of L, with the place it
+ * was raised (where, or the script's path). */
+static void describe_value(lua_host *h, lua_State *L, const char *where, char *out, size_t outsz)
+{
+    const char *at = where && *where ? where : lua_host_path(h);
+    int t = lua_type(L, -1);
+    if (t == LUA_TNUMBER) {
+        if (lua_isinteger(L, -1))
+            snprintf(out, outsz, "%s: error %lld", at, (long long)lua_tointeger(L, -1));
+        else
+            snprintf(out, outsz, "%s: error %g", at, lua_tonumber(L, -1));
+    } else if (t == LUA_TTABLE) {
+        /* A klua.Error raised as is: error(err). Raw reads, no metamethods. */
+        lua_pushliteral(L, "reason");
+        lua_rawget(L, -2);
+        lua_pushliteral(L, "message");
+        lua_rawget(L, -3);
+        const char *reason = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (reason || msg)
+            snprintf(out, outsz, "%s: %s: %s", at, reason ? reason : "Error", msg ? msg : "");
+        else
+            snprintf(out, outsz, "%s: error raised with a table value (use error(\"text\"))", at);
+        lua_pop(L, 2);
+    } else {
+        snprintf(out, outsz, "%s: error raised with a %s value (use error(\"text\"))", at,
+                 lua_typename(L, t));
+    }
+}
+
 void lua_host_error(lua_host *h, lua_State *co, int status, const lua_host_budget *b,
                     char *out, size_t outsz)
 {
@@ -544,37 +1465,24 @@ void lua_host_error(lua_host *h, lua_State *co, int status, const lua_host_budge
     if (b && b->killed) {
         snprintf(out, outsz, "%s", h->kill_msg);
     } else if (status == LUA_ERRMEM) {
-        snprintf(out, outsz, "%s: memory limit exceeded (%zu MiB)", lua_host_path(h),
+        char where[256];
+        if (!lua_where(co, 0, where, sizeof where))
+            snprintf(where, sizeof where, "%s", lua_host_path(h));
+        snprintf(out, outsz, "%s: memory limit exceeded (%zu MiB; see --lua-memory)", where,
                  h->mem_limit >> 20);
+    } else if (lua_type(co, -1) == LUA_TSTRING) {
+        const char *m = lua_tostring(co, -1);
+        /* "error in error handling" and the like carry no place. */
+        if (status == LUA_ERRERR || !strchr(m, ':'))
+            snprintf(out, outsz, "%s: %s", lua_host_path(h), m);
+        else
+            snprintf(out, outsz, "%s", m);
     } else {
-        int t = lua_type(co, -1);
-        if (t == LUA_TSTRING) {
-            snprintf(out, outsz, "%s", lua_tostring(co, -1));
-        } else if (t == LUA_TNUMBER) {
-            if (lua_isinteger(co, -1))
-                snprintf(out, outsz, "%s: error %lld", lua_host_path(h),
-                         (long long)lua_tointeger(co, -1));
-            else
-                snprintf(out, outsz, "%s: error %g", lua_host_path(h), lua_tonumber(co, -1));
-        } else if (t == LUA_TTABLE) {
-            /* A klua.Error raised as is: error(err). Raw reads, no metamethods. */
-            lua_pushliteral(co, "reason");
-            lua_rawget(co, -2);
-            lua_pushliteral(co, "message");
-            lua_rawget(co, -3);
-            const char *reason = lua_type(co, -2) == LUA_TSTRING ? lua_tostring(co, -2) : NULL;
-            const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
-            if (reason || msg)
-                snprintf(out, outsz, "%s: %s: %s", lua_host_path(h), reason ? reason : "Error",
-                         msg ? msg : "");
-            else
-                snprintf(out, outsz, "%s: error raised with a table value (use error(\"text\"))",
-                         lua_host_path(h));
-            lua_pop(co, 2);
-        } else {
-            snprintf(out, outsz, "%s: error raised with a %s value (use error(\"text\"))",
-                     lua_host_path(h), lua_typename(co, t));
-        }
+        /* The coroutine's stack is not unwound after an error: the frame
+         * that raised is still there. */
+        char where[256] = "";
+        lua_where(co, 0, where, sizeof where);
+        describe_value(h, co, where, out, outsz);
     }
     one_line(out);
     h->enforce = saved;
@@ -733,6 +1641,33 @@ static int read_function(lua_host *h, int t, const char *field, int *ref)
     return 1;
 }
 
+/* Levenshtein distance, capped: only small distances matter here. */
+static int edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 30 || lb > 30)
+        return 99;
+    int d[31][31];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = (int)i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = (int)j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < c)
+                c = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < c)
+                c = d[i][j - 1] + 1;
+            /* a swap of two neighbours counts as one edit */
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < c)
+                c = d[i - 2][j - 2] + 1;
+            d[i][j] = c;
+        }
+    return d[la][lb];
+}
+
 static int validate_decl(lua_host *h, int t, kl_err *err)
 {
     static const char *const known[] = {"name",     "watch",    "owns",      "namespace",
@@ -754,9 +1689,16 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
         for (const char *const *p = known; *p; p++)
             ok |= strcmp(*p, k) == 0;
         if (!ok) {
-            int rc = decl_fail(h, err, k, "unknown field \"%s\" in the controller table (known: "
+            const char *near = NULL;
+            for (const char *const *p = known; *p && !near; p++)
+                if (edit_distance(k, *p) <= 2)
+                    near = *p;
+            char hint[64] = "";
+            if (near)
+                snprintf(hint, sizeof hint, "did you mean \"%s\"? ", near);
+            int rc = decl_fail(h, err, k, "unknown field \"%s\" in the controller table (%sknown: "
                                           "name, watch, owns, namespace, selector, workers, "
-                                          "reconcile, finalize)", k, NULL);
+                                          "reconcile, finalize)", k, hint);
             lua_pop(L, 1);
             return rc;
         }
@@ -850,6 +1792,36 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
     return 0;
 }
 
+/* Message handler of the top-level run: keep strings (error() already
+ * put the place in front), describe other values with the place. */
+static int load_msgh(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TSTRING)
+        return 1;
+    lua_host *h = host_of(L);
+    char where[256] = "", msg[512];
+    lua_where(L, 1, where, sizeof where);
+    describe_value(h, L, where, msg, sizeof msg);
+    lua_pushstring(L, msg);
+    return 1;
+}
+
+/* Protected: set or clear the globals' __newindex watcher. */
+static int watch_globals(lua_State *L)
+{
+    int on = lua_touserdata(L, 1) != NULL;
+    lua_pushglobaltable(L);
+    if (on) {
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, global_assign);
+        lua_setfield(L, -2, "__newindex");
+    } else {
+        lua_pushnil(L);
+    }
+    lua_setmetatable(L, -2);
+    return 0;
+}
+
 int lua_host_load(lua_host *h, const char *path, kl_err *err)
 {
     lua_State *L = h->L;
@@ -866,19 +1838,25 @@ int lua_host_load(lua_host *h, const char *path, kl_err *err)
     }
     if (read_file(path, &src, &len, err) != 0)
         goto done;
+    add_dep(h, path, src, len);
+    static char on;
+    if (lua_host_call(h, watch_globals, &on, err) != LUA_OK)
+        goto done;
+    lua_pushcfunction(L, load_msgh);                     /* [msgh] */
+    lua_pushfstring(L, "@%s", path);                     /* [msgh, name] */
     h->enforce = 1;
-    lua_pushfstring(L, "@%s", path);
     int st = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
     if (st == LUA_OK) {
-        /* The top level runs under the same budget as a reconcile. */
-        h->cur = &b;
-        h->cur_start_ns = now_ns();
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
-        st = lua_pcall(L, 0, 1, 0);
+        /* The top level runs under the same limits as a reconcile. */
+        lua_remove(L, -2);                               /* [msgh, chunk] */
+        limits_on(h, L, &b);
+        st = lua_pcall(L, 0, 1, top + 1);
+        limits_off(h, &b);
         lua_sethook(L, NULL, 0, 0);
-        h->cur = NULL;
     }
     h->enforce = 0;
+    kl_err ignored = {0};
+    lua_host_call(h, watch_globals, NULL, &ignored);
     if (st != LUA_OK) {
         char msg[512];
         lua_host_error(h, L, st, &b, msg, sizeof msg);

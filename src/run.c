@@ -1,16 +1,24 @@
 /* run.c - `klua run` and `klua check` (see run.h).
  *
  * Provides: klua_run_main, klua_check_main.
- * Uses: lua_host (scripts), controller, lua_ctx (shared ctx state),
- * informer (registry), rest (discovery), kube, http, kubeconfig, loop, log.
+ * Uses: reload (the scripts and their controllers, hot reload), lua_host
+ * (check), controller, lua_ctx (shared ctx state), informer (registry),
+ * rest (discovery), kube, http, kubeconfig, ops and metrics (/metrics,
+ * /readyz), loop, log.
  *
  * Start-up fails fast and plainly: a script that does not load, a kind the
  * server does not know, or a bad kubeconfig each print one "error: ..."
- * line and exit 1, before anything is reconciled.
+ * line and exit 1, before anything is reconciled. Signals are routed
+ * through the loop before libcurl can start a resolver thread: a thread
+ * started earlier would keep the signals unblocked and could take SIGHUP
+ * with its default action (exit).
  */
 #include "run.h"
 
 #include "controller.h"
+#include "metrics.h"
+#include "ops.h"
+#include "reload.h"
 #include "http.h"
 #include "informer.h"
 #include "kube.h"
@@ -50,169 +58,113 @@ static const char run_usage[] =
     "  --qps N, --burst N        client-side API rate limit (default 50, 100)\n"
     "  --lua-memory MIB          memory cap per script (default 64)\n"
     "  --lua-budget N            Lua instructions per reconcile (default 100000000)\n"
-    "  --lua-timeout MS          Lua running time per reconcile (default 10000)\n"
-    "  --metrics-addr ADDR       accepted; metrics are not served yet\n";
-
-/* ---- script files ---- */
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void free_list(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-/* The top-level *.lua files of dir, sorted; caller frees with free_list. */
-static int list_scripts(const char *dir, char ***out, size_t *n, kl_err *err)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return kl_err_set(err, KL_EIO, "script directory %s: %s", dir, strerror(errno));
-    char **v = NULL;
-    size_t len = 0;
-    int rc = 0;
-    size_t dl = strlen(dir);
-    while (dl > 1 && dir[dl - 1] == '/')
-        dl--;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t nl = strlen(e->d_name);
-        if (nl < 5 || strcmp(e->d_name + nl - 4, ".lua") != 0 || e->d_name[0] == '.')
-            continue;
-        size_t pl = dl + nl + 2;
-        char *path = malloc(pl);
-        char **nv = realloc(v, (len + 1) * sizeof *v);
-        if (!path || !nv) {
-            free(path);
-            if (nv)
-                v = nv;
-            rc = kl_err_set(err, KL_ENOMEM, "out of memory");
-            break;
-        }
-        v = nv;
-        snprintf(path, pl, "%.*s/%s", (int)dl, dir, e->d_name);
-        struct stat st;
-        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-            free(path);
-            continue;
-        }
-        v[len++] = path;
-    }
-    closedir(d);
-    if (rc != 0) {
-        free_list(v, len);
-        return -1;
-    }
-    if (len)
-        qsort(v, len, sizeof *v, cmp_str);
-    *out = v;
-    *n = len;
-    return 0;
-}
-
-/* Load one script; err: "file:line: message". */
-static lua_host *load_script(const char *dir, const char *path, const lua_host_opts *limits,
-                             kl_err *err)
-{
-    lua_host_opts o = {dir, 0, 0, 0};
-    if (limits) {
-        o.mem_limit = limits->mem_limit;
-        o.budget = limits->budget;
-        o.run_ms = limits->run_ms;
-    }
-    lua_host *h = lua_host_new(&o, err);
-    if (!h)
-        return NULL;
-    if (lua_host_load(h, path, err) != 0) {
-        lua_host_free(h);
-        return NULL;
-    }
-    return h;
-}
-
-/* Two scripts with one controller name would share a finalizer. */
-static int check_duplicate(lua_host **hosts, size_t i, kl_err *err)
-{
-    const char *name = lua_host_decl(hosts[i])->name;
-    for (size_t j = 0; j < i; j++) {
-        if (hosts[j] && !strcmp(lua_host_decl(hosts[j])->name, name))
-            return kl_err_set(err, KL_EINVAL, "%s: controller name \"%s\" is already used by %s",
-                              lua_host_path(hosts[i]), name, lua_host_path(hosts[j]));
-    }
-    return 0;
-}
+    "  --lua-timeout MS          CPU time a reconcile may run without waiting (default 200)\n"
+    "  --metrics-addr ADDR       serve /metrics, /healthz, /readyz on ADDR, e.g. :8080 or\n"
+    "                            127.0.0.1:0 (default: off)\n"
+    "  --dev                     reload scripts when files in DIR or DIR/lib change\n"
+    "\n"
+    "SIGHUP reloads changed scripts (as --dev does on save).\n";
 
 /* ---- klua check ---- */
+
+typedef struct check_state {
+    int warnings;
+} check_state;
+
+static void check_warning(void *ud, const char *where, const char *msg)
+{
+    check_state *cs = ud;
+    cs->warnings++;
+    printf("warning: %s: %s\n", where, msg);
+}
+
+/* Check the scripts of one folder (or one file). Returns the number of
+ * scripts that failed; *total counts those looked at. */
+static int check_one(const char *arg, check_state *cs, size_t *total)
+{
+    struct stat st;
+    char **files = NULL, *dir = NULL;
+    size_t n = 0;
+    int bad = 0;
+    kl_err err = {0};
+    lua_host **hosts = NULL;
+    if (stat(arg, &st) == 0 && S_ISREG(st.st_mode)) {
+        files = calloc(1, sizeof *files);
+        dir = strdup(arg);
+        if (!files || !dir || !(files[0] = strdup(arg)))
+            goto oom;
+        n = 1;
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = '\0';
+        else
+            snprintf(dir, strlen(dir) + 1, ".");
+    } else if (reload_list_scripts(arg, &files, &n, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return 1;
+    } else if (!(dir = strdup(arg))) {
+        goto oom;
+    }
+    if (!(hosts = calloc(n ? n : 1, sizeof *hosts)))
+        goto oom;
+    lua_host_opts o = {0};
+    o.scripts_dir = dir;
+    o.on_warn = check_warning;
+    o.warn_ud = cs;
+    for (size_t i = 0; i < n; i++) {
+        (*total)++;
+        hosts[i] = lua_host_new(&o, &err);
+        if (hosts[i] && lua_host_load(hosts[i], files[i], &err) != 0) {
+            lua_host_free(hosts[i]);
+            hosts[i] = NULL;
+        }
+        for (size_t j = 0; hosts[i] && j < i; j++) {
+            const char *name = lua_host_decl(hosts[i])->name;
+            if (hosts[j] && !strcmp(lua_host_decl(hosts[j])->name, name)) {
+                kl_err_set(&err, KL_EINVAL, "%s: controller name \"%s\" is already used by %s",
+                           files[i], name, files[j]);
+                lua_host_free(hosts[i]);
+                hosts[i] = NULL;
+            }
+        }
+        if (!hosts[i]) {
+            fprintf(stderr, "error: %s\n", err.msg);
+            bad++;
+        } else {
+            const lua_controller_decl *d = lua_host_decl(hosts[i]);
+            printf("ok: %s (controller %s watches %s %s)\n", files[i], d->name,
+                   d->watch.api_version, d->watch.kind);
+        }
+    }
+    goto out;
+oom:
+    fprintf(stderr, "error: out of memory\n");
+    bad++;
+out:
+    for (size_t i = 0; hosts && i < n; i++)
+        lua_host_free(hosts[i]);
+    free(hosts);
+    reload_free_list(files, n);
+    free(dir);
+    return bad;
+}
 
 int klua_check_main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs("Usage: klua check DIR|FILE.lua ...\n"
               "Loads every script as `klua run` would, without a cluster, and reports\n"
-              "errors with file and line. Exit 0 when all are valid, 1 otherwise.\n",
+              "errors and warnings (warn() calls, globals assigned at the top level) with\n"
+              "file and line. Exit 0 when all are valid (warnings allowed), 1 otherwise.\n",
               argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    check_state cs = {0};
     int bad = 0;
     size_t total = 0;
-    for (int a = 1; a < argc; a++) {
-        const char *arg = argv[a];
-        struct stat st;
-        char **files = NULL;
-        size_t n = 0;
-        char *dir = NULL;
-        kl_err err = {0};
-        if (stat(arg, &st) == 0 && S_ISREG(st.st_mode)) {
-            files = calloc(1, sizeof *files);
-            dir = strdup(arg);
-            if (!files || !dir || !(files[0] = strdup(arg))) {
-                fprintf(stderr, "error: out of memory\n");
-                free(files);
-                free(dir);
-                return 1;
-            }
-            n = 1;
-            char *slash = strrchr(dir, '/');
-            if (slash)
-                *slash = '\0';
-            else
-                snprintf(dir, strlen(dir) + 1, ".");
-        } else if (list_scripts(arg, &files, &n, &err) != 0) {
-            fprintf(stderr, "error: %s\n", err.msg);
-            bad++;
-            continue;
-        } else if (!(dir = strdup(arg))) {
-            free_list(files, n);
-            return 1;
-        }
-        lua_host **hosts = calloc(n ? n : 1, sizeof *hosts);
-        for (size_t i = 0; hosts && i < n; i++) {
-            total++;
-            hosts[i] = load_script(dir, files[i], NULL, &err);
-            if (hosts[i] && check_duplicate(hosts, i, &err) != 0) {
-                lua_host_free(hosts[i]);
-                hosts[i] = NULL;
-            }
-            if (!hosts[i]) {
-                fprintf(stderr, "error: %s\n", err.msg);
-                bad++;
-            } else {
-                const lua_controller_decl *d = lua_host_decl(hosts[i]);
-                printf("ok: %s (controller %s watches %s %s)\n", files[i], d->name,
-                       d->watch.api_version, d->watch.kind);
-            }
-        }
-        for (size_t i = 0; hosts && i < n; i++)
-            lua_host_free(hosts[i]);
-        free(hosts);
-        free_list(files, n);
-        free(dir);
-    }
+    for (int a = 1; a < argc; a++)
+        bad += check_one(argv[a], &cs, &total);
+    fflush(stdout);
     if (total == 0 && !bad) {
         fprintf(stderr, "error: no *.lua scripts found\n");
         return 1;
@@ -224,20 +176,51 @@ int klua_check_main(int argc, char **argv)
 
 typedef struct run_state {
     loop *l;
-    controller **ctrls;
-    size_t n;
+    reload_set *set;
+    kube_client *kc;
+    kube_stats last;             /* API counters already in the metrics */
+    metrics_family *api_requests, *api_lists, *api_watches;
     int synced_logged;
     int stopping;
     uint64_t drain_deadline;
 } run_state;
 
+/* kube_client_stats as counters (the client keeps its own totals). */
+static void publish_api_stats(run_state *r)
+{
+    if (!r->kc)
+        return;
+    kube_stats now = kube_client_stats(r->kc);
+    if (r->api_requests && now.requests >= r->last.requests)
+        metrics_counter_add(r->api_requests, NULL, (double)(now.requests - r->last.requests));
+    if (r->api_lists && now.lists >= r->last.lists)
+        metrics_counter_add(r->api_lists, NULL, (double)(now.lists - r->last.lists));
+    if (r->api_watches && now.watches >= r->last.watches)
+        metrics_counter_add(r->api_watches, NULL, (double)(now.watches - r->last.watches));
+    r->last = now;
+}
+
+static metrics_family *api_counter(const char *name, const char *help)
+{
+    metrics_registry *reg = metrics_default();
+    if (!reg)
+        return NULL;
+    metrics_family *f = metrics_find(reg, name);
+    if (!f) {
+        kl_err err = {0};
+        f = metrics_counter_new(reg, name, help, NULL, &err);
+        if (f)
+            metrics_counter_add(f, NULL, 0);
+    }
+    return f;
+}
+
 static void on_poll(loop *l, void *ud)
 {
     run_state *r = ud;
+    publish_api_stats(r);
     if (r->stopping) {
-        size_t active = 0;
-        for (size_t i = 0; i < r->n; i++)
-            active += controller_active(r->ctrls[i]);
+        size_t active = reload_set_active(r->set);
         if (active == 0 || loop_now_ms(l) >= r->drain_deadline) {
             if (active) {
                 char num[32];
@@ -248,16 +231,11 @@ static void on_poll(loop *l, void *ud)
             loop_stop(l);
             return;
         }
-    } else if (!r->synced_logged) {
-        int all = 1;
-        for (size_t i = 0; i < r->n; i++)
-            all &= controller_synced(r->ctrls[i]) != 0;
-        if (all) {
-            r->synced_logged = 1;
-            char num[32];
-            snprintf(num, sizeof num, "%zu", r->n);
-            kl_log(KL_LOG_INFO, "caches synced", "controllers", num, NULL);
-        }
+    } else if (!r->synced_logged && reload_set_synced(r->set)) {
+        r->synced_logged = 1;
+        char num[32];
+        snprintf(num, sizeof num, "%zu", reload_set_count(r->set));
+        kl_log(KL_LOG_INFO, "caches synced", "controllers", num, NULL);
     }
     loop_timer_add(l, POLL_MS, on_poll, r);
 }
@@ -265,13 +243,20 @@ static void on_poll(loop *l, void *ud)
 static void on_signal(loop *l, int signo, void *ud)
 {
     run_state *r = ud;
+    if (signo == SIGHUP) {
+        if (!r->stopping && r->set) {
+            kl_log(KL_LOG_INFO, "SIGHUP: looking for changed scripts", NULL);
+            reload_set_rescan(r->set);
+        }
+        return;
+    }
     if (r->stopping)
         return;
     r->stopping = 1;
     r->drain_deadline = loop_now_ms(l) + DRAIN_MS;
     kl_log(KL_LOG_INFO, "shutting down", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM", NULL);
-    for (size_t i = 0; i < r->n; i++)
-        controller_shutdown(r->ctrls[i]);
+    if (r->set)
+        reload_set_shutdown(r->set);
 }
 
 typedef struct run_flags {
@@ -279,6 +264,7 @@ typedef struct run_flags {
     int workers, verbosity, burst;
     double qps;
     lua_host_opts limits;     /* --lua-memory, --lua-budget, --lua-timeout */
+    int dev;                  /* --dev: reload on file changes */
 } run_flags;
 
 /* A flag's value: "--flag value" or "--flag=value". NULL if not this flag. */
@@ -319,6 +305,10 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(run_usage, stdout);
             return 1;
+        }
+        if (!strcmp(argv[i], "--dev")) {
+            f->dev = 1;
+            continue;
         }
 #define STR_FLAG(name, field)                                                                 \
     if ((v = flag_value(argc, argv, &i, name, &missing))) {                                   \
@@ -423,6 +413,21 @@ static int read_token(const char *file, char **out, kl_err *err)
     return *out ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory");
 }
 
+/* "ops server listening" with the address a client can use. */
+static void log_ops_addr(const char *flag, const ops_server *ops)
+{
+    char host[256] = "";
+    const char *colon = strrchr(flag, ':');
+    size_t hl = colon ? (size_t)(colon - flag) : 0;
+    if (hl >= sizeof host)
+        hl = sizeof host - 1;
+    memcpy(host, flag, hl);
+    host[hl] = '\0';
+    char addr[300];
+    snprintf(addr, sizeof addr, "%s:%d", hl ? host : "0.0.0.0", ops_port(ops));
+    kl_log(KL_LOG_INFO, "ops server listening", "addr", addr, NULL);
+}
+
 int klua_run_main(int argc, char **argv)
 {
     run_flags f = {0};
@@ -430,14 +435,10 @@ int klua_run_main(int argc, char **argv)
     if (prc != 0)
         return prc == 1 ? 0 : prc;
     kl_log_setup(f.log_format && !strcmp(f.log_format, "json"), f.verbosity);
-    if (f.metrics)
-        kl_log(KL_LOG_WARN, "--metrics-addr is accepted but metrics are not served yet", NULL);
 
     int rc = 1;
     kl_err err = {0};
-    char **files = NULL, *token = NULL;
-    size_t nfiles = 0;
-    lua_host **hosts = NULL;
+    char *token = NULL;
     kube_rest_config cfg = {0};
     loop *l = NULL;
     http_client *http = NULL;
@@ -445,38 +446,40 @@ int klua_run_main(int argc, char **argv)
     kube_discovery *disco = NULL;
     informer_registry *reg = NULL;
     lua_ctx_shared *shared = NULL;
+    ops_server *ops = NULL;
     run_state rs = {0};
 
-    if (list_scripts(f.scripts, &files, &nfiles, &err) != 0)
+    if (!(rs.set = reload_set_new(f.scripts, &f.limits, &err)) || reload_set_load(rs.set, &err) != 0)
         goto out;
-    if (nfiles == 0) {
-        kl_err_set(&err, KL_EINVAL, "no *.lua scripts in %s", f.scripts);
-        goto out;
-    }
-    hosts = calloc(nfiles, sizeof *hosts);
-    rs.ctrls = calloc(nfiles, sizeof *rs.ctrls);
-    if (!hosts || !rs.ctrls) {
-        kl_err_set(&err, KL_ENOMEM, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < nfiles; i++) {
-        if (!(hosts[i] = load_script(f.scripts, files[i], &f.limits, &err)) ||
-            check_duplicate(hosts, i, &err) != 0)
-            goto out;
-    }
     if (read_token(f.token_file, &token, &err) != 0)
         goto out;
 
     kubeconfig_opts ko = {f.kubeconfig, f.context, f.ns};
     if (kubeconfig_load(&ko, &cfg, &err) != 0)
         goto out;
-    if (!(l = loop_new(&err)) || !(http = http_client_new(l, &err)))
+    if (!(l = loop_new(&err)))
+        goto out;
+    rs.l = l;
+    /* Before any libcurl transfer (and its resolver threads): see the top. */
+    if (loop_signal(l, SIGINT, on_signal, &rs) != 0 || loop_signal(l, SIGTERM, on_signal, &rs) != 0 ||
+        loop_signal(l, SIGHUP, on_signal, &rs) != 0) {
+        kl_err_set(&err, KL_EIO, "cannot install signal handlers");
+        goto out;
+    }
+    if (!(http = http_client_new(l, &err)))
         goto out;
     kube_client_opts copts = {0};
     copts.qps = f.qps;
     copts.burst = f.burst;
     if (!(kc = kube_client_new(l, http, &cfg, &copts, &err)))
         goto out;
+    rs.kc = kc;
+    rs.api_requests = api_counter("klua_api_requests_total",
+                                  "Requests klua sent to the Kubernetes API server.");
+    rs.api_lists = api_counter("klua_api_list_requests_total",
+                               "LIST requests klua sent to the Kubernetes API server.");
+    rs.api_watches = api_counter("klua_api_watch_requests_total",
+                                 "WATCH requests klua sent to the Kubernetes API server.");
     disco = kube_discovery_new(kc);
     reg = informer_registry_new(kc);
     shared = lua_ctx_shared_new(l, kc, http, &err);
@@ -489,30 +492,23 @@ int klua_run_main(int argc, char **argv)
         kl_err_set(&err, KL_ENOMEM, "out of memory");
         goto out;
     }
+    if (f.metrics && *f.metrics && strcmp(f.metrics, "0") != 0) {
+        ops_opts oo = {0};
+        oo.addr = f.metrics;
+        oo.ready = reload_set_ready;
+        oo.ready_ud = rs.set;
+        if (ops_start(l, &oo, &ops, &err) != 0)
+            goto out;
+        if (ops)
+            log_ops_addr(f.metrics, ops);
+    }
 
     controller_deps deps = {l, kc, disco, reg, shared, f.ns, f.workers};
-    for (size_t i = 0; i < nfiles; i++) {
-        rs.ctrls[rs.n] = controller_new(hosts[i], &deps, &err);
-        if (!rs.ctrls[rs.n])
-            goto out;
-        hosts[i] = NULL; /* owned by the controller now */
-        controller *c = rs.ctrls[rs.n++];
-        const lua_controller_decl *d = controller_decl(c);
-        char workers[16];
-        snprintf(workers, sizeof workers, "%d", controller_workers(c));
-        kl_log(KL_LOG_INFO, "controller loaded", "name", d->name, "kind", d->watch.kind,
-               "apiVersion", d->watch.api_version, "file", controller_script(c), "workers",
-               workers, NULL);
-    }
-    for (size_t i = 0; i < rs.n; i++)
-        if (controller_start(rs.ctrls[i], &err) != 0)
-            goto out;
-
-    rs.l = l;
-    if (loop_signal(l, SIGINT, on_signal, &rs) != 0 || loop_signal(l, SIGTERM, on_signal, &rs) != 0) {
-        kl_err_set(&err, KL_EIO, "cannot install signal handlers");
+    if (reload_set_start(rs.set, &deps, &err) != 0)
         goto out;
-    }
+    if (f.dev && reload_set_watch(rs.set, &err) != 0)
+        goto out;
+
     loop_timer_add(l, POLL_MS, on_poll, &rs);
     loop_run(l);
     kl_log(KL_LOG_INFO, "stopped", NULL);
@@ -520,13 +516,8 @@ int klua_run_main(int argc, char **argv)
 out:
     if (rc != 0)
         fprintf(stderr, "error: %s\n", err.msg);
-    for (size_t i = 0; i < rs.n; i++)
-        controller_free(rs.ctrls[i]);
-    free(rs.ctrls);
-    for (size_t i = 0; hosts && i < nfiles; i++)
-        lua_host_free(hosts[i]);
-    free(hosts);
-    free_list(files, nfiles);
+    ops_free(ops);
+    reload_set_free(rs.set);
     informer_registry_free(reg);
     kube_discovery_free(disco);
     lua_ctx_shared_free(shared);
@@ -534,6 +525,7 @@ out:
     http_client_free(http);
     loop_free(l);
     kube_rest_config_free(&cfg);
+    metrics_default_free();
     if (token) {
         memset(token, 0, strlen(token));
         free(token);

@@ -21,8 +21,44 @@
 -- object (changing it changes nothing in the cache). It returns nil (done),
 -- or a klua.Result. An error raised in reconcile is logged once with file
 -- and line, recorded as a Warning Event on the object, and the key backs
--- off exponentially. When the object is gone from the cache, reconcile is
--- not called (level-based: deletions are handled by finalize).
+-- off exponentially; when the resource has a status subresource and the
+-- object has status.conditions, klua also sets a `Ready` condition
+-- (status "False", reason "ReconcileError", message "file:line: ...") and
+-- removes it after the next successful reconcile. klua touches no other
+-- condition type. Any other return value (a string, a table with other
+-- keys, a negative requeue_after) is an error naming the script. When the
+-- object is gone from the cache, reconcile is not called (level-based:
+-- deletions are handled by finalize).
+--
+-- The sandbox. Each script has its own Lua state: base functions without
+-- dofile/loadfile (load takes text only; collectgarbage only "count"),
+-- coroutine, string, table, math, utf8, os.time/clock/date/difftime. No io,
+-- debug, package or os.execute. `require` finds lib/NAME.lua,
+-- lib/NAME/init.lua and klua's modules (klua.json, klua.github,
+-- klua.conditions); each module runs in its own environment (its globals
+-- are its own; reading a standard global always gives the standard one).
+-- The library tables (string, table, math, utf8, coroutine, os) are
+-- read-only: keep your own helpers in a local table. setmetatable refuses
+-- a __gc field. warn(...) writes a warning with file and line.
+--
+-- Limits (klua run flags): --lua-memory MiB per script (default 64; over it
+-- an allocation fails with "memory limit exceeded"), --lua-budget
+-- instructions per reconcile (default 1e8), --lua-timeout ms of CPU a
+-- reconcile may run without waiting in a ctx call (default 200). A script
+-- stopped by the budget or the deadline cannot catch it with pcall or
+-- xpcall. C functions the budget cannot see are capped: string.rep results
+-- (16 MiB), string.find/match/gmatch/gsub (a pattern needing more than 1e7
+-- matching steps on its subject is refused before it runs; a plain find
+-- over more than 1e9 byte comparisons too), table.move/insert/remove/sort
+-- (2^24 elements per call).
+--
+-- Hot reload: `klua run --dev` (or SIGHUP) reloads a script when it, or a
+-- lib module it required, changes: the new code applies to every object;
+-- reconciles in flight finish on the old code; if the new code does not
+-- load, the old one keeps running and the error is logged once. Globals
+-- and upvalues do not survive a reload: keep state in the cluster.
+-- `klua check DIR` loads scripts without a cluster and also reports
+-- warn() calls and globals assigned at the top level.
 --
 -- Every ctx call that waits (API writes, live reads, HTTP, sleep) yields
 -- the coroutine; the event loop runs other reconciles meanwhile.

@@ -18,15 +18,17 @@
 #define GOOD "spec/lua_fixtures/good"
 #define BAD "spec/lua_fixtures/bad"
 
-static lua_host *new_host(size_t mem, uint64_t budget)
+static lua_host *new_host_ms(size_t mem, uint64_t budget, uint64_t run_ms)
 {
-    lua_host_opts o = {GOOD, mem, budget, 0};
+    lua_host_opts o = {GOOD, mem, budget, run_ms, NULL, NULL};
     kl_err err = {0};
     lua_host *h = lua_host_new(&o, &err);
     if (!h)
         printf("# lua_host_new: %s\n", err.msg);
     return h;
 }
+
+static lua_host *new_host(size_t mem, uint64_t budget) { return new_host_ms(mem, budget, 0); }
 
 /* Run `code` as a task (like a reconcile, without waiting). Returns the
  * resume status; the error (if any) goes to msg; the first result, if a
@@ -174,10 +176,13 @@ TEST(endless_loop_is_stopped_and_pcall_cannot_catch_it)
 
 TEST(memory_hog_gets_an_error_and_the_state_survives)
 {
-    lua_host *h = new_host(8u << 20, 0);
+    /* a CPU deadline generous enough for the sanitizer build's allocator */
+    lua_host *h = new_host_ms(8u << 20, 0, 5000);
     char msg[512], out[256];
     int st = run(h, "local t = {} for i = 1, 1e8 do t[i] = ('x'):rep(64) .. i end", msg,
                  sizeof msg, NULL, 0);
+    if (st != LUA_ERRMEM)
+        printf("# %d %s\n", st, msg);
     CHECK(st == LUA_ERRMEM);
     CHECK(strstr(msg, "memory limit exceeded") != NULL);
     st = run(h, "return ('y'):rep(10)", msg, sizeof msg, out, sizeof out);
@@ -247,9 +252,229 @@ TEST(invalid_scripts_are_reported_with_file_and_line)
                       BAD "/bad_api_version.lua:2: watch.apiVersion \"Apps/V1\" is not a valid");
     expect_load_error("syntax.lua", BAD "/syntax.lua:5:");
     expect_load_error("typo_field.lua", BAD "/typo_field.lua:4: unknown field \"worker\"");
+    expect_load_error("reconclie.lua", BAD "/reconclie.lua:4: unknown field \"reconclie\" in the "
+                                           "controller table (did you mean \"reconcile\"?");
     expect_load_error("returns_nothing.lua",
                       BAD "/returns_nothing.lua:1: the script must return a table");
     expect_load_error("endless.lua", BAD "/endless.lua:1: instruction budget exceeded");
+}
+
+TEST(library_tables_are_read_only_and_modules_keep_their_globals)
+{
+    lua_host *h = new_host(0, 0);
+    char msg[512], out[256];
+    int st = run(h, "string.format = nil", msg, sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "test:1: string is read-only"));
+    st = run(h, "rawset(table, 'concat', print)", msg, sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "read-only"));
+    st = run(h, "setmetatable(math, nil)", msg, sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "protected metatable"));
+    st = run(h, "return tostring(getmetatable(os))", msg, sizeof msg, out, sizeof out);
+    CHECK_STR(out, "false");
+    /* reading and iterating still work, and methods on strings too */
+    st = run(h,
+             "local n = 0 for k, v in pairs(string) do n = n + 1 end\n"
+             "return string.format('%d %s %s', n > 10 and 1 or 0, ('ab'):upper(), math.floor(2.5))",
+             msg, sizeof msg, out, sizeof out);
+    CHECK_STR(out, "1 AB 2");
+    /* xpcall is still yieldable (ctx calls yield inside it) */
+    st = run(h,
+             "local co = coroutine.wrap(function()\n"
+             "  return xpcall(function() coroutine.yield(1) return 2 end, print) end)\n"
+             "local a = co() local ok, b = co() return tostring(a + b)",
+             msg, sizeof msg, out, sizeof out);
+    CHECK_STR(out, "3");
+    /* a script that trashes its own globals does not break a module */
+    st = run(h,
+             "tostring = function() return 'hacked' end; string = nil; MODULE_GLOBAL = 'script'\n"
+             "local m = require 'uses_globals'\n"
+             "return m.describe('ab') .. ' ' .. MODULE_GLOBAL",
+             msg, sizeof msg, out, sizeof out);
+    if (st != LUA_OK)
+        printf("# %s\n", msg);
+    CHECK_STR(out, "ab-2-module script");
+    lua_host_free(h);
+}
+
+TEST(c_functions_the_hook_cannot_see_are_bounded)
+{
+    lua_host *h = new_host(0, 0);
+    char msg[512], out[256];
+    uint64_t t0 = loop_time_ms();
+    int st = run(h, "return '[' .. string.rep('', 1e12) .. (''):rep(1e12, '') .. ']'", msg,
+                 sizeof msg, out, sizeof out);
+    CHECK_STR(out, "[]");
+    st = run(h, "table.move({}, 1, 1e15, 2)", msg, sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "test:1: table.move:"));
+    /* #t can be huge without the memory to match (__len, sparse borders) */
+    st = run(h, "local t = setmetatable({}, {__len = function() return 1 << 40 end}) table.insert(t, 1, 'x')", msg,
+             sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "table.insert/remove"));
+    st = run(h, "local t = setmetatable({}, {__len = function() return 1 << 40 end}) table.remove(t, 1)", msg,
+             sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "table.insert/remove"));
+    /* ordinary use is untouched */
+    st = run(h,
+             "local t = {3, 1, 2} table.insert(t, 1, 9) table.remove(t) table.sort(t)\n"
+             "return table.concat(table.move(t, 1, 3, 1, {}), ',')",
+             msg, sizeof msg, out, sizeof out);
+    CHECK_STR(out, "1,3,9");
+    st = run(h, "setmetatable({}, { __gc = function() while true do end end })", msg, sizeof msg,
+             NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "__gc metamethods are not allowed"));
+    CHECK(loop_time_ms() - t0 < 3000);
+    lua_host_free(h);
+}
+
+TEST(pathological_patterns_are_refused_quickly)
+{
+    lua_host *h = new_host(0, 0);
+    char msg[512], out[256];
+    uint64_t t0 = loop_time_ms();
+    int st = run(h, "local s = string.rep('a', 5000) return s:find('.-.-.-.-b')", msg, sizeof msg,
+                 NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "test:1: string.find: the pattern"));
+    CHECK(strstr(msg, "matching steps") != NULL);
+    st = run(h, "return string.match(string.rep('a', 5000), '(a*)*b')", msg, sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "string.match"));
+    st = run(h, "for w in string.rep('a', 5000):gmatch('a-a-a-a-b') do end", msg, sizeof msg,
+             NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "string.gmatch"));
+    st = run(h, "return (string.rep(' ', 100000) .. 'x'):gsub('%s+y', '')", msg, sizeof msg,
+             NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "string.gsub"));
+    st = run(h, "local s = string.rep('a', 1e6) return s:find(string.rep('a', 5e5) .. 'b', 1, true)",
+             msg, sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "plain search"));
+    CHECK(loop_time_ms() - t0 < 5000);
+    /* ordinary patterns give Lua's answers */
+    st = run(h,
+             "local text = string.rep('word  other\\n', 20000)\n"
+             "local squeezed, n = text:gsub('%s+', ' ')\n"
+             "local words = 0 for w in text:gmatch('%a+') do words = words + 1 end\n"
+             "local a, b = ('key=value'):match('^(%w+)=(%w+)$')\n"
+             "local i, j = ('hello world'):find('o w', 1, true)\n"
+             "local k = ('x(a(b)c)y'):find('%b()')\n"
+             "local f = ('THE (quick) fox'):find('%f[%a]%a+', 5)\n"
+             "return table.concat({n, words, a, b, i, j, k, f, ('abcabc'):match('(a)(b)c%1%2')}, ',')",
+             msg, sizeof msg, out, sizeof out);
+    if (st != LUA_OK)
+        printf("# %s\n", msg);
+    CHECK_STR(out, "40000,40000,key,value,5,7,2,6,a,b");
+    /* a malformed pattern still gets Lua's own message */
+    st = run(h, "return ('abc'):find('[a')", msg, sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "missing ']'"));
+    lua_host_free(h);
+}
+
+TEST(an_endless_loop_is_cut_by_the_cpu_deadline_whatever_catches_it)
+{
+    /* budget out of reach: only the 100 ms deadline can stop these */
+    lua_host *h = new_host_ms(0, 1ull << 60, 100);
+    char msg[512], out[256];
+    const char *loops[] = {
+        "while true do end",
+        "xpcall(function() while true do end end, function(e) while true do end end) return 'x'",
+        "local f = coroutine.wrap(function() pcall(function() while true do end end) end)\n"
+        "f() return 'x'",
+        "local ok = pcall(string.gsub, 'aaa', 'a', function() while true do end end) return 'x'",
+        "local x <close> = setmetatable({}, { __close = function() while true do end end })\n"
+        "while true do end",
+        "local co = coroutine.create(function()\n"
+        "  local x <close> = setmetatable({}, { __close = function() while true do end end })\n"
+        "  while true do end end)\n"
+        "coroutine.resume(co) coroutine.close(co) return 'x'",
+    };
+    for (size_t i = 0; i < sizeof loops / sizeof *loops; i++) {
+        uint64_t t0 = loop_time_ms();
+        int st = run(h, loops[i], msg, sizeof msg, out, sizeof out);
+        uint64_t took = loop_time_ms() - t0;
+        if (st == LUA_OK || !strstr(msg, "deadline exceeded") || took > 2000)
+            printf("# loop %zu: st %d, %llu ms, %s / %s\n", i, st, (unsigned long long)took, msg,
+                   out);
+        CHECK(st != LUA_OK && out[0] == '\0');
+        CHECK(strstr(msg, "test:") && strstr(msg, "deadline exceeded"));
+        CHECK(took < 2000);
+    }
+    lua_host_free(h);
+}
+
+TEST(errors_are_described_with_the_place_they_come_from)
+{
+    lua_host *h = new_host(0, 0);
+    char msg[512];
+    run(h, "\nerror({})", msg, sizeof msg, NULL, 0);
+    CHECK_STR(msg, "test:2: error raised with a table value (use error(\"text\"))");
+    run(h, "error(nil)", msg, sizeof msg, NULL, 0);
+    CHECK_STR(msg, "test:1: error raised with a nil value (use error(\"text\"))");
+    run(h, "local t = setmetatable({}, {__index = function() error('x') end})\n"
+           "error({ reason = 'Conflict', message = 'try again' })",
+        msg, sizeof msg, NULL, 0);
+    CHECK_STR(msg, "test:2: Conflict: try again");
+    run(h, "error(42)", msg, sizeof msg, NULL, 0);
+    CHECK_STR(msg, "test:1: error 42");
+    run(h, "local function f(n) return 1 + f(n + 1) end\nreturn f(1)", msg, sizeof msg, NULL, 0);
+    CHECK(strstr(msg, "test:1:") && strstr(msg, "stack overflow"));
+    run(h, "error('plain', 0)", msg, sizeof msg, NULL, 0);
+    CHECK(strstr(msg, "plain") != NULL);
+    lua_host_free(h);
+}
+
+static char warnings[1024];
+static void collect_warning(void *ud, const char *where, const char *msg)
+{
+    (void)ud;
+    size_t n = strlen(warnings);
+    snprintf(warnings + n, sizeof warnings - n, "%s: %s\n", where, msg);
+}
+
+TEST(warnings_are_reported_with_file_and_line)
+{
+    lua_host_opts o = {"spec/lua_fixtures/warnings", 0, 0, 0, collect_warning, NULL};
+    kl_err err = {0};
+    lua_host *h = lua_host_new(&o, &err);
+    warnings[0] = '\0';
+    CHECK(lua_host_load(h, "spec/lua_fixtures/warnings/noisy.lua", &err) == 0);
+    CHECK(strstr(warnings, "spec/lua_fixtures/warnings/noisy.lua:3: assigns the global 'counter'"));
+    CHECK(strstr(warnings, "spec/lua_fixtures/warnings/noisy.lua:4: noisy: this controller is only"));
+    /* globals assigned later (in a reconcile) are the script's business */
+    warnings[0] = '\0';
+    char msg[256];
+    run(h, "late = 1 warn('@on')", msg, sizeof msg, NULL, 0);
+    CHECK_STR(warnings, "");
+    lua_host_free(h);
+}
+
+TEST(the_host_knows_which_files_a_script_came_from)
+{
+    char dir[] = "/tmp/klua-deps-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char cmd[512], path[600];
+    snprintf(cmd, sizeof cmd, "cp -r " GOOD "/hello.lua " GOOD "/lib %s/", dir);
+    CHECK(system(cmd) == 0);
+    lua_host_opts o = {dir, 0, 0, 0, NULL, NULL};
+    kl_err err = {0};
+    lua_host *h = lua_host_new(&o, &err);
+    snprintf(path, sizeof path, "%s/hello.lua", dir);
+    CHECK(lua_host_load(h, path, &err) == 0);
+    size_t n = 0;
+    const lua_host_dep *d = lua_host_deps(h, &n);
+    CHECK(n == 3);
+    if (n == 3) {
+        CHECK_STR(d[0].path, path);
+        CHECK(strstr(d[1].path, "/lib/helper.lua") != NULL);
+        CHECK(strstr(d[2].path, "/lib/util/init.lua") != NULL);
+    }
+    CHECK(lua_host_deps_changed(d, n) == 0);
+    lua_host_dep *copy = NULL;
+    CHECK(lua_host_deps_copy(d, n, &copy) == 0);
+    snprintf(cmd, sizeof cmd, "echo '-- edited' >> %s/lib/util/init.lua", dir);
+    CHECK(system(cmd) == 0);
+    CHECK(lua_host_deps_changed(copy, n) == 1);
+    lua_host_deps_free(copy, n);
+    lua_host_free(h);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
 }
 
 /* ---- a reconcile that waits on the loop ---- */
@@ -347,5 +572,12 @@ int main(void)
     RUN(a_valid_script_declares_its_controller);
     RUN(invalid_scripts_are_reported_with_file_and_line);
     RUN(a_reconcile_yields_on_sleep_and_resumes);
+    RUN(library_tables_are_read_only_and_modules_keep_their_globals);
+    RUN(c_functions_the_hook_cannot_see_are_bounded);
+    RUN(pathological_patterns_are_refused_quickly);
+    RUN(an_endless_loop_is_cut_by_the_cpu_deadline_whatever_catches_it);
+    RUN(errors_are_described_with_the_place_they_come_from);
+    RUN(warnings_are_reported_with_file_and_line);
+    RUN(the_host_knows_which_files_a_script_came_from);
     DONE();
 }

@@ -33,7 +33,8 @@ def main():
     gh = conftest.GitHub(tmp)
     ns = "measure-%d" % int(time.time())
     cluster.kubectl("create", "namespace", ns)
-    k = conftest.Klua(cluster, tmp, ROOT / "lua", github=gh,
+    # --namespace: Comments other runs left behind must not post here
+    k = conftest.Klua(cluster, tmp, ROOT / "lua", github=gh, args=["--namespace", ns],
                       env={"KLUA_GITHUB_MIN_GAP": "0"}).start()
     try:
         k.wait_log("caches synced", 60)

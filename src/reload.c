@@ -1,0 +1,707 @@
+/* reload.c - the scripts that run, and hot reload (see reload.h).
+ *
+ * Provides: reload_set (start-up loading, rescans, the inotify watcher).
+ * Uses: controller (new, start, replace, shutdown, free), lua_host (load,
+ * dependencies), loop (fd watch, timers), metrics (klua_script_reloads_total),
+ * log.
+ *
+ * What changed is decided by content, not by events: each running script
+ * knows the files its Lua state read and their hashes, so a rescan after
+ * any event (or SIGHUP) reloads exactly the scripts whose code changed,
+ * and an event that changed nothing (an editor's backup file, a touch)
+ * reloads nothing.
+ */
+#include "reload.h"
+
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DRAIN_POLL_MS 100
+#define WATCH_MASK (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE)
+
+/* One script file. */
+typedef struct entry {
+    char *path;
+    controller *c;               /* NULL while it has never loaded */
+    lua_host *h;                 /* loaded at start-up, until reload_set_start */
+    lua_host_dep *failed;        /* the files of the last failed attempt (reported) */
+    size_t nfailed;
+    int has_failed;
+} entry;
+
+typedef struct watch_dir {
+    int wd;
+    char *path;
+} watch_dir;
+
+struct reload_set {
+    char *dir;
+    lua_host_opts limits;
+    controller_deps deps;
+    int started;
+    entry *e;
+    size_t n;
+    controller **draining;       /* removed: waiting for their reconciles */
+    size_t ndraining;
+    loop_timer_id drain_timer;
+    int ifd;                     /* inotify, or -1 */
+    watch_dir *wds;
+    size_t nwds;
+    loop_timer_id debounce;
+    int rescanning, again;
+    loop_timer_id again_timer;
+};
+
+/* ---- files ---- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void reload_free_list(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int reload_list_scripts(const char *dir, char ***out, size_t *n, kl_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return kl_err_set(err, KL_EIO, "script directory %s: %s", dir, strerror(errno));
+    char **v = NULL;
+    size_t len = 0;
+    int rc = 0;
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/')
+        dl--;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t nl = strlen(e->d_name);
+        if (nl < 5 || strcmp(e->d_name + nl - 4, ".lua") != 0 || e->d_name[0] == '.')
+            continue;
+        size_t pl = dl + nl + 2;
+        char *path = malloc(pl);
+        char **nv = realloc(v, (len + 1) * sizeof *v);
+        if (!path || !nv) {
+            free(path);
+            if (nv)
+                v = nv;
+            rc = kl_err_set(err, KL_ENOMEM, "out of memory");
+            break;
+        }
+        v = nv;
+        snprintf(path, pl, "%.*s/%s", (int)dl, dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+            free(path);
+            continue;
+        }
+        v[len++] = path;
+    }
+    closedir(d);
+    if (rc != 0) {
+        reload_free_list(v, len);
+        return -1;
+    }
+    if (len)
+        qsort(v, len, sizeof *v, cmp_str);
+    *out = v;
+    *n = len;
+    return 0;
+}
+
+/* ---- the set ---- */
+
+reload_set *reload_set_new(const char *dir, const lua_host_opts *limits, kl_err *err)
+{
+    reload_set *s = calloc(1, sizeof *s);
+    if (!s || !(s->dir = strdup(dir))) {
+        free(s);
+        kl_err_set(err, KL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (limits)
+        s->limits = *limits;
+    s->limits.scripts_dir = s->dir;
+    s->ifd = -1;
+    return s;
+}
+
+static void entry_clear_failed(entry *e)
+{
+    lua_host_deps_free(e->failed, e->nfailed);
+    e->failed = NULL;
+    e->nfailed = 0;
+    e->has_failed = 0;
+}
+
+/* Load path into a fresh host. On failure *failed receives the files the
+ * attempt read (so the error is reported once per version of them). */
+static lua_host *load_one(reload_set *s, const char *path, lua_host_dep **failed, size_t *nfailed,
+                          kl_err *err)
+{
+    lua_host *h = lua_host_new(&s->limits, err);
+    if (!h)
+        return NULL;
+    if (lua_host_load(h, path, err) != 0) {
+        size_t n = 0;
+        const lua_host_dep *d = lua_host_deps(h, &n);
+        if (failed && lua_host_deps_copy(d, n, failed) == 0)
+            *nfailed = n;
+        lua_host_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+static const char *entry_name(const entry *e)
+{
+    if (e->c)
+        return controller_name(e->c);
+    if (e->h)
+        return lua_host_decl(e->h)->name;
+    return NULL;
+}
+
+/* The entry (other than self) already using controller name, or NULL. */
+static entry *name_user(reload_set *s, const char *name, const entry *self)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const char *n = entry_name(&s->e[i]);
+        if (&s->e[i] != self && n && !strcmp(n, name))
+            return &s->e[i];
+    }
+    return NULL;
+}
+
+static entry *add_entry(reload_set *s, const char *path)
+{
+    entry *ne = realloc(s->e, (s->n + 1) * sizeof *ne);
+    if (!ne)
+        return NULL;
+    s->e = ne;
+    entry *e = &s->e[s->n];
+    memset(e, 0, sizeof *e);
+    if (!(e->path = strdup(path)))
+        return NULL;
+    s->n++;
+    return e;
+}
+
+int reload_set_load(reload_set *s, kl_err *err)
+{
+    char **files = NULL;
+    size_t n = 0;
+    int rc = -1;
+    if (reload_list_scripts(s->dir, &files, &n, err) != 0)
+        return -1;
+    if (n == 0) {
+        kl_err_set(err, KL_EINVAL, "no *.lua scripts in %s", s->dir);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        entry *e = add_entry(s, files[i]);
+        if (!e) {
+            kl_err_set(err, KL_ENOMEM, "out of memory");
+            goto out;
+        }
+        if (!(e->h = load_one(s, files[i], NULL, NULL, err)))
+            goto out;
+        const char *name = lua_host_decl(e->h)->name;
+        entry *other = name_user(s, name, e);
+        if (other) {
+            kl_err_set(err, KL_EINVAL, "%s: controller name \"%s\" is already used by %s",
+                       files[i], name, other->path);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    reload_free_list(files, n);
+    return rc;
+}
+
+static void log_loaded(controller *c)
+{
+    const lua_controller_decl *d = controller_decl(c);
+    char workers[16];
+    snprintf(workers, sizeof workers, "%d", controller_workers(c));
+    kl_log(KL_LOG_INFO, "controller loaded", "name", d->name, "kind", d->watch.kind, "apiVersion",
+           d->watch.api_version, "file", controller_script(c), "workers", workers, NULL);
+}
+
+int reload_set_start(reload_set *s, const controller_deps *deps, kl_err *err)
+{
+    s->deps = *deps;
+    for (size_t i = 0; i < s->n; i++) {
+        entry *e = &s->e[i];
+        if (!(e->c = controller_new(e->h, &s->deps, err)))
+            return -1;
+        e->h = NULL; /* owned by the controller now */
+        log_loaded(e->c);
+    }
+    for (size_t i = 0; i < s->n; i++)
+        if (controller_start(s->e[i].c, err) != 0)
+            return -1;
+    s->started = 1;
+    return 0;
+}
+
+/* ---- stopping removed controllers ---- */
+
+static void on_drain_poll(loop *l, void *ud)
+{
+    reload_set *s = ud;
+    s->drain_timer = 0;
+    size_t j = 0;
+    for (size_t i = 0; i < s->ndraining; i++) {
+        controller *c = s->draining[i];
+        if (controller_active(c) == 0 && !s->rescanning)
+            controller_free(c);   /* releases its informers: unused ones stop */
+        else
+            s->draining[j++] = c;
+    }
+    s->ndraining = j;
+    if (s->ndraining)
+        s->drain_timer = loop_timer_add(l, DRAIN_POLL_MS, on_drain_poll, s);
+}
+
+static void stop_controller(reload_set *s, controller *c)
+{
+    controller_shutdown(c);
+    controller **nd = realloc(s->draining, (s->ndraining + 1) * sizeof *nd);
+    if (!nd) {
+        controller_free(c);   /* cannot wait: cancel what runs */
+        return;
+    }
+    s->draining = nd;
+    s->draining[s->ndraining++] = c;
+    if (!s->drain_timer)
+        s->drain_timer = loop_timer_add(s->deps.l, 0, on_drain_poll, s);
+}
+
+/* ---- rescans ---- */
+
+typedef struct changes {
+    kl_buf what;                 /* "comment (reloaded), foo (added)" */
+    int failed;
+} changes;
+
+static void note(changes *ch, const char *name, const char *how)
+{
+    if (ch->what.len)
+        kl_buf_puts(&ch->what, ", ");
+    kl_buf_printf(&ch->what, "%s (%s)", name, how);
+}
+
+/* Report a failed load once per version of the files involved. */
+static void report_failure(entry *e, const char *name, const char *what, const kl_err *err,
+                           lua_host_dep *failed, size_t nfailed)
+{
+    entry_clear_failed(e);
+    e->failed = failed;
+    e->nfailed = nfailed;
+    e->has_failed = 1;
+    kl_log(KL_LOG_ERROR, what, "file", e->path, "error", err->msg, NULL);
+    metrics_script_reload(name ? name : e->path, 0);
+}
+
+/* The attempt that failed last saw exactly these files as they are now. */
+static int failure_reported(const entry *e)
+{
+    return e->has_failed && !lua_host_deps_changed(e->failed, e->nfailed);
+}
+
+static int start_new(reload_set *s, entry *e, lua_host *h, changes *ch, kl_err *err)
+{
+    const char *name = lua_host_decl(h)->name;
+    entry *other = name_user(s, name, e);
+    if (other) {
+        kl_err_set(err, KL_EINVAL, "%s: controller name \"%s\" is already used by %s", e->path,
+                   name, other->path);
+        lua_host_free(h);
+        return -1;
+    }
+    controller *c = controller_new(h, &s->deps, err);
+    if (!c) {
+        lua_host_free(h);
+        return -1;
+    }
+    if (controller_start(c, err) != 0) {
+        controller_free(c);
+        return -1;
+    }
+    e->c = c;
+    log_loaded(c);
+    note(ch, controller_name(c), "added");
+    metrics_script_reload(controller_name(c), 1);
+    return 0;
+}
+
+/* The file of e exists: (re)load it if its code changed. */
+static void rescan_entry(reload_set *s, entry *e, changes *ch)
+{
+    if (e->c) {
+        size_t n = 0;
+        const lua_host_dep *d = lua_host_deps(controller_host(e->c), &n);
+        if (!lua_host_deps_changed(d, n))
+            return;
+    }
+    if (failure_reported(e))
+        return;
+    kl_err err = {0};
+    lua_host_dep *failed = NULL;
+    size_t nfailed = 0;
+    char name_buf[128];
+    snprintf(name_buf, sizeof name_buf, "%s", e->c ? controller_name(e->c) : "");
+    const char *old_name = e->c ? name_buf : NULL;
+    lua_host *h = load_one(s, e->path, &failed, &nfailed, &err);
+    if (!h) {
+        report_failure(e, old_name,
+                       e->c ? "script not reloaded; the running version stays" : "script not loaded",
+                       &err, failed, nfailed);
+        ch->failed++;
+        return;
+    }
+    size_t n = 0;
+    const lua_host_dep *d = lua_host_deps(h, &n);
+    lua_host_dep *seen = NULL;
+    if (lua_host_deps_copy(d, n, &seen) != 0)
+        n = 0;
+    if (e->c && strcmp(lua_host_decl(h)->name, old_name) != 0) {
+        /* Renamed: another controller (another finalizer); stop the old one. */
+        note(ch, old_name, "removed");
+        stop_controller(s, e->c);
+        e->c = NULL;
+    }
+    int rc;
+    if (e->c) {
+        rc = controller_replace(e->c, h, &err);
+        if (rc == 0) {
+            note(ch, old_name, "reloaded");
+            metrics_script_reload(old_name, 1);
+            kl_log(KL_LOG_INFO, "controller reloaded", "name", old_name, "file", e->path, NULL);
+        } else {
+            lua_host_free(h);
+        }
+    } else {
+        rc = start_new(s, e, h, ch, &err);
+    }
+    if (rc == 0) {
+        entry_clear_failed(e);
+        lua_host_deps_free(seen, n);
+    } else {
+        report_failure(e, old_name,
+                       e->c ? "script not reloaded; the running version stays" : "script not loaded",
+                       &err, seen, n);
+        ch->failed++;
+    }
+}
+
+static void remove_entry(reload_set *s, size_t i, changes *ch)
+{
+    entry *e = &s->e[i];
+    if (e->c) {
+        note(ch, controller_name(e->c), "removed");
+        kl_log(KL_LOG_INFO, "controller removed", "name", controller_name(e->c), "file", e->path,
+               NULL);
+        stop_controller(s, e->c);
+    }
+    lua_host_free(e->h);
+    entry_clear_failed(e);
+    free(e->path);
+    memmove(&s->e[i], &s->e[i + 1], (s->n - i - 1) * sizeof *s->e);
+    s->n--;
+}
+
+static void on_again(loop *l, void *ud)
+{
+    (void)l;
+    reload_set *s = ud;
+    s->again_timer = 0;
+    reload_set_rescan(s);
+}
+
+void reload_set_rescan(reload_set *s)
+{
+    if (!s->started)
+        return;
+    if (s->rescanning) {
+        s->again = 1;
+        return;
+    }
+    s->rescanning = 1;
+    uint64_t t0 = loop_time_ms();
+    changes ch = {KL_BUF_INIT, 0};
+    char **files = NULL;
+    size_t nfiles = 0;
+    kl_err err = {0};
+    if (reload_list_scripts(s->dir, &files, &nfiles, &err) != 0) {
+        kl_log(KL_LOG_ERROR, "reload: cannot list scripts", "error", err.msg, NULL);
+        goto out;
+    }
+    /* Removed files first: a script renamed to another file keeps its
+     * controller name free for the new one. */
+    for (size_t i = 0; i < s->n;) {
+        int found = 0;
+        for (size_t j = 0; j < nfiles && !found; j++)
+            found = !strcmp(files[j], s->e[i].path);
+        if (found)
+            i++;
+        else
+            remove_entry(s, i, &ch);
+    }
+    for (size_t j = 0; j < nfiles; j++) {
+        entry *e = NULL;
+        for (size_t i = 0; i < s->n && !e; i++)
+            if (!strcmp(s->e[i].path, files[j]))
+                e = &s->e[i];
+        if (!e && !(e = add_entry(s, files[j]))) {
+            kl_log(KL_LOG_ERROR, "reload: out of memory", NULL);
+            break;
+        }
+        rescan_entry(s, e, &ch);
+    }
+    if (ch.what.len) {
+        char ms[32];
+        snprintf(ms, sizeof ms, "%llu", (unsigned long long)(loop_time_ms() - t0));
+        kl_log(KL_LOG_INFO, "reload", "changed", ch.what.data, "ms", ms, NULL);
+    }
+out:
+    kl_buf_free(&ch.what);
+    reload_free_list(files, nfiles);
+    s->rescanning = 0;
+    if (s->again) {
+        s->again = 0;
+        if (!s->again_timer)
+            s->again_timer = loop_timer_add(s->deps.l, 0, on_again, s);
+    }
+}
+
+/* ---- inotify ---- */
+
+static int add_watch(reload_set *s, const char *path)
+{
+    int wd = inotify_add_watch(s->ifd, path, WATCH_MASK | IN_ONLYDIR);
+    if (wd < 0)
+        return -1;
+    for (size_t i = 0; i < s->nwds; i++)
+        if (s->wds[i].wd == wd)
+            return 0;
+    watch_dir *n = realloc(s->wds, (s->nwds + 1) * sizeof *n);
+    char *p = strdup(path);
+    if (!n || !p) {
+        if (n)
+            s->wds = n;
+        free(p);
+        return -1;
+    }
+    s->wds = n;
+    s->wds[s->nwds].wd = wd;
+    s->wds[s->nwds].path = p;
+    s->nwds++;
+    return 0;
+}
+
+/* Watch path and every folder below it (lib/ and its module folders). */
+static void add_tree(reload_set *s, const char *path, int depth)
+{
+    if (depth > 8 || add_watch(s, path) != 0)
+        return;
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sub[PATH_MAX];
+        struct stat st;
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+            add_tree(s, sub, depth + 1);
+    }
+    closedir(d);
+}
+
+static const char *wd_path(const reload_set *s, int wd)
+{
+    for (size_t i = 0; i < s->nwds; i++)
+        if (s->wds[i].wd == wd)
+            return s->wds[i].path;
+    return NULL;
+}
+
+static void on_debounce(loop *l, void *ud)
+{
+    (void)l;
+    reload_set *s = ud;
+    s->debounce = 0;
+    reload_set_rescan(s);
+}
+
+static void on_inotify(loop *l, int fd, int events, void *ud)
+{
+    reload_set *s = ud;
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    int relevant = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        for (char *p = buf; p < buf + n;) {
+            struct inotify_event *ev = (struct inotify_event *)p;
+            p += sizeof *ev + ev->len;
+            if (ev->mask & IN_Q_OVERFLOW) {
+                relevant = 1;
+                continue;
+            }
+            if (!ev->len)
+                continue;
+            const char *dir = wd_path(s, ev->wd);
+            size_t nl = strlen(ev->name);
+            if (ev->mask & IN_ISDIR) {
+                /* A new lib/ or module folder: watch it too. */
+                if (dir && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
+                    char sub[PATH_MAX];
+                    snprintf(sub, sizeof sub, "%s/%s", dir, ev->name);
+                    int top = !strcmp(dir, s->dir);
+                    if (!top || !strcmp(ev->name, "lib"))
+                        add_tree(s, sub, 1);
+                }
+                relevant = 1;
+            } else if (nl > 4 && !strcmp(ev->name + nl - 4, ".lua")) {
+                relevant = 1;
+            }
+        }
+    }
+    if (!relevant)
+        return;
+    /* Debounce: rescan once things have been quiet for a moment. */
+    if (s->debounce)
+        loop_timer_cancel(l, s->debounce);
+    s->debounce = loop_timer_add(l, RELOAD_DEBOUNCE_MS, on_debounce, s);
+}
+
+int reload_set_watch(reload_set *s, kl_err *err)
+{
+    s->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (s->ifd < 0)
+        return kl_err_set(err, KL_EIO, "inotify: %s", strerror(errno));
+    if (add_watch(s, s->dir) != 0)
+        return kl_err_set(err, KL_EIO, "inotify: cannot watch %s: %s", s->dir, strerror(errno));
+    char lib[PATH_MAX];
+    snprintf(lib, sizeof lib, "%s/lib", s->dir);
+    struct stat st;
+    if (stat(lib, &st) == 0 && S_ISDIR(st.st_mode))
+        add_tree(s, lib, 1);
+    if (loop_fd_add(s->deps.l, s->ifd, LOOP_READ, on_inotify, s) != 0)
+        return kl_err_set(err, KL_EIO, "inotify: cannot add to the event loop");
+    kl_log(KL_LOG_INFO, "watching scripts for changes", "dir", s->dir, NULL);
+    return 0;
+}
+
+/* ---- state ---- */
+
+size_t reload_set_count(const reload_set *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++)
+        n += s->e[i].c != NULL;
+    return n;
+}
+
+size_t reload_set_active(const reload_set *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].c)
+            n += controller_active(s->e[i].c);
+    for (size_t i = 0; i < s->ndraining; i++)
+        n += controller_active(s->draining[i]);
+    return n;
+}
+
+int reload_set_synced(const reload_set *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].c && !controller_synced(s->e[i].c))
+            return 0;
+    return 1;
+}
+
+int reload_set_ready(void *ud, kl_buf *why)
+{
+    reload_set *s = ud;
+    int ready = s->started;
+    if (!s->started && why)
+        kl_buf_puts(why, "controllers not started\n");
+    for (size_t i = 0; i < s->n; i++) {
+        controller *c = s->e[i].c;
+        if (c && !controller_synced(c)) {
+            ready = 0;
+            if (why) {
+                const lua_controller_decl *d = controller_decl(c);
+                kl_buf_printf(why, "controller %s: informer for %s %s not synced\n",
+                              controller_name(c), d->watch.api_version, d->watch.kind);
+            }
+        }
+    }
+    return ready;
+}
+
+void reload_set_shutdown(reload_set *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].c)
+            controller_shutdown(s->e[i].c);
+}
+
+void reload_set_free(reload_set *s)
+{
+    if (!s)
+        return;
+    if (s->ifd >= 0) {
+        if (s->deps.l)
+            loop_fd_del(s->deps.l, s->ifd);
+        close(s->ifd);
+    }
+    for (size_t i = 0; i < s->nwds; i++)
+        free(s->wds[i].path);
+    free(s->wds);
+    if (s->deps.l) {
+        if (s->debounce)
+            loop_timer_cancel(s->deps.l, s->debounce);
+        if (s->drain_timer)
+            loop_timer_cancel(s->deps.l, s->drain_timer);
+        if (s->again_timer)
+            loop_timer_cancel(s->deps.l, s->again_timer);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        controller_free(s->e[i].c);
+        lua_host_free(s->e[i].h);
+        entry_clear_failed(&s->e[i]);
+        free(s->e[i].path);
+    }
+    free(s->e);
+    for (size_t i = 0; i < s->ndraining; i++)
+        controller_free(s->draining[i]);
+    free(s->draining);
+    free(s->dir);
+    free(s);
+}

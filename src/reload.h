@@ -1,0 +1,70 @@
+/* reload.h - the scripts that run, and hot reload.
+ *
+ * Provides: reload_set, the controllers of one script directory, one per
+ * top-level *.lua file. reload_set_load() loads every script (strict: the
+ * first error fails start-up); reload_set_start() builds and starts their
+ * controllers. reload_set_rescan() compares the directory with what runs:
+ *   - a script whose bytes changed, or one of whose lib modules changed
+ *     (every file `require` read for that script's Lua state), is loaded
+ *     into a fresh Lua state and, if it declares a valid controller,
+ *     replaces the running one between reconciles (controller_replace);
+ *   - if it fails, the old version keeps running and the error is logged
+ *     once with file:line, and not again until one of its files changes;
+ *   - a new file starts its controller (its informer, if new, through the
+ *     shared registry); a removed file stops its controller (reconciles in
+ *     flight finish, then informers no longer used are released);
+ *   - a script whose controller name changed is stopped and started anew.
+ * One log line per rescan that changed something: which controllers, and
+ * how long it took in ms. reload_set_watch() (klua run --dev) watches the
+ * directory, DIR/lib and its subfolders with inotify and rescans 100 ms
+ * after the last event, so editors that write in several steps (write a
+ * temporary file and rename it over, or truncate then write) are seen once.
+ * SIGHUP calls reload_set_rescan() too (run.c).
+ * Reentrancy: a rescan may run the loop (discovery of a new kind); a
+ * rescan asked for meanwhile runs right after it.
+ * Uses: controller, lua_host, loop, metrics, log.
+ */
+#ifndef KLUA_RELOAD_H
+#define KLUA_RELOAD_H
+
+#include "buf.h"
+#include "controller.h"
+#include "err.h"
+#include "lua_host.h"
+
+#include <stddef.h>
+
+#define RELOAD_DEBOUNCE_MS 100
+
+typedef struct reload_set reload_set;
+
+/* dir and limits are copied (limits->scripts_dir is ignored: dir is used). */
+reload_set *reload_set_new(const char *dir, const lua_host_opts *limits, kl_err *err);
+/* Load every top-level *.lua of the directory. err: "file:line: message",
+ * or a duplicate controller name, or "no *.lua scripts in DIR". */
+int reload_set_load(reload_set *s, kl_err *err);
+/* Build controllers from the loaded scripts (discovery) and start them;
+ * deps is copied. Logs "controller loaded" for each. */
+int reload_set_start(reload_set *s, const controller_deps *deps, kl_err *err);
+/* Look for changes now and apply them (see above). */
+void reload_set_rescan(reload_set *s);
+/* klua run --dev: inotify on the directory and lib/, debounced rescans. */
+int reload_set_watch(reload_set *s, kl_err *err);
+
+size_t reload_set_count(const reload_set *s);        /* running controllers */
+size_t reload_set_active(const reload_set *s);       /* reconciles in flight, all */
+int reload_set_synced(const reload_set *s);          /* every controller has synced */
+/* Readiness for /readyz: 1 when every controller has synced, else 0 with
+ * one line per controller waiting appended to why (may be NULL). */
+int reload_set_ready(void *s, kl_buf *why);
+/* Stop taking keys everywhere (SIGTERM); reconciles in flight go on. */
+void reload_set_shutdown(reload_set *s);
+/* Frees every controller (cancelling what still runs) and the watcher. */
+void reload_set_free(reload_set *s);
+
+/* The top-level *.lua files of dir (regular files, no dot files), sorted.
+ * The caller frees them with reload_free_list. */
+int reload_list_scripts(const char *dir, char ***out, size_t *n, kl_err *err);
+void reload_free_list(char **v, size_t n);
+
+#endif
