@@ -75,6 +75,7 @@ build/asan/spec/%: spec/c/%.c spec/c/harness.h $(ASAN_LIB_OBJS)
 
 FUZZ_CFLAGS := $(CFLAGS_COMMON) -Wno-unused-command-line-argument -O1 -g
 FUZZ_LIB_OBJS := $(patsubst src/%.c,build/fuzzobj/%.o,$(LIB_SRCS)) build/fuzzobj/luamods.o
+.SECONDARY: $(FUZZ_LIB_OBJS)
 
 build/fuzzobj/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
 	@mkdir -p $(dir $@)
@@ -102,7 +103,7 @@ controlplane:
 test: deps
 	@$(MAKE) --no-print-directory -j$$(nproc) test-build
 	@sh spec/support/controlplane/build.sh
-	@sh spec/run.sh
+	@bash spec/run.sh
 
 check-src:
 	@sh spec/support/check-src.sh

@@ -14,9 +14,10 @@ program from the outside in the same way:
   footprint      a few Widgets: start to ready, idle RSS, stripped binary size.
   event_latency  the loader patches spec.seq at fixed rates; a reconcile logs
                  the seq it saw with its own clock; latency = seen - accepted.
-  throughput     T Widgets created before the controller starts; it patches
-                 status.done once each; objects/s from synced to the last
-                 status written (a separate watcher notices that).
+  throughput     T Widgets stored before the controller starts; it patches
+                 status.run to a token new for each run, once per object;
+                 objects/s from synced to the last status written (a separate
+                 watcher notices that).
   hot_reload     klua only: a script saved to its new code reconciling.
 
 Programs are alternated (klua, peers, then the reverse order) and repeated;
@@ -118,12 +119,12 @@ class Proc:
             return "\n".join("    " + l for _, l in self.lines[-n:])
 
     def mem(self):
-        """VmRSS and VmHWM in bytes."""
+        """VmRSS, VmHWM and RssAnon (RSS less mapped files: shared libraries) in bytes."""
         out = {}
         with open(f"/proc/{self.p.pid}/status") as f:
             for line in f:
                 k, _, v = line.partition(":")
-                if k in ("VmRSS", "VmHWM"):
+                if k in ("VmRSS", "VmHWM", "RssAnon"):
                     out[k] = int(v.split()[0]) * 1024
         return out
 
@@ -196,15 +197,16 @@ class Bench:
         m = re.search(r"METRIC create_per_s (\S+)", out)
         log(f"created {count} Widgets in {ns} ({m.group(1) if m else '?'}/s)")
 
-    def start(self, prog, ns, mode, expect, tag):
+    def start(self, prog, ns, mode, expect, tag, run="bench"):
         env = dict(os.environ)
         if prog == "klua":
             env["KLUA_BENCH_EXPECT"] = str(expect)
+            env["KLUA_BENCH_RUN"] = run
             argv = [self.a.klua, "run", "--scripts", os.path.join(self.scriptdir, mode),
                     "--kubeconfig", self.kc, "--namespace", ns] + self.klua_flags()
         elif prog == "controller-runtime":
             argv = [os.path.join(self.a.peers, "crpeer"), "-kubeconfig", self.kc, "-namespace", ns,
-                    "-mode", mode, "-expect", str(expect), "-workers", str(WORKERS)]
+                    "-mode", mode, "-run", run, "-expect", str(expect), "-workers", str(WORKERS)]
         else:
             argv = [os.path.join(self.a.peers, "informer"), "-kubeconfig", self.kc,
                     "-namespace", ns, "-expect", str(expect)]
@@ -241,6 +243,8 @@ class Bench:
         self.record(scenario, "idle_rss_bytes" if scenario == "footprint" else "rss_bytes",
                     prog, mem["VmRSS"])
         self.record(scenario, "peak_rss_bytes", prog, mem["VmHWM"])
+        if scenario == "footprint":
+            self.record(scenario, "idle_anon_rss_bytes", prog, mem["RssAnon"])
         self.record(scenario, "cpu_ms", prog, cpu)
 
     def kubectl_floor(self, ns, n):
@@ -345,6 +349,7 @@ class Bench:
             for rate in self.m["rates"]:
                 seq0 = self.seq
                 out = self.loader("update", "-namespace", ns, "-count", str(m), "-rate", str(rate),
+                                  "-concurrency", "64",
                                   "-duration", str(self.m["lat_s"]), "-seq-start", str(seq0))
                 self.seq += int(rate * self.m["lat_s"])
                 acks[rate] = [fields(l) for l in out.splitlines() if l.startswith("ACK ")]
@@ -378,7 +383,7 @@ class Bench:
                 mins[i] = best
             index[key] = (seqs, mins)
         for rate, lst in acks.items():
-            lat, missed = [], 0
+            lat, from_send, missed = [], [], 0
             for a in lst:
                 seqs, mins = index.get(a["obj"], ([], []))
                 i = bisect.bisect_left(seqs, int(a["seq"]))
@@ -386,6 +391,7 @@ class Bench:
                     missed += 1
                     continue
                 lat.append((mins[i] - int(a["t"])) / 1e6)
+                from_send.append((mins[i] - int(a["sent"])) / 1e6)
             sc = f"event_latency_{rate}"
             if not lat:
                 raise RuntimeError(f"no reconcile reported any of the {len(lst)} updates at {rate}/s")
@@ -393,6 +399,9 @@ class Bench:
             self.record(sc, "p50_ms", prog, pct(lat, 50))
             self.record(sc, "p99_ms", prog, pct(lat, 99))
             self.record(sc, "max_ms", prog, lat[-1])
+            from_send.sort()
+            self.record(sc, "p50_from_send_ms", prog, pct(from_send, 50))
+            self.record(sc, "p99_from_send_ms", prog, pct(from_send, 99))
             if missed:
                 self.notes.append(f"{sc} {prog} #{rep}: {missed} of {len(lst)} updates never seen")
 
@@ -403,19 +412,19 @@ class Bench:
         self.notes.append("event_latency: from the loader's clock right after the API server's "
                           "response to the reconcile's clock when it saw the seq; the watch event "
                           "can beat the response to the loader, so a latency can be slightly "
-                          "negative (loader_rtt_p50_ms: the loader's own request round trip)")
+                          "negative (loader_rtt_p50_ms: the loader's own request round trip); "
+                          "*_from_send_ms count from just before the loader sent the patch")
         for rep in range(self.m["reps"]):
             for prog in self.order(rep, progs):
                 self.guarded(prog, lambda: self.latency_run(prog, ns, rep))
 
-    def throughput_run(self, prog, rep):
+    def throughput_run(self, prog, ns, rep):
         t = self.m["tp"]
-        ns = self.ns(f"tp-{'klua' if prog == 'klua' else 'cr'}-{rep}")
-        self.create(ns, t)
+        token = f"{prog}-{rep}-{time.time_ns()}"
         watcher = Proc("status watcher",
                        [os.path.join(self.a.peers, "loader"), "wait-status", "-kubeconfig", self.kc,
-                        "-namespace", ns, "-count", str(t), "-timeout", "600s"])
-        p = self.start(prog, ns, "status", t, f"throughput #{rep}")
+                        "-namespace", ns, "-count", str(t), "-run", token, "-timeout", "600s"])
+        p = self.start(prog, ns, "status", t, f"throughput #{rep}", run=token)
         try:
             t_sync = p.wait_for(SYNCED, 300)
             t_done = watcher.wait_for(re.compile(r"BENCH all_status"), 600)
@@ -430,9 +439,11 @@ class Bench:
         self.record("throughput", "peak_rss_bytes", prog, mem["VmHWM"])
 
     def throughput(self):
+        ns = self.ns("throughput")
+        self.create(ns, self.m["tp"])
         for rep in range(self.m["reps"]):
             for prog in self.order(rep, ["klua", "controller-runtime"]):
-                self.guarded(prog, lambda: self.throughput_run(prog, rep))
+                self.guarded(prog, lambda: self.throughput_run(prog, ns, rep))
 
     def hot_reload(self):
         if "klua" not in self.programs or "klua" in self.errors:

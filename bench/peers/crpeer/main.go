@@ -1,9 +1,10 @@
 // crpeer: the controller-runtime peer of klua's benchmark. A manager with one
 // controller for bench.klua.dev/v1 Widget, written as kubebuilder users write
 // one for an unstructured kind: Get from the cache, and in -mode=status set
-// status.done through a merge patch of the status subresource.
+// status.run to the -run token (once per object and run) through a merge
+// patch of the status subresource.
 //
-//	crpeer [-kubeconfig K] [-namespace NS] [-mode noop|status] [-workers 4] [-expect N]
+//	crpeer [-kubeconfig K] [-namespace NS] [-mode noop|status] [-run TOKEN] [-workers 4] [-expect N]
 //
 // Prints the lines described in internal/benchout.
 package main
@@ -13,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -30,6 +32,7 @@ import (
 type reconciler struct {
 	client.Client
 	status bool
+	run    string
 	expect int64
 	count  atomic.Int64
 }
@@ -49,9 +52,9 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		benchout.Seen(req.String(), seq)
 	}
 	if r.status {
-		if done, _, _ := unstructured.NestedBool(u.Object, "status", "done"); !done {
+		if run, _, _ := unstructured.NestedString(u.Object, "status", "run"); run != r.run {
 			orig := u.DeepCopy()
-			if err := unstructured.SetNestedField(u.Object, true, "status", "done"); err != nil {
+			if err := unstructured.SetNestedField(u.Object, r.run, "status", "run"); err != nil {
 				return ctrl.Result{}, err
 			}
 			if err := r.Status().Patch(ctx, u, client.MergeFrom(orig)); err != nil {
@@ -67,21 +70,35 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 func main() {
 	namespace := flag.String("namespace", "", "watch only this namespace (default: all)")
-	mode := flag.String("mode", "noop", "noop, or status (patch status.done once)")
+	mode := flag.String("mode", "noop", "noop, or status (patch status.run once)")
+	runToken := flag.String("run", "bench", "the value -mode=status writes to status.run")
 	workers := flag.Int("workers", 4, "MaxConcurrentReconciles")
 	expect := flag.Int64("expect", -1, "print BENCH reconciled_all after this many reconciles")
 	qps := flag.Float64("qps", -1, "client QPS (<0: no client-side throttling, controller-runtime's default)")
 	burst := flag.Int("burst", 0, "client burst")
+	cpuprofile := flag.String("cpuprofile", "", "write a Go CPU profile to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "crpeer:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctrl.SetLogger(zap.New())
-	if err := run(*namespace, *mode == "status", *workers, *expect, float32(*qps), *burst); err != nil {
+	if err := run(*namespace, *mode == "status", *runToken, *workers, *expect, float32(*qps), *burst); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "crpeer:", err)
 		os.Exit(1)
 	}
 }
 
-func run(namespace string, status bool, workers int, expect int64, qps float32, burst int) error {
+func run(namespace string, status bool, runToken string, workers int, expect int64, qps float32, burst int) error {
 	// -kubeconfig is controller-runtime's own flag (or $KUBECONFIG), as in a
 	// kubebuilder main.go; GetConfig also switches client-side throttling off.
 	cfg, err := ctrl.GetConfig()
@@ -94,6 +111,10 @@ func run(namespace string, status bool, workers int, expect int64, qps float32, 
 	opts := manager.Options{
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		// The manager's client reads unstructured objects live from the API
+		// server unless told otherwise; typed objects (what kubebuilder
+		// scaffolds) come from the cache. Read from the cache, as klua does.
+		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 	}
 	if namespace != "" {
 		opts.Cache = cache.Options{DefaultNamespaces: map[string]cache.Config{namespace: {}}}
@@ -116,7 +137,7 @@ func run(namespace string, status bool, workers int, expect int64, qps float32, 
 	})); err != nil {
 		return err
 	}
-	r := &reconciler{Client: mgr.GetClient(), status: status, expect: expect}
+	r := &reconciler{Client: mgr.GetClient(), status: status, run: runToken, expect: expect}
 	if err := ctrl.NewControllerManagedBy(mgr).For(newWidget()).Named("widget").
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).Complete(r); err != nil {
 		return err

@@ -6,11 +6,12 @@
 //	loader update      -kubeconfig K -namespace NS -count M -rate R -duration SECONDS -seq-start S
 //	    Merge-patches spec.seq of w-000000..w-(M-1) round robin, R patches a
 //	    second on a fixed schedule, seq counting up from S. For each accepted
-//	    patch prints "ACK obj=NS/NAME seq=S t=NANOS", t taken right after the
+//	    patch prints "ACK obj=NS/NAME seq=S t=NANOS sent=NANOS", t taken right after the
 //	    response (CLOCK_REALTIME, the clock the reconcilers stamp "seen" with),
-//	    and at the end METRIC update_rtt_p50_ms, the median request round trip.
-//	loader wait-status -kubeconfig K -namespace NS -count N [-timeout 300]
-//	    Lists and watches NS until N Widgets have status.done == true, then
+//	    sent right before the request, and at the end METRIC update_rtt_p50_ms,
+//	    the median request round trip.
+//	loader wait-status -kubeconfig K -namespace NS -count N -run TOKEN [-timeout 300s]
+//	    Lists and watches NS until N Widgets have status.run == TOKEN, then
 //	    prints "BENCH all_status n=N t=NANOS" and exits.
 package main
 
@@ -60,6 +61,7 @@ func main() {
 	duration := fs.Float64("duration", 10, "seconds of updates")
 	seqStart := fs.Int64("seq-start", 1, "first spec.seq written")
 	timeout := fs.Duration("timeout", 300*time.Second, "give up after this long")
+	runToken := fs.String("run", "bench", "wait-status: the status.run value to wait for")
 	_ = fs.Parse(os.Args[2:])
 
 	cfg, err := benchout.Config(*kubeconfig, -1, 0)
@@ -79,7 +81,7 @@ func main() {
 	case "update":
 		err = update(ctx, widgets, *namespace, *count, *concurrency, *rate, *duration, *seqStart)
 	case "wait-status":
-		err = waitStatus(ctx, widgets, *count)
+		err = waitStatus(ctx, widgets, *count, *runToken)
 	default:
 		die("unknown command %q (create, update, wait-status)", cmd)
 	}
@@ -185,7 +187,7 @@ func update(ctx context.Context, widgets dynamic.ResourceInterface, ns string,
 					continue
 				}
 				mu.Lock()
-				fmt.Fprintf(out, "ACK obj=%s/%s seq=%d t=%d\n", ns, key, seq, t)
+				fmt.Fprintf(out, "ACK obj=%s/%s seq=%d t=%d sent=%d\n", ns, key, seq, t, sent.UnixNano())
 				rtts = append(rtts, rtt)
 				mu.Unlock()
 			}
@@ -219,10 +221,10 @@ func update(ctx context.Context, widgets dynamic.ResourceInterface, ns string,
 	return nil
 }
 
-func waitStatus(ctx context.Context, widgets dynamic.ResourceInterface, n int) error {
+func waitStatus(ctx context.Context, widgets dynamic.ResourceInterface, n int, runToken string) error {
 	done := map[string]bool{}
 	note := func(u *unstructured.Unstructured) {
-		if d, _, _ := unstructured.NestedBool(u.Object, "status", "done"); d {
+		if r, _, _ := unstructured.NestedString(u.Object, "status", "run"); r == runToken {
 			done[u.GetName()] = true
 		}
 	}
