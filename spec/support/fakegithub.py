@@ -152,6 +152,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, status, obj=None, headers=None):
         body = b"" if obj is None else json.dumps(obj).encode()
+        # Log an API request before its answer leaves: a client that reads
+        # /_fake/requests right after its answer must find it there.
+        entry = getattr(self, "_log_entry", None)
+        if entry is not None:
+            self._log_entry = None
+            entry["status"] = status
+            # no st.lock here: answer() may run while api() holds it;
+            # list.append is atomic, and readers copy the list
+            self.st.log.append(entry)
         self.send_response(status)
         self.send_header("X-GitHub-Request-Id", "FAKE:%08X" % (id(self) & 0xFFFFFFFF))
         for k, v in (headers or {}).items():
@@ -217,11 +226,16 @@ class Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/_fake/"):
             self.control(method, url.path, raw)
             return
-        started = time.time()
+        self._log_entry = {"method": method, "path": self.path, "time": time.time(),
+                           "status": 0, "fault": None}
+        entry = self._log_entry
         status, fault = self.api(method, url, raw)
-        with self.st.lock:
-            self.st.log.append({"method": method, "path": self.path, "time": started,
-                                "status": status, "fault": fault})
+        entry["fault"] = fault
+        if self._log_entry is not None:   # dropped: no answer was sent
+            self._log_entry = None
+            entry["status"] = status
+            with self.st.lock:
+                self.st.log.append(entry)
 
     # -- the GitHub API ---------------------------------------------------
 
@@ -232,6 +246,8 @@ class Handler(BaseHTTPRequestHandler):
             self.st.refill_if_due()
             rl = self.st.rate_headers()
         mode = fault and fault.get("mode")
+        if getattr(self, "_log_entry", None) is not None:
+            self._log_entry["fault"] = mode
         if mode == "slow":
             time.sleep(float(fault.get("delay", 2)))
         elif mode == "drop" and not fault.get("apply"):
@@ -413,7 +429,7 @@ class Handler(BaseHTTPRequestHandler):
                     out.append(o)
                 self.answer(200, out)
             elif method == "GET" and path == "/_fake/requests":
-                self.answer(200, st.log)
+                self.answer(200, list(st.log))
             elif method == "GET" and path == "/_fake/faults":
                 self.answer(200, st.faults)
             elif method == "POST" and path == "/_fake/reset":
