@@ -874,40 +874,36 @@ int kubeconfig_parse(const char *yaml, size_t len, const char *path, kubeconfig_
 
 /* ---- merging and validation -------------------------------------------- */
 
-/* First file (in priority order) that defines name; *from gets that file. */
-static kc_cluster *find_cluster(kubeconfig_file *const *files, size_t nfiles, const char *name,
-                                const kubeconfig_file **from)
+/* The named entries of one section of a file, as bytes: every kc_cluster,
+ * kc_user and kc_context starts with its `char *name`. */
+typedef enum { KC_CLUSTERS, KC_USERS, KC_CONTEXTS } kc_section;
+
+static const char *section_entries(const kubeconfig_file *f, kc_section sec, size_t *n,
+                                   size_t *size)
 {
-    for (size_t i = 0; i < nfiles; i++)
-        for (size_t j = 0; j < files[i]->nclusters; j++)
-            if (strcmp(files[i]->clusters[j].name, name) == 0) {
-                *from = files[i];
-                return &files[i]->clusters[j];
-            }
-    return NULL;
+    switch (sec) {
+    case KC_CLUSTERS: *n = f->nclusters; *size = sizeof(kc_cluster); return (const char *)f->clusters;
+    case KC_USERS: *n = f->nusers; *size = sizeof(kc_user); return (const char *)f->users;
+    default: *n = f->ncontexts; *size = sizeof(kc_context); return (const char *)f->contexts;
+    }
 }
 
-static kc_user *find_user(kubeconfig_file *const *files, size_t nfiles, const char *name,
-                          const kubeconfig_file **from)
+/* The entry of the first file (in priority order) that defines name, as
+ * kubectl merges; *from gets that file. NULL if no file defines it. */
+static void *find_named(kubeconfig_file *const *files, size_t nfiles, kc_section sec,
+                        const char *name, const kubeconfig_file **from)
 {
-    for (size_t i = 0; i < nfiles; i++)
-        for (size_t j = 0; j < files[i]->nusers; j++)
-            if (strcmp(files[i]->users[j].name, name) == 0) {
+    for (size_t i = 0; i < nfiles; i++) {
+        size_t n, size;
+        const char *base = section_entries(files[i], sec, &n, &size);
+        for (size_t j = 0; j < n; j++) {
+            char *const *entry_name = (char *const *)(const void *)(base + j * size);
+            if (strcmp(*entry_name, name) == 0) {
                 *from = files[i];
-                return &files[i]->users[j];
+                return (void *)(base + j * size);
             }
-    return NULL;
-}
-
-static kc_context *find_context(kubeconfig_file *const *files, size_t nfiles, const char *name,
-                                const kubeconfig_file **from)
-{
-    for (size_t i = 0; i < nfiles; i++)
-        for (size_t j = 0; j < files[i]->ncontexts; j++)
-            if (strcmp(files[i]->contexts[j].name, name) == 0) {
-                *from = files[i];
-                return &files[i]->contexts[j];
-            }
+        }
+    }
     return NULL;
 }
 
@@ -1122,7 +1118,7 @@ int kubeconfig_resolve(kubeconfig_file *const *files, size_t nfiles, const kubec
                                    "or run kubectl config use-context", sources);
         goto done;
     }
-    const kc_context *ctx = find_context(files, nfiles, name, &cfrom);
+    const kc_context *ctx = find_named(files, nfiles, KC_CONTEXTS, name, &cfrom);
     if (!ctx) {
         kl_err_set(err, KL_EINVAL, "context \"%s\" not found in %s",
                    msg_name(nb, sizeof nb, name), sources);
@@ -1133,7 +1129,7 @@ int kubeconfig_resolve(kubeconfig_file *const *files, size_t nfiles, const kubec
                    msg_name(nb, sizeof nb, name), cfrom->path);
         goto done;
     }
-    const kc_cluster *cl = find_cluster(files, nfiles, ctx->cluster, &clfrom);
+    const kc_cluster *cl = find_named(files, nfiles, KC_CLUSTERS, ctx->cluster, &clfrom);
     if (!cl) {
         kl_err_set(err, KL_EINVAL, "cluster \"%s\" of context \"%s\" not found in %s",
                    msg_name(nb2, sizeof nb2, ctx->cluster), msg_name(nb, sizeof nb, name),
@@ -1142,7 +1138,7 @@ int kubeconfig_resolve(kubeconfig_file *const *files, size_t nfiles, const kubec
     }
     /* No user means anonymous access, as in kubectl; a named user that does
      * not exist is a typo worth stopping for. */
-    if (ctx->user && !(u = find_user(files, nfiles, ctx->user, &ufrom))) {
+    if (ctx->user && !(u = find_named(files, nfiles, KC_USERS, ctx->user, &ufrom))) {
         kl_err_set(err, KL_EINVAL, "user \"%s\" of context \"%s\" not found in %s",
                    msg_name(nb2, sizeof nb2, ctx->user), msg_name(nb, sizeof nb, name), sources);
         goto done;
