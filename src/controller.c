@@ -28,8 +28,6 @@
 #include <string.h>
 #include <time.h>
 
-#define SYNC_POLL_MS 50
-
 /* The coroutine body: finalizer handling around the script's functions.
  * Chunk arguments (bound once): reconcile, finalize, finalizer name.
  * Returns the script's result and which function gave it. It runs in a
@@ -100,6 +98,7 @@ typedef struct owned {
     kube_resource res;
     informer *inf;
     int handler;
+    int synced_listener;       /* informer_add_synced_listener id, 0 = none */
 } owned;
 
 /* What a declaration watches: resolved resources, then informers. */
@@ -107,6 +106,7 @@ typedef struct binding {
     kube_resource watch_res;
     informer *watch_inf;
     int watch_handler;
+    int watch_synced_listener; /* informer_add_synced_listener id, 0 = none */
     owned *owns;
     size_t nowns;
     char *ns;                  /* informer namespace, or NULL */
@@ -134,6 +134,7 @@ static void on_delete(void *ud, const store_obj *o);
 static void on_owned_add(void *ud, const store_obj *o);
 static void on_owned_update(void *ud, const store_obj *old, const store_obj *cur);
 static void on_owned_delete(void *ud, const store_obj *o);
+static void on_informer_synced(void *ud, informer *inf);
 
 static uint64_t mono_ns(void)
 {
@@ -230,11 +231,15 @@ static int lookup(const controller_deps *d, const char *script, const char *what
 static void binding_free(controller *c, binding *b)
 {
     if (b->watch_inf) {
+        if (b->watch_synced_listener > 0)
+            informer_remove_synced_listener(b->watch_inf, b->watch_synced_listener);
         informer_remove_handler(b->watch_inf, b->watch_handler);
         informer_registry_release(c->d.reg, b->watch_inf);
     }
     for (size_t i = 0; i < b->nowns; i++) {
         if (b->owns[i].inf) {
+            if (b->owns[i].synced_listener > 0)
+                informer_remove_synced_listener(b->owns[i].inf, b->owns[i].synced_listener);
             informer_remove_handler(b->owns[i].inf, b->owns[i].handler);
             informer_registry_release(c->d.reg, b->owns[i].inf);
         }
@@ -288,12 +293,19 @@ static int binding_start(controller *c, binding *b, const lua_controller_decl *d
         return kl_err_set(err, KL_ENOMEM, "%s: cannot start the informer for %s", script,
                           decl->watch.kind);
     b->watch_handler = informer_add_handler(b->watch_inf, &wh);
+    b->watch_synced_listener = informer_add_synced_listener(b->watch_inf, on_informer_synced, c);
+    if (b->watch_synced_listener < 0)
+        return kl_err_set(err, KL_ENOMEM, "%s: out of memory", script);
     for (size_t i = 0; i < b->nowns; i++) {
         b->owns[i].inf = informer_registry_get(c->d.reg, &b->owns[i].res, b->ns, NULL);
         if (!b->owns[i].inf)
             return kl_err_set(err, KL_ENOMEM, "%s: cannot start the informer for %s", script,
                               decl->owns[i].kind);
         b->owns[i].handler = informer_add_handler(b->owns[i].inf, &oh);
+        b->owns[i].synced_listener =
+            informer_add_synced_listener(b->owns[i].inf, on_informer_synced, c);
+        if (b->owns[i].synced_listener < 0)
+            return kl_err_set(err, KL_ENOMEM, "%s: out of memory", script);
     }
     return 0;
 }
@@ -435,6 +447,31 @@ static int str_tok_eq(const json_doc *d, int obj, const char *key, const char *w
     return json_str_eq(d, json_obj_get(d, obj, key), want);
 }
 
+/* 1 if s[0..sn) occurs in h[0..n). glibc's memmem goes byte by byte
+ * (about 5 instructions a byte); memchr on a first byte that is rare in
+ * Kubernetes JSON ('\\', 'R') skips ahead many bytes at a time. */
+static int has_bytes(const char *h, size_t n, const char *s, size_t sn)
+{
+    const char *p = h, *end = h + n;
+    while (sn > 0 && (size_t)(end - p) >= sn &&
+           (p = memchr(p, s[0], (size_t)(end - p) - sn + 1)) != NULL) {
+        if (memcmp(p, s, sn) == 0)
+            return 1;
+        p++;
+    }
+    return 0;
+}
+
+/* 0 when the object's JSON certainly holds no string (key or value) equal
+ * to s: short of a \u escape, such a string appears byte for byte. This
+ * spares parsing the whole object after every successful reconcile, the
+ * common case, in which nothing of ours can be there to take back. */
+static int may_hold_string(const store_obj *o, const char *s)
+{
+    return has_bytes(o->json, o->json_len, s, strlen(s)) ||
+           has_bytes(o->json, o->json_len, "\\u", 2);
+}
+
 /* After a reconcile: errmsg set -> make sure Ready=False/ReconcileError
  * carries it; errmsg NULL -> drop a Ready condition klua set earlier. Only
  * for objects with status.conditions, and only through /status. */
@@ -444,6 +481,9 @@ static void sync_ready(controller *c, const char *key, const char *errmsg)
         return;
     const store_obj *o = store_get(informer_store(c->b.watch_inf), key);
     if (!o || o->deleting)
+        return;
+    /* An error needs status.conditions; taking one back needs ours. */
+    if (!may_hold_string(o, errmsg ? "conditions" : "ReconcileError"))
         return;
     json_doc d = {0};
     kl_buf body = KL_BUF_INIT;
@@ -808,26 +848,42 @@ static int all_synced(const controller *c)
     return 1;
 }
 
-static void on_sync_poll(loop *l, void *ud)
+/* Dispatching starts from here: at start (informers another controller
+ * already synced), and after each informer's first sync. Not a poll: the
+ * informers' synced listeners schedule it, so reconciles start on the loop
+ * turn after the last cache is complete. */
+static void on_sync_check(loop *l, void *ud)
 {
+    (void)l;
     controller *c = ud;
     c->sync_timer = 0;
-    if (c->stopping)
+    if (c->stopping || c->synced || !all_synced(c))
         return;
-    if (!all_synced(c)) {
-        c->sync_timer = loop_timer_add(l, SYNC_POLL_MS, on_sync_poll, c);
-        return;
-    }
     c->synced = 1;
+    if (c->d.on_synced)
+        c->d.on_synced(c->d.synced_ud, c);
     dispatch(c);
+}
+
+/* Deferred to a zero-delay timer rather than checked here: the informer
+ * calls its listeners in the middle of finishing its LIST, which is no
+ * place to start reconciles. */
+static void schedule_sync_check(controller *c)
+{
+    if (!c->sync_timer)
+        c->sync_timer = loop_timer_add(c->d.l, 0, on_sync_check, c);
+}
+
+static void on_informer_synced(void *ud, informer *inf)
+{
+    (void)inf;
+    schedule_sync_check(ud);
 }
 
 static void wait_for_sync(controller *c)
 {
     c->synced = 0;
-    if (c->sync_timer)
-        loop_timer_cancel(c->d.l, c->sync_timer);
-    c->sync_timer = loop_timer_add(c->d.l, 0, on_sync_poll, c);
+    schedule_sync_check(c);
 }
 
 int controller_start(controller *c, kl_err *err)

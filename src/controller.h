@@ -51,6 +51,11 @@ typedef struct controller_deps {
     lua_ctx_shared *shared;
     const char *namespace;   /* --namespace: overrides the script's, or NULL */
     int workers;             /* --workers: overrides the script's; 0 = keep */
+    /* Optional: called on the loop when the controller's caches have synced
+     * and it starts dispatching (again after a reload that needed a new
+     * informer). */
+    void (*on_synced)(void *ud, controller *c);
+    void *synced_ud;
 } controller_deps;
 
 /* Build a controller from a loaded script; takes ownership of h on success.

@@ -30,6 +30,14 @@ typedef struct handler_slot {
     informer_handler h;
 } handler_slot;
 
+/* A listener for the first sync (informer_add_synced_listener). */
+typedef struct synced_listener {
+    int id;
+    void (*cb)(void *ud, informer *inf);   /* NULL once removed while firing */
+    void *ud;
+    struct synced_listener *next;
+} synced_listener;
+
 /* A set of keys seen during a relist, to find the ones that vanished. */
 typedef struct keyset {
     char **slots;
@@ -61,6 +69,9 @@ struct informer {
     void *synced_ud;
     unsigned refs;           /* registry references */
     int dispatching;         /* handlers being called: defer compaction */
+    synced_listener *listeners;
+    int next_listener_id;
+    int firing_listeners;    /* listeners being called: defer unlinking */
 };
 
 static void start_list(informer *inf);
@@ -294,6 +305,31 @@ static int collect_vanished(void *ud, const store_obj *o)
     return 0;
 }
 
+/* Unlinks the listeners removed while they were being called. */
+static void prune_listeners(informer *inf)
+{
+    synced_listener **pp = &inf->listeners;
+    while (*pp) {
+        synced_listener *l = *pp;
+        if (l->cb) {
+            pp = &l->next;
+        } else {
+            *pp = l->next;
+            free(l);
+        }
+    }
+}
+
+static void fire_synced_listeners(informer *inf)
+{
+    inf->firing_listeners = 1;
+    for (synced_listener *l = inf->listeners; l; l = l->next)
+        if (l->cb)
+            l->cb(l->ud, inf);
+    inf->firing_listeners = 0;
+    prune_listeners(inf);
+}
+
 static void finish_list(informer *inf)
 {
     if (inf->relisting) {
@@ -321,6 +357,7 @@ static void finish_list(informer *inf)
         kl_log(1, "cache synced", "resource", inf->res.resource, "objects", n, NULL);
         if (inf->synced_cb)
             inf->synced_cb(inf->synced_ud, inf);
+        fire_synced_listeners(inf);
     }
     start_watch(inf);
 }
@@ -539,6 +576,11 @@ void informer_free(informer *inf)
     free(inf->last_rv);
     free(inf->continue_token);
     free(inf->handlers);
+    while (inf->listeners) {
+        synced_listener *l = inf->listeners;
+        inf->listeners = l->next;
+        free(l);
+    }
     free(inf);
 }
 
@@ -601,6 +643,31 @@ void informer_on_synced(informer *inf, void (*cb)(void *ud, informer *inf), void
 {
     inf->synced_cb = cb;
     inf->synced_ud = ud;
+}
+
+/* The listener is owned by inf until removed (or inf is freed). */
+int informer_add_synced_listener(informer *inf, void (*cb)(void *ud, informer *inf), void *ud)
+{
+    synced_listener *l = malloc(sizeof *l);
+    if (!l || !cb) {
+        free(l);
+        return -1;
+    }
+    l->id = ++inf->next_listener_id;
+    l->cb = cb;
+    l->ud = ud;
+    l->next = inf->listeners;
+    inf->listeners = l;
+    return l->id;
+}
+
+void informer_remove_synced_listener(informer *inf, int id)
+{
+    for (synced_listener *l = inf->listeners; l; l = l->next)
+        if (l->id == id)
+            l->cb = NULL;
+    if (!inf->firing_listeners)
+        prune_listeners(inf);
 }
 
 /* --- registry --------------------------------------------------------------- */

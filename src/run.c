@@ -38,6 +38,8 @@
 #include <sys/stat.h>
 
 #define DRAIN_MS 10000
+/* The poll publishes API counters into the metrics and watches the
+ * shutdown drain; readiness does not wait for it. */
 #define POLL_MS 100
 
 static const char run_usage[] =
@@ -215,6 +217,26 @@ static metrics_family *api_counter(const char *name, const char *help)
     return f;
 }
 
+/* "caches synced" once every controller has synced. Called when one
+ * controller's caches have synced (controller_deps.on_synced), so the line
+ * comes as soon as the last cache is complete; on_poll checks too, for a
+ * set without controllers. */
+static void log_synced_once(run_state *r)
+{
+    if (r->stopping || r->synced_logged || !reload_set_synced(r->set))
+        return;
+    r->synced_logged = 1;
+    char num[32];
+    snprintf(num, sizeof num, "%zu", reload_set_count(r->set));
+    kl_log(KL_LOG_INFO, "caches synced", "controllers", num, NULL);
+}
+
+static void on_controller_synced(void *ud, controller *c)
+{
+    (void)c;
+    log_synced_once(ud);
+}
+
 static void on_poll(loop *l, void *ud)
 {
     run_state *r = ud;
@@ -231,11 +253,8 @@ static void on_poll(loop *l, void *ud)
             loop_stop(l);
             return;
         }
-    } else if (!r->synced_logged && reload_set_synced(r->set)) {
-        r->synced_logged = 1;
-        char num[32];
-        snprintf(num, sizeof num, "%zu", reload_set_count(r->set));
-        kl_log(KL_LOG_INFO, "caches synced", "controllers", num, NULL);
+    } else {
+        log_synced_once(r);
     }
     loop_timer_add(l, POLL_MS, on_poll, r);
 }
@@ -503,7 +522,8 @@ int klua_run_main(int argc, char **argv)
             log_ops_addr(f.metrics, ops);
     }
 
-    controller_deps deps = {l, kc, disco, reg, shared, f.ns, f.workers};
+    controller_deps deps = {l, kc, disco, reg, shared, f.ns, f.workers,
+                            on_controller_synced, &rs};
     if (reload_set_start(rs.set, &deps, &err) != 0)
         goto out;
     if (f.dev && reload_set_watch(rs.set, &err) != 0)

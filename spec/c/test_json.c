@@ -1,6 +1,7 @@
 /* test_json.c - unit tests for src/json.c: token layout, navigation,
  * unescaping, numbers, strict validation with byte offsets, depth limit,
- * large lists and the string escaper. Uses: harness.h, json, buf, err. */
+ * large lists, the string escaper and the block-wise string scanner.
+ * Uses: harness.h, json, buf, err. */
 #include "harness.h"
 #include "json.h"
 
@@ -267,6 +268,82 @@ TEST(escape_writer)
     kl_buf_free(&b);
 }
 
+/* The string scanner looks at 16 or 8 bytes at a time: whatever the
+ * position of the byte that stops it (closing quote, escape, control
+ * character, end of input) relative to those blocks, the result must be
+ * the same, and no byte past the text may be read (the texts below are
+ * exact-size heap copies, so ASan sees any overread). */
+static int parse_exact(json_doc *d, const char *s, size_t n, kl_err *err)
+{
+    char *copy = malloc(n ? n : 1);
+    memcpy(copy, s, n);
+    int rc = json_parse(d, copy, n, err);
+    d->src = NULL; /* the copy is gone; only offsets are checked below */
+    free(copy);
+    return rc;
+}
+
+TEST(string_scan_every_position)
+{
+    /* bytes that must not stop a string: printable ASCII, DEL, UTF-8 */
+    static const char fill[] = "ab /\x7f\x80\xc3\xa9\xff~ !#[]{}:,0";
+    char text[80], want[96];
+    int ok_plain = 1, ok_ctl = 1, ok_esc = 1, ok_open = 1, ok_key = 1;
+    for (size_t n = 0; n <= 40; n++) {
+        text[0] = '"';
+        for (size_t i = 0; i < n; i++)
+            text[1 + i] = fill[i % (sizeof fill - 1)];
+        text[1 + n] = '"';
+        json_doc d = {0};
+        kl_err err = {0};
+        if (parse_exact(&d, text, n + 2, &err) != 0 || d.ntoks != 1 || d.toks[0].start != 1 ||
+            d.toks[0].end != n + 1 || d.toks[0].escaped)
+            ok_plain = 0;
+        /* unterminated: the text ends right after the contents */
+        snprintf(want, sizeof want,
+                 "invalid JSON at byte %zu: unexpected end of input, unterminated string", n + 1);
+        if (parse_exact(&d, text, n + 1, &err) != -1 || strcmp(err.msg, want) != 0)
+            ok_open = 0;
+        /* the same string as a key: {"...":1} */
+        char obj[96];
+        obj[0] = '{';
+        memcpy(obj + 1, text, n + 2);
+        memcpy(obj + n + 3, ":1}", 3);
+        if (parse_exact(&d, obj, n + 6, &err) != 0 || d.ntoks != 3 || d.toks[1].end != n + 2)
+            ok_key = 0;
+        for (size_t k = 0; k < n; k++) {
+            char t2[80];
+            memcpy(t2, text, n + 2);
+            t2[1 + k] = (k & 1) ? 0x1f : 0x01;
+            snprintf(want, sizeof want, "invalid JSON at byte %zu: %s", k + 1,
+                     "control character in string (must be escaped)");
+            if (parse_exact(&d, t2, n + 2, &err) != -1 || strcmp(err.msg, want) != 0)
+                ok_ctl = 0;
+            /* an escape \n inserted before content byte k */
+            memcpy(t2, text, 1 + k);
+            t2[1 + k] = '\\';
+            t2[2 + k] = 'n';
+            memcpy(t2 + 3 + k, text + 1 + k, n + 1 - k);
+            if (parse_exact(&d, t2, n + 4, &err) != 0 || d.ntoks != 1 || d.toks[0].end != n + 3 ||
+                !d.toks[0].escaped)
+                ok_esc = 0;
+        }
+        json_doc_free(&d);
+    }
+    CHECK(ok_plain);
+    CHECK(ok_open);
+    CHECK(ok_key);
+    CHECK(ok_ctl);
+    CHECK(ok_esc);
+    /* the unescaped value across block boundaries */
+    json_doc d = {0};
+    kl_err err;
+    const char *long_esc = "\"0123456789abcdef0123456\\u00e9x\\\"y\\\\z0123456789abcdef\"";
+    CHECK(parse(&d, long_esc, &err) == 0);
+    CHECK_STR(str_of(&d, 0), "0123456789abcdef0123456\xc3\xa9x\"y\\z0123456789abcdef");
+    json_doc_free(&d);
+}
+
 int main(void)
 {
     RUN(nested_layout);
@@ -277,5 +354,6 @@ int main(void)
     RUN(depth_limit);
     RUN(big_list_walk);
     RUN(escape_writer);
+    RUN(string_scan_every_position);
     DONE();
 }
