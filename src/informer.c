@@ -212,14 +212,14 @@ static void set_rv(informer *inf, const char *rv)
 }
 
 /* Objects from a list of a built-in type carry no apiVersion/kind; add them
- * so Lua always sees a whole object. Returns a malloc'd copy or NULL. */
-static store_obj *obj_from_item(informer *inf, const char *raw, size_t len, kl_err *err)
+ * so Lua always sees a whole object. The item is token `it` of the list
+ * page already parsed in *page, so looking for "kind" costs no parse.
+ * Returns a new store object (caller owns) or NULL. */
+static store_obj *obj_from_item(informer *inf, const json_doc *page, int it, kl_err *err)
 {
-    json_doc d = {0};
-    if (json_parse(&d, raw, len, err) != 0)
-        return NULL;
-    int has_kind = json_obj_get(&d, 0, "kind") >= 0;
-    json_doc_free(&d);
+    size_t len = 0;
+    const char *raw = json_raw(page, it, &len);
+    int has_kind = json_obj_get(page, it, "kind") >= 0;
     if (has_kind)
         return store_obj_new(raw, len, err);
     kl_buf b = KL_BUF_INIT;
@@ -391,9 +391,7 @@ static void on_list_page(void *ud, kube_result *res)
     }
     int items = json_obj_get(&d, 0, "items");
     for (int it = items >= 0 ? json_first(&d, items) : -1; it >= 0; it = json_next(&d, it)) {
-        size_t len = 0;
-        const char *raw = json_raw(&d, it, &len);
-        store_obj *o = obj_from_item(inf, raw, len, &err);
+        store_obj *o = obj_from_item(inf, &d, it, &err);
         if (!o) {
             kl_log(KL_LOG_WARN, "skipping an object the cache cannot hold", "resource",
                    inf->res.resource, "error", err.msg, NULL);
