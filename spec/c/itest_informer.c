@@ -225,6 +225,40 @@ TEST(initial_sync_then_events_in_order)
     cm_write("delete", "other", "", "");
 }
 
+static void count_synced(void *ud, informer *inf)
+{
+    (void)inf;
+    (*(int *)ud)++;
+}
+
+/* Several controllers share one informer: each hears once when its first
+ * LIST is in the store; a removed listener is never called. */
+TEST(synced_listeners_are_told_once)
+{
+    if (!g_ok) {
+        CHECK(!"cluster setup failed");
+        return;
+    }
+    informer *inf = informer_new(g_c, &g_cm, g_ns, NULL);
+    int a = 0, b = 0, c = 0;
+    int ida = informer_add_synced_listener(inf, count_synced, &a);
+    int idb = informer_add_synced_listener(inf, count_synced, &b);
+    int idc = informer_add_synced_listener(inf, count_synced, &c);
+    CHECK(ida > 0 && idb > 0 && idc > 0 && ida != idb && idb != idc);
+    informer_remove_synced_listener(inf, idb);
+    informer_start(inf);
+    CHECK(spin_until(synced, inf, 30000));
+    CHECK(a == 1 && b == 0 && c == 1);
+    /* later changes do not call them again */
+    CHECK(cm_write("create", "after-sync", "x", "1") == 201);
+    uint64_t end = loop_time_ms() + 500;
+    while (loop_time_ms() < end)
+        loop_run_once(g_loop, 50);
+    CHECK(a == 1 && b == 0 && c == 1);
+    informer_free(inf);
+    cm_write("delete", "after-sync", "", "");
+}
+
 TEST(registry_shares_one_informer)
 {
     if (!g_ok)
@@ -285,6 +319,7 @@ int main(void)
 {
     g_ok = setup() == 0;
     RUN(initial_sync_then_events_in_order);
+    RUN(synced_listeners_are_told_once);
     RUN(registry_shares_one_informer);
     RUN(relist_reports_objects_deleted_meanwhile);
     if (g_ok) {
