@@ -1,6 +1,7 @@
 /* controller.c - one controller per script (see controller.h).
  *
- * Provides: controller_new/start/shutdown/free and the dispatcher.
+ * Provides: controller_new/start/shutdown/free, the dispatcher, and
+ * controller_gate (leader election holds dispatching behind it).
  * Uses: lua_host (state, tasks, budget), lua_ctx (ctx, events), lua_json
  * (objects to Lua), informer/store (cache), workqueue, rest (discovery),
  * json (owner references), loop, log.
@@ -125,6 +126,12 @@ struct controller {
     char finalizer[128];
     loop_timer_id dispatch_timer, sync_timer;
     reconcile *running;
+    struct controller *gate_next;   /* the other controllers behind d.gate */
+};
+
+struct controller_gate {
+    int open;
+    controller *members;   /* borrowed: each controller unlinks itself when freed */
 };
 
 static void dispatch(controller *c);
@@ -320,6 +327,10 @@ controller *controller_new(lua_host *h, const controller_deps *d, kl_err *err)
         return NULL;
     }
     c->d = *d;
+    if (d->gate) {
+        c->gate_next = d->gate->members;
+        d->gate->members = c;
+    }
     const lua_controller_decl *decl = lua_host_decl(h);
     c->workers = d->workers > 0 ? d->workers : decl->workers > 0 ? decl->workers : 1;
     snprintf(c->finalizer, sizeof c->finalizer, "klua.dev/%s", decl->name);
@@ -825,7 +836,8 @@ static void start_reconcile(controller *c, const char *key)
 /* processNextWorkItem, as many times as workers allow. */
 static void dispatch(controller *c)
 {
-    while (!c->stopping && c->synced && c->active < (size_t)c->workers) {
+    while (!c->stopping && c->synced && (!c->d.gate || c->d.gate->open) &&
+           c->active < (size_t)c->workers) {
         const char *key = workqueue_get(c->q);
         if (!key)
             break;
@@ -956,10 +968,38 @@ void controller_shutdown(controller *c)
         workqueue_shutdown(c->q);
 }
 
+controller_gate *controller_gate_new(int open)
+{
+    controller_gate *g = calloc(1, sizeof *g);
+    if (g)
+        g->open = open;
+    return g;
+}
+
+void controller_gate_set(controller_gate *g, int open)
+{
+    g->open = open;
+    /* Keys queued meanwhile wait for a dispatch: ask for one. Closing
+     * lets reconciles in flight finish. */
+    for (controller *c = g->members; open && c; c = c->gate_next)
+        schedule_dispatch(c);
+}
+
+int controller_gate_is_open(const controller_gate *g) { return g->open; }
+
+void controller_gate_free(controller_gate *g) { free(g); }
+
 void controller_free(controller *c)
 {
     if (!c)
         return;
+    if (c->d.gate) {
+        controller **p = &c->d.gate->members;
+        while (*p && *p != c)
+            p = &(*p)->gate_next;
+        if (*p)
+            *p = c->gate_next;
+    }
     c->stopping = 1;
     while (c->running)
         end_reconcile(c->running, 0, NULL);

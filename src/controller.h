@@ -43,6 +43,17 @@
 
 typedef struct controller controller;
 
+/* A gate several controllers share (controller_deps.gate), for leader
+ * election: while it is closed their informers run and caches fill, but no
+ * reconcile starts; opening it lets every controller behind it dispatch.
+ * Controllers join when built and leave when freed; free the gate after
+ * them. */
+typedef struct controller_gate controller_gate;
+controller_gate *controller_gate_new(int open);   /* caller frees; NULL = out of memory */
+void controller_gate_set(controller_gate *g, int open);
+int controller_gate_is_open(const controller_gate *g);
+void controller_gate_free(controller_gate *g);
+
 typedef struct controller_deps {
     loop *l;
     kube_client *kc;
@@ -56,6 +67,9 @@ typedef struct controller_deps {
      * informer). */
     void (*on_synced)(void *ud, controller *c);
     void *synced_ud;
+    /* Optional: reconciles start only while this gate is open (NULL = no
+     * gate). */
+    controller_gate *gate;
 } controller_deps;
 
 /* Build a controller from a loaded script; takes ownership of h on success.

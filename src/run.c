@@ -4,7 +4,7 @@
  * Uses: reload (the scripts and their controllers, hot reload), lua_host
  * (check), controller, lua_ctx (shared ctx state), informer (registry),
  * rest (discovery), kube, http, kubeconfig, ops and metrics (/metrics,
- * /readyz), loop, log.
+ * /readyz), leader (--leader-elect), loop, log.
  *
  * Start-up fails fast and plainly: a script that does not load, a kind the
  * server does not know, or a bad kubeconfig each print one "error: ..."
@@ -12,10 +12,18 @@
  * through the loop before libcurl can start a resolver thread: a thread
  * started earlier would keep the signals unblocked and could take SIGHUP
  * with its default action (exit).
+ *
+ * With --leader-elect, informers start and sync at once (warm caches, as
+ * controller-runtime does) but the controllers sit behind a closed
+ * controller_gate until the Lease is ours. Losing it exits 1 at once
+ * (client-go's OnStoppedLeading): reconciling on without the lease would
+ * race the new leader. On SIGTERM the lease is released only after the
+ * in-flight reconciles have finished, so a standby never overlaps them.
  */
 #include "run.h"
 
 #include "controller.h"
+#include "leader.h"
 #include "metrics.h"
 #include "ops.h"
 #include "reload.h"
@@ -64,6 +72,13 @@ static const char run_usage[] =
     "  --metrics-addr ADDR       serve /metrics, /healthz, /readyz on ADDR, e.g. :8080 or\n"
     "                            127.0.0.1:0 (default: off)\n"
     "  --dev                     reload scripts when files in DIR or DIR/lib change\n"
+    "  --leader-elect            reconcile only while holding a coordination.k8s.io Lease\n"
+    "                            (informers warm up meanwhile; default off)\n"
+    "  --leader-election-namespace NS  the Lease's namespace (default $POD_NAMESPACE, else\n"
+    "                            the kubeconfig context's namespace)\n"
+    "  --leader-election-id NAME the Lease's name (default klua)\n"
+    "  --leader-lease-duration S, --leader-renew-deadline S, --leader-retry-period S\n"
+    "                            seconds (default 15, 10, 2; lease > renew > 1.2 x retry)\n"
     "\n"
     "SIGHUP reloads changed scripts (as --dev does on save).\n";
 
@@ -185,6 +200,10 @@ typedef struct run_state {
     int synced_logged;
     int stopping;
     uint64_t drain_deadline;
+    leader_elector *le;          /* --leader-elect, else NULL */
+    controller_gate *gate;       /* open while we hold the lease */
+    int releasing;               /* drained: handing the lease back */
+    int lost;                    /* the lease was lost: exit 1 */
 } run_state;
 
 /* kube_client_stats as counters (the client keeps its own totals). */
@@ -237,6 +256,28 @@ static void on_controller_synced(void *ud, controller *c)
     log_synced_once(ud);
 }
 
+static void on_leader_started(void *ud)
+{
+    run_state *r = ud;
+    controller_gate_set(r->gate, 1);
+}
+
+/* Renewals failed for the renew deadline: stop at once, reconciles in
+ * flight included (controller_free cancels them). */
+static void on_leader_stopped(void *ud)
+{
+    run_state *r = ud;
+    controller_gate_set(r->gate, 0);
+    r->lost = 1;
+    loop_stop(r->l);
+}
+
+static void on_lease_released(void *ud)
+{
+    run_state *r = ud;
+    loop_stop(r->l);
+}
+
 static void on_poll(loop *l, void *ud)
 {
     run_state *r = ud;
@@ -249,6 +290,13 @@ static void on_poll(loop *l, void *ud)
                 snprintf(num, sizeof num, "%zu", active);
                 kl_log(KL_LOG_WARN, "reconciles still running at the end of the grace period",
                        "count", num, NULL);
+            }
+            if (r->le && !r->releasing) {
+                /* Only now: the work done under the lease has finished. */
+                r->releasing = 1;
+                controller_gate_set(r->gate, 0);
+                leader_release(r->le, on_lease_released, r);
+                return;
             }
             loop_stop(l);
             return;
@@ -284,6 +332,9 @@ typedef struct run_flags {
     double qps;
     lua_host_opts limits;     /* --lua-memory, --lua-budget, --lua-timeout */
     int dev;                  /* --dev: reload on file changes */
+    int leader_elect;         /* --leader-elect */
+    const char *le_ns, *le_id;
+    long le_lease_ms, le_renew_ms, le_retry_ms;   /* 0 = leader.h's defaults */
 } run_flags;
 
 /* A flag's value: "--flag value" or "--flag=value". NULL if not this flag. */
@@ -329,6 +380,10 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
             f->dev = 1;
             continue;
         }
+        if (!strcmp(argv[i], "--leader-elect")) {
+            f->leader_elect = 1;
+            continue;
+        }
 #define STR_FLAG(name, field)                                                                 \
     if ((v = flag_value(argc, argv, &i, name, &missing))) {                                   \
         f->field = v;                                                                         \
@@ -341,6 +396,8 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         STR_FLAG("--log-format", log_format)
         STR_FLAG("--github-token-file", token_file)
         STR_FLAG("--metrics-addr", metrics)
+        STR_FLAG("--leader-election-namespace", le_ns)
+        STR_FLAG("--leader-election-id", le_id)
 #undef STR_FLAG
         if ((v = flag_value(argc, argv, &i, "--workers", &missing))) {
             if (parse_int(v, 1, 1024, &num) != 0)
@@ -379,6 +436,19 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
             f->limits.run_ms = (uint64_t)num;
             continue;
         }
+        long *dur = NULL;
+        if ((v = flag_value(argc, argv, &i, "--leader-lease-duration", &missing)))
+            dur = &f->le_lease_ms;
+        else if ((v = flag_value(argc, argv, &i, "--leader-renew-deadline", &missing)))
+            dur = &f->le_renew_ms;
+        else if ((v = flag_value(argc, argv, &i, "--leader-retry-period", &missing)))
+            dur = &f->le_retry_ms;
+        if (dur) {
+            if (parse_int(v, 1, 86400, &num) != 0)
+                goto bad_value;
+            *dur = num * 1000;
+            continue;
+        }
         if ((v = flag_value(argc, argv, &i, "--qps", &missing))) {
             char *end;
             f->qps = strtod(v, &end);
@@ -401,6 +471,17 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
     }
     if (f->log_format && strcmp(f->log_format, "text") != 0 && strcmp(f->log_format, "json") != 0) {
         fprintf(stderr, "klua run: --log-format must be text or json\n");
+        return 2;
+    }
+    if (f->le_id && !*f->le_id) {
+        fprintf(stderr, "klua run: --leader-election-id must not be empty\n");
+        return 2;
+    }
+    kl_err err = {0};
+    if (leader_validate(f->le_lease_ms ? f->le_lease_ms : LEADER_LEASE_MS,
+                        f->le_renew_ms ? f->le_renew_ms : LEADER_RENEW_MS,
+                        f->le_retry_ms ? f->le_retry_ms : LEADER_RETRY_MS, &err) != 0) {
+        fprintf(stderr, "klua run: %s\n", err.msg);
         return 2;
     }
     return 0;
@@ -430,6 +511,29 @@ static int read_token(const char *file, char **out, kl_err *err)
     *out = strdup(buf);
     memset(buf, 0, sizeof buf);
     return *out ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory");
+}
+
+/* The Lease's namespace: --leader-election-namespace, $POD_NAMESPACE, the
+ * kubeconfig context's namespace (without the --namespace override, which
+ * says what to watch, not where klua lives), else "default". Caller frees. */
+static char *leader_namespace(const run_flags *f, const kube_rest_config *cfg)
+{
+    const char *env = getenv("POD_NAMESPACE");
+    if (f->le_ns && *f->le_ns)
+        return strdup(f->le_ns);
+    if (env && *env)
+        return strdup(env);
+    if (!f->ns || !*f->ns)
+        return strdup(cfg->namespace && *cfg->namespace ? cfg->namespace : "default");
+    kube_rest_config plain = {0};
+    kubeconfig_opts ko = {f->kubeconfig, f->context, NULL};
+    char *ns = NULL;
+    if (kubeconfig_load(&ko, &plain, NULL) == 0 && plain.namespace && *plain.namespace)
+        ns = strdup(plain.namespace);
+    else
+        ns = strdup("default");
+    kube_rest_config_free(&plain);
+    return ns;
 }
 
 /* "ops server listening" with the address a client can use. */
@@ -467,6 +571,7 @@ int klua_run_main(int argc, char **argv)
     lua_ctx_shared *shared = NULL;
     ops_server *ops = NULL;
     run_state rs = {0};
+    char *le_ns = NULL, *le_id = NULL;
 
     if (!(rs.set = reload_set_new(f.scripts, &f.limits, &err)) || reload_set_load(rs.set, &err) != 0)
         goto out;
@@ -476,6 +581,12 @@ int klua_run_main(int argc, char **argv)
     kubeconfig_opts ko = {f.kubeconfig, f.context, f.ns};
     if (kubeconfig_load(&ko, &cfg, &err) != 0)
         goto out;
+    if (f.leader_elect &&
+        (!(le_ns = leader_namespace(&f, &cfg)) || !(le_id = leader_identity_new()) ||
+         !(rs.gate = controller_gate_new(0)))) {
+        kl_err_set(&err, KL_ENOMEM, "out of memory");
+        goto out;
+    }
     if (!(l = loop_new(&err)))
         goto out;
     rs.l = l;
@@ -522,15 +633,42 @@ int klua_run_main(int argc, char **argv)
             log_ops_addr(f.metrics, ops);
     }
 
+    if (f.leader_elect) {
+        leader_config lc = {0};
+        lc.ns = le_ns;
+        lc.name = f.le_id ? f.le_id : "klua";
+        lc.identity = le_id;
+        lc.lease_ms = f.le_lease_ms;
+        lc.renew_ms = f.le_renew_ms;
+        lc.retry_ms = f.le_retry_ms;
+        lc.on_started = on_leader_started;
+        lc.on_stopped = on_leader_stopped;
+        lc.ud = &rs;
+        if (!(rs.le = leader_new(l, kc, disco, &lc, &err)))
+            goto out;
+    }
+
     controller_deps deps = {l, kc, disco, reg, shared, f.ns, f.workers,
-                            on_controller_synced, &rs};
+                            on_controller_synced, &rs, rs.gate};
     if (reload_set_start(rs.set, &deps, &err) != 0)
         goto out;
     if (f.dev && reload_set_watch(rs.set, &err) != 0)
         goto out;
+    if (rs.le) {
+        char lease[512];
+        snprintf(lease, sizeof lease, "%s/%s", le_ns, f.le_id ? f.le_id : "klua");
+        kl_log(KL_LOG_INFO, "leader election: waiting for the lease", "lease", lease, "identity",
+               le_id, NULL);
+        leader_start(rs.le);
+    }
 
     loop_timer_add(l, POLL_MS, on_poll, &rs);
     loop_run(l);
+    if (rs.lost) {
+        kl_err_set(&err, KL_ESTATE, "leader election: lost the lease; exiting so that only the "
+                                    "new leader reconciles");
+        goto out;
+    }
     kl_log(KL_LOG_INFO, "stopped", NULL);
     rc = 0;
 out:
@@ -538,6 +676,10 @@ out:
         fprintf(stderr, "error: %s\n", err.msg);
     ops_free(ops);
     reload_set_free(rs.set);
+    controller_gate_free(rs.gate);   /* after the controllers behind it */
+    leader_free(rs.le);
+    free(le_ns);
+    free(le_id);
     informer_registry_free(reg);
     kube_discovery_free(disco);
     lua_ctx_shared_free(shared);
