@@ -65,9 +65,6 @@ struct informer {
     uint64_t backoff_ms;
     uint64_t healthy_since;  /* when the current watch started */
     unsigned watch_events;   /* events on the current watch */
-    void (*synced_cb)(void *ud, informer *inf);
-    void *synced_ud;
-    unsigned refs;           /* registry references */
     int dispatching;         /* handlers being called: defer compaction */
     synced_listener *listeners;
     int next_listener_id;
@@ -355,8 +352,6 @@ static void finish_list(informer *inf)
         char n[32];
         snprintf(n, sizeof n, "%zu", store_len(inf->store));
         kl_log(1, "cache synced", "resource", inf->res.resource, "objects", n, NULL);
-        if (inf->synced_cb)
-            inf->synced_cb(inf->synced_ud, inf);
         fire_synced_listeners(inf);
     }
     start_watch(inf);
@@ -636,12 +631,6 @@ int informer_start(informer *inf)
 int informer_has_synced(const informer *inf) { return inf->synced; }
 const store *informer_store(const informer *inf) { return inf->store; }
 const kube_resource *informer_resource(const informer *inf) { return &inf->res; }
-
-void informer_on_synced(informer *inf, void (*cb)(void *ud, informer *inf), void *ud)
-{
-    inf->synced_cb = cb;
-    inf->synced_ud = ud;
-}
 
 /* The listener is owned by inf until removed (or inf is freed). */
 int informer_add_synced_listener(informer *inf, void (*cb)(void *ud, informer *inf), void *ud)

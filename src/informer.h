@@ -37,10 +37,8 @@ void informer_stop(informer *inf);
 int informer_has_synced(const informer *inf);
 const store *informer_store(const informer *inf);
 const kube_resource *informer_resource(const informer *inf);
-/* Called once when the first LIST has been put in the store. */
-void informer_on_synced(informer *inf, void (*cb)(void *ud, informer *inf), void *ud);
-/* The same for several listeners (a shared informer serves several
- * controllers): cb is called once when the first LIST is in the store;
+/* Synced listeners (a shared informer serves several controllers): cb is
+ * called once when the first LIST has been put in the store;
  * added after that, it is not called (check informer_has_synced). Returns
  * an id (>0) for informer_remove_synced_listener, or -1 without memory. */
 int informer_add_synced_listener(informer *inf, void (*cb)(void *ud, informer *inf), void *ud);
