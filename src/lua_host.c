@@ -257,26 +257,28 @@ static int safe_move(lua_State *L)
     return call_original(L);
 }
 
-/* table.insert(t, pos, v) and table.remove(t, pos) shift #t - pos
- * elements; #t of a sparse table can be huge without the memory to match. */
-static int safe_shift(lua_State *L)
+/* Refuses a table whose #t is over the per-call limit, then calls the
+ * original; `what` names the function in the message. */
+static int len_checked_call(lua_State *L, const char *what)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_Integer n = luaL_len(L, 1);
     if (n > LUA_HOST_TABLE_OP_MAX)
-        return luaL_error(L, "table.insert/remove: #t is %I, more than klua's limit of %d",
+        return luaL_error(L, "%s: #t is %I, more than klua's limit of %d", what,
                           (LUAI_UACINT)n, LUA_HOST_TABLE_OP_MAX);
     return call_original(L);
 }
 
+/* table.insert(t, pos, v) and table.remove(t, pos) shift #t - pos
+ * elements; #t of a sparse table can be huge without the memory to match. */
+static int safe_shift(lua_State *L)
+{
+    return len_checked_call(L, "table.insert/remove");
+}
+
 static int safe_sort(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer n = luaL_len(L, 1);
-    if (n > LUA_HOST_TABLE_OP_MAX)
-        return luaL_error(L, "table.sort: #t is %I, more than klua's limit of %d",
-                          (LUAI_UACINT)n, LUA_HOST_TABLE_OP_MAX);
-    return call_original(L);
+    return len_checked_call(L, "table.sort");
 }
 
 /* Finalizers run with hooks off: an endless loop in __gc would hang klua,

@@ -313,6 +313,9 @@ TEST(c_functions_the_hook_cannot_see_are_bounded)
     st = run(h, "local t = setmetatable({}, {__len = function() return 1 << 40 end}) table.remove(t, 1)", msg,
              sizeof msg, NULL, 0);
     CHECK(st != LUA_OK && strstr(msg, "table.insert/remove"));
+    st = run(h, "local t = setmetatable({}, {__len = function() return 1 << 40 end}) table.sort(t)", msg,
+             sizeof msg, NULL, 0);
+    CHECK(st != LUA_OK && strstr(msg, "table.sort: #t is"));
     /* ordinary use is untouched */
     st = run(h,
              "local t = {3, 1, 2} table.insert(t, 1, 9) table.remove(t) table.sort(t)\n"
