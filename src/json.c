@@ -533,8 +533,7 @@ int json_next(const json_doc *d, int tok)
         return -1;
     const json_tok *t = &d->toks[tok];
     size_t p = t->type == JSON_STRING ? (size_t)t->end + 1 : t->end;
-    while (p < d->len && is_ws((unsigned char)d->src[p]))
-        p++;
+    p = skip_ws(d->src, p, d->len);
     if (p >= d->len || d->src[p] != ',' || t->next >= d->ntoks)
         return -1;
     return (int)t->next;

@@ -765,10 +765,9 @@ static int parse_list(pctx *p, yaml_node_t *root, const char *key, int kind, voi
             return kl_err_set(p->err, KL_ENOMEM, "kubeconfig %s: out of memory", p->path);
         /* client-go refuses a name listed twice in one file */
         for (size_t j = 0; j < *count; j++) {
-            const char *other = kind == KIND_CLUSTER ? ((kc_cluster *)*items)[j].name
-                                : kind == KIND_USER  ? ((kc_user *)*items)[j].name
-                                                     : ((kc_context *)*items)[j].name;
-            if (strcmp(other, name) == 0) {
+            /* every entry type starts with its char *name (see find_named) */
+            char *const *other = (char *const *)(const void *)((char *)*items + j * elem[kind]);
+            if (strcmp(*other, name) == 0) {
                 kl_err_set(p->err, KL_EINVAL, "kubeconfig %s: %s \"%s\" is defined twice (line %u)",
                            p->path, singular[kind], msg_name(nb, sizeof nb, name), node_line(it));
                 free(name);

@@ -133,30 +133,6 @@ static void **tab_find(const table *t, int kind, const void *key)
     return t->slots[i] ? &t->slots[i] : NULL;
 }
 
-/* Make room for one more entry (load at most 3/4). Slot pointers taken
- * before this call are invalid after it. */
-static int tab_reserve(table *t, int kind)
-{
-    if ((t->len + 1) * 4 <= t->cap * 3)
-        return 0;
-    size_t cap = t->cap ? t->cap * 2 : 2; /* 2 slots hold one entry */
-    void **slots = calloc(cap, sizeof *slots);
-    if (!slots)
-        return -1;
-    for (size_t i = 0; i < t->cap; i++) {
-        if (!t->slots[i])
-            continue;
-        size_t j = entry_hash(kind, t->slots[i]) & (cap - 1);
-        while (slots[j])
-            j = (j + 1) & (cap - 1);
-        slots[j] = t->slots[i];
-    }
-    free(t->slots);
-    t->slots = slots;
-    t->cap = cap;
-    return 0;
-}
-
 /* e must not be present; room must have been reserved. */
 static void tab_insert(table *t, int kind, void *e)
 {
@@ -165,6 +141,24 @@ static void tab_insert(table *t, int kind, void *e)
         i = (i + 1) & mask;
     t->slots[i] = e;
     t->len++;
+}
+
+/* Make room for one more entry (load at most 3/4). Slot pointers taken
+ * before this call are invalid after it. */
+static int tab_reserve(table *t, int kind)
+{
+    if ((t->len + 1) * 4 <= t->cap * 3)
+        return 0;
+    size_t cap = t->cap ? t->cap * 2 : 2; /* 2 slots hold one entry */
+    table nt = {calloc(cap, sizeof(void *)), cap, 0};
+    if (!nt.slots)
+        return -1;
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i])
+            tab_insert(&nt, kind, t->slots[i]);
+    free(t->slots);
+    *t = nt;
+    return 0;
 }
 
 /* Backward-shift deletion: later entries of the probe run move up so that

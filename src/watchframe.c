@@ -56,6 +56,19 @@ static int too_big(watchframe *wf, kl_err *err)
                       wf->max_doc);
 }
 
+/* Adds len bytes to the carry buffer, within the limit (carry.len <=
+ * max_doc always, so the subtraction cannot wrap). */
+static int carry_add(watchframe *wf, const char *p, size_t len, kl_err *err)
+{
+    if (len > wf->max_doc - wf->carry.len)
+        return too_big(wf, err);
+    if (kl_buf_append(&wf->carry, p, len) != 0) {
+        wf->broken = 1;
+        return kl_err_set(err, KL_ENOMEM, "watch stream: out of memory");
+    }
+    return 0;
+}
+
 /* Hands one complete value to the callback: straight from the chunk when it
  * all lies there, else from the carry buffer. */
 static int emit(watchframe *wf, const char *data, size_t start, size_t end, kl_err *err)
@@ -63,12 +76,8 @@ static int emit(watchframe *wf, const char *data, size_t start, size_t end, kl_e
     const char *doc = data + start;
     size_t len = end - start;
     if (wf->carry.len > 0) {
-        if (len > wf->max_doc - wf->carry.len)
-            return too_big(wf, err);
-        if (kl_buf_append(&wf->carry, doc, len) != 0) {
-            wf->broken = 1;
-            return kl_err_set(err, KL_ENOMEM, "watch stream: out of memory");
-        }
+        if (carry_add(wf, doc, len, err) != 0)
+            return -1;
         doc = wf->carry.data;
         len = wf->carry.len;
     } else if (len > wf->max_doc) {
@@ -139,16 +148,8 @@ int watchframe_feed(watchframe *wf, const char *data, size_t len, kl_err *err)
         /* The value goes on in the next chunk: keep what we have. The start
          * is 0 when the value began in an earlier chunk. */
         size_t part = len - (wf->carry.len > 0 ? 0 : start);
-        const char *from = data + (len - part);
-        if (part > wf->max_doc - wf->carry.len) { /* carry.len <= max_doc always */
-            too_big(wf, err);
+        if (carry_add(wf, data + (len - part), part, err) != 0)
             goto out;
-        }
-        if (kl_buf_append(&wf->carry, from, part) != 0) {
-            wf->broken = 1;
-            kl_err_set(err, KL_ENOMEM, "watch stream: out of memory");
-            goto out;
-        }
     }
     rc = 0;
 out:

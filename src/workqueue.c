@@ -190,15 +190,21 @@ workqueue *workqueue_new(loop *l, const char *name, const workqueue_opts *opts)
     return q;
 }
 
+/* The key no longer waits: its timer has fired or been cancelled. */
+static void end_wait(workqueue *q, wq_item *it)
+{
+    it->flags &= ~(unsigned)WQ_WAITING;
+    it->timer = 0;
+    q->nwaiting--;
+}
+
 static void cancel_timers(workqueue *q)
 {
     for (size_t i = 0; i < q->nbuckets; i++)
         for (wq_item *it = q->buckets[i]; it; it = it->hnext)
             if (it->flags & WQ_WAITING) {
                 loop_timer_cancel(q->l, it->timer);
-                it->flags &= ~(unsigned)WQ_WAITING;
-                it->timer = 0;
-                q->nwaiting--;
+                end_wait(q, it);
             }
     if (q->ready_timer)
         loop_timer_cancel(q->l, q->ready_timer);
@@ -250,9 +256,7 @@ static void delay_fire(loop *l, void *ud)
 {
     wq_item *it = ud;
     workqueue *q = it->q;
-    it->flags &= ~(unsigned)WQ_WAITING;
-    it->timer = 0;
-    q->nwaiting--;
+    end_wait(q, it);
     /* add() keeps the item (it becomes dirty) unless shutting down, where
      * no timer is left pending anyway. */
     workqueue_add(q, it->key);
@@ -275,8 +279,7 @@ void workqueue_add_after(workqueue *q, const char *key, uint64_t delay_ms)
         if (due >= it->due_ms)
             return; /* the earlier due time stands */
         loop_timer_cancel(q->l, it->timer);
-        q->nwaiting--;
-        it->flags &= ~(unsigned)WQ_WAITING;
+        end_wait(q, it);
     }
     it->timer = loop_timer_add(q->l, delay_ms, delay_fire, it);
     if (!it->timer) {
