@@ -199,8 +199,16 @@ TEST(depth_limit)
     CHECK(json_parse(&d, s + n - JSON_MAX_DEPTH, 2 * JSON_MAX_DEPTH, &err) == 0);
     CHECK(d.ntoks == JSON_MAX_DEPTH && d.toks[0].next == JSON_MAX_DEPTH);
     CHECK(json_parse(&d, s + n - JSON_MAX_DEPTH - 1, 2 * JSON_MAX_DEPTH + 2, &err) == -1);
-    memset(s, '{', n); /* objects too, without keys */
-    CHECK(json_parse(&d, s, n, &err) == -1);
+    /* objects too: {"a":{"a":... one level too deep */
+    kl_buf o = KL_BUF_INIT;
+    for (int i = 0; i <= JSON_MAX_DEPTH; i++)
+        kl_buf_puts(&o, "{\"a\":");
+    char want[96];
+    snprintf(want, sizeof want, "invalid JSON at byte %d: nesting deeper than %d levels",
+             5 * JSON_MAX_DEPTH, JSON_MAX_DEPTH);
+    CHECK(json_parse(&d, o.data, o.len, &err) == -1);
+    CHECK_STR(err.msg, want);
+    kl_buf_free(&o);
     json_doc_free(&d);
     free(s);
 }
