@@ -371,6 +371,21 @@ static int observe(leader_elector *e, const leader_record *cur)
     return 0;
 }
 
+/* Parse the lease in res into *cur (caller frees it, also on failure),
+ * keep its metadata for the next update and observe it; logs msg on failure. */
+static int parse_observed(leader_elector *e, const kube_result *res, leader_record *cur,
+                          const char *msg)
+{
+    kl_err err = {0};
+    kl_buf_reset(&e->metadata);
+    if (leader_lease_parse(res->body.data, res->body.len, cur, &e->metadata, &err) != 0 ||
+        observe(e, cur) != 0) {
+        kl_log(KL_LOG_WARN, msg, "error", err.msg, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 static void on_written(void *ud, kube_result *res)
 {
     leader_elector *e = ud;
@@ -384,18 +399,9 @@ static void on_written(void *ud, kube_result *res)
         return;
     }
     leader_record cur = {0};
-    kl_err err = {0};
-    kl_buf_reset(&e->metadata);
-    if (leader_lease_parse(res->body.data, res->body.len, &cur, &e->metadata, &err) != 0 ||
-        observe(e, &cur) != 0) {
-        kl_log(KL_LOG_WARN, "leader election: cannot read the written lease", "error", err.msg,
-               NULL);
-        leader_record_free(&cur);
-        attempt_done(e, 0);
-        return;
-    }
+    int ok = parse_observed(e, res, &cur, "leader election: cannot read the written lease") == 0;
     leader_record_free(&cur);
-    attempt_done(e, 1);
+    attempt_done(e, ok);
 }
 
 /* The lease is ours to take or renew: write e->pending. */
@@ -442,11 +448,7 @@ static void on_got(void *ud, kube_result *res)
         return;
     }
     leader_record cur = {0};
-    kl_err err = {0};
-    kl_buf_reset(&e->metadata);
-    if (leader_lease_parse(res->body.data, res->body.len, &cur, &e->metadata, &err) != 0 ||
-        observe(e, &cur) != 0) {
-        kl_log(KL_LOG_WARN, "leader election: cannot read the lease", "error", err.msg, NULL);
+    if (parse_observed(e, res, &cur, "leader election: cannot read the lease") != 0) {
         leader_record_free(&cur);
         attempt_done(e, 0);
         return;

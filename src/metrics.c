@@ -279,37 +279,32 @@ fail:
     return NULL;
 }
 
-int metrics_counter_add(metrics_family *m, const char *const *values, double v)
+/* Counters and gauges: add v to the series' value, or set it to v. */
+static int update_value(metrics_family *m, metrics_type type, const char *const *values,
+                        double v, int set)
 {
-    if (!m || m->type != METRICS_COUNTER || !(v >= 0))
+    if (!m || m->type != type)
         return -1;
     series *s = get_series(m, values);
     if (!s)
         return -1;
-    s->value += v;
+    s->value = set ? v : s->value + v;
     return 0;
+}
+
+int metrics_counter_add(metrics_family *m, const char *const *values, double v)
+{
+    return v >= 0 ? update_value(m, METRICS_COUNTER, values, v, 0) : -1;
 }
 
 int metrics_gauge_set(metrics_family *m, const char *const *values, double v)
 {
-    if (!m || m->type != METRICS_GAUGE)
-        return -1;
-    series *s = get_series(m, values);
-    if (!s)
-        return -1;
-    s->value = v;
-    return 0;
+    return update_value(m, METRICS_GAUGE, values, v, 1);
 }
 
 int metrics_gauge_add(metrics_family *m, const char *const *values, double v)
 {
-    if (!m || m->type != METRICS_GAUGE)
-        return -1;
-    series *s = get_series(m, values);
-    if (!s)
-        return -1;
-    s->value += v;
-    return 0;
+    return update_value(m, METRICS_GAUGE, values, v, 0);
 }
 
 int metrics_histogram_observe(metrics_family *m, const char *const *values, double v)

@@ -84,20 +84,14 @@ static const char run_usage[] =
 
 /* ---- klua check ---- */
 
-typedef struct check_state {
-    int warnings;
-} check_state;
-
 static void check_warning(void *ud, const char *where, const char *msg)
 {
-    check_state *cs = ud;
-    cs->warnings++;
     printf("warning: %s: %s\n", where, msg);
 }
 
 /* Check the scripts of one folder (or one file). Returns the number of
  * scripts that failed; *total counts those looked at. */
-static int check_one(const char *arg, check_state *cs, size_t *total)
+static int check_one(const char *arg, size_t *total)
 {
     struct stat st;
     char **files = NULL, *dir = NULL;
@@ -127,7 +121,6 @@ static int check_one(const char *arg, check_state *cs, size_t *total)
     lua_host_opts o = {0};
     o.scripts_dir = dir;
     o.on_warn = check_warning;
-    o.warn_ud = cs;
     for (size_t i = 0; i < n; i++) {
         (*total)++;
         hosts[i] = lua_host_new(&o, &err);
@@ -176,11 +169,10 @@ int klua_check_main(int argc, char **argv)
               argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    check_state cs = {0};
     int bad = 0;
     size_t total = 0;
     for (int a = 1; a < argc; a++)
-        bad += check_one(argv[a], &cs, &total);
+        bad += check_one(argv[a], &total);
     fflush(stdout);
     if (total == 0 && !bad) {
         fprintf(stderr, "error: no *.lua scripts found\n");
