@@ -34,7 +34,6 @@ static const char usage_text[] =
     "Connection flags (run, server-version):\n"
     "  --kubeconfig FILE   kubeconfig to use (else $KUBECONFIG, in-cluster, ~/.kube/config)\n"
     "  --context NAME      kubeconfig context (else the current context)\n"
-    "  --namespace NS      only this namespace\n"
     "\n"
     "Run `klua run --help` for the flags of run.\n";
 
