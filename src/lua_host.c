@@ -1368,6 +1368,27 @@ const lua_controller_decl *lua_host_decl(const lua_host *h) { return &h->decl; }
 const char *lua_host_path(const lua_host *h) { return h->path ? h->path : "?"; }
 size_t lua_host_mem_used(const lua_host *h) { return h->mem_used; }
 
+int lua_host_charge(lua_State *L, size_t n)
+{
+    lua_host *h = host_of(L);
+    if (n > h->mem_limit || h->mem_used > h->mem_limit - n)
+        return -1;
+    h->mem_used += n;
+    return 0;
+}
+
+void lua_host_discharge(lua_State *L, size_t n)
+{
+    lua_host *h = host_of(L);
+    h->mem_used -= n;
+}
+
+size_t lua_host_mem_room(lua_State *L)
+{
+    lua_host *h = host_of(L);
+    return h->mem_used >= h->mem_limit ? 0 : h->mem_limit - h->mem_used;
+}
+
 int lua_host_call(lua_host *h, lua_CFunction f, void *ud, kl_err *err)
 {
     int saved = h->enforce;

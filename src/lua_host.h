@@ -122,6 +122,18 @@ int lua_host_call(lua_host *h, lua_CFunction f, void *ud, kl_err *err);
 
 size_t lua_host_mem_used(const lua_host *h);
 
+/* C memory a script makes klua hold on its behalf (encode output, HTTP
+ * request and response bodies, log lines) counts against the same cap as
+ * the script's Lua memory. L is the host's state or one of its tasks.
+ * lua_host_charge returns 0, or -1 (charging nothing) when n more bytes
+ * would pass the cap; the cap applies even while host bookkeeping runs
+ * relaxed. Every successful charge is paired with a lua_host_discharge of
+ * the same n by the owner of the buffer, on every path. */
+int lua_host_charge(lua_State *L, size_t n);
+void lua_host_discharge(lua_State *L, size_t n);
+/* Bytes the script may still allocate (0 when at or over the cap). */
+size_t lua_host_mem_room(lua_State *L);
+
 /* Load a chunk of klua's own Lua code (text) into L with a private
  * environment, so that what a script does to its globals cannot change it.
  * Pushes the function, or the error message (returns the load status). */
