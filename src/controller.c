@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "store.h"
 #include "workqueue.h"
+#include "util.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -449,7 +450,7 @@ static void on_ready_patched(void *ud, kube_result *res)
         char code[16];
         snprintf(code, sizeof code, "%ld", res->http_code);
         /* 409: the object changed meanwhile; the next reconcile decides again. */
-        kl_log(1, "Ready condition not updated", "code", code, "reason", res->reason, NULL);
+        kl_log(KL_LOG_V1, "Ready condition not updated", "code", code, "reason", res->reason, NULL);
     }
 }
 
@@ -530,11 +531,8 @@ static void sync_ready(controller *c, const char *key, const char *errmsg)
         first = 0;
     }
     if (errmsg) {
-        char when[32];
-        time_t now = time(NULL);
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        char when[40];
+        kl_rfc3339_now(0, when, sizeof when);
         if (!first)
             kl_buf_putc(&body, ',');
         kl_buf_puts(&body, "{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"ReconcileError\","

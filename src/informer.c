@@ -11,6 +11,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,7 +265,7 @@ static void retry_later(informer *inf, const char *why)
     if (inf->backoff_ms > BACKOFF_MAX_MS)
         inf->backoff_ms = BACKOFF_MAX_MS;
     /* jitter: up to +100% as client-go's wait.Jitter(1.0) */
-    uint64_t delay = inf->backoff_ms + (uint64_t)(rand() % (int)(inf->backoff_ms + 1));
+    uint64_t delay = inf->backoff_ms + kl_rand_below(inf->backoff_ms + 1);
     if (delay > BACKOFF_MAX_MS)
         delay = BACKOFF_MAX_MS;
     char ms[32];
@@ -337,7 +338,7 @@ static void finish_list(informer *inf)
         struct vanished v = {inf, NULL, 0, 0};
         store_each(inf->store, collect_vanished, &v);
         for (size_t i = 0; i < v.n; i++) {
-            kl_log(1, "object vanished during relist", "resource", inf->res.resource, "key",
+            kl_log(KL_LOG_V1, "object vanished during relist", "resource", inf->res.resource, "key",
                    v.keys[i], NULL);
             apply_delete(inf, v.keys[i], NULL);
             free(v.keys[i]);
@@ -351,7 +352,7 @@ static void finish_list(informer *inf)
     if (first) {
         char n[32];
         snprintf(n, sizeof n, "%zu", store_len(inf->store));
-        kl_log(1, "cache synced", "resource", inf->res.resource, "objects", n, NULL);
+        kl_log(KL_LOG_V1, "cache synced", "resource", inf->res.resource, "objects", n, NULL);
         fire_synced_listeners(inf);
     }
     start_watch(inf);
@@ -510,7 +511,7 @@ static void start_watch(informer *inf)
     o.label_selector = inf->selector;
     o.resource_version = inf->last_rv;
     o.allow_bookmarks = 1;
-    o.timeout_seconds = 300 + rand() % 300;
+    o.timeout_seconds = 300 + (int)kl_rand_below(300);
     inf->call = kube_watch_resource(inf->client, &inf->res, inf->ns, &o, on_watch_event,
                                     on_watch_done, inf);
     if (!inf->call)

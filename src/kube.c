@@ -20,6 +20,7 @@
 #include "execcred.h"
 #include "json.h"
 #include "log.h"
+#include "util.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -341,23 +342,11 @@ kube_stats kube_client_stats(const kube_client *c) { return c->stats; }
 /* Read a small file whole; caller frees. */
 static char *read_file(const char *path, size_t *len, kl_err *err)
 {
-    FILE *f = fopen(path, "rb");
     kl_buf b = KL_BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    if (!f) {
-        kl_err_set(err, KL_EIO, "cannot read %s: %s", path, strerror(errno));
+    if (kl_read_file(path, 1u << 20, &b, err) != 0) {
+        kl_buf_free(&b);
         return NULL;
     }
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (b.len + n > (1u << 20) || kl_buf_append(&b, chunk, n) != 0) {
-            fclose(f);
-            kl_buf_free(&b);
-            kl_err_set(err, KL_EIO, "cannot read %s: too large", path);
-            return NULL;
-        }
-    }
-    fclose(f);
     if (len)
         *len = b.len;
     return kl_buf_take(&b);
@@ -418,7 +407,7 @@ static int exec_token(kube_client *c, kl_err *err)
             cl.ca_len = c->ca_len;
         }
     }
-    kl_log(2, "running exec credential plugin", "command", c->cfg.exec->command, NULL);
+    kl_log(KL_LOG_V2, "running exec credential plugin", "command", c->cfg.exec->command, NULL);
     return execcred_run(c->cfg.exec, &cl, &c->cred, err);
 }
 
@@ -568,10 +557,10 @@ static void on_done(void *ud, http_response *resp)
         ra_ms = kube_retry_after_ms(http_response_header(resp, "retry-after"), (long)time(NULL));
         has_ra = ra_ms >= 0;
     }
-    if (kl_log_enabled(4)) {
+    if (kl_log_enabled(KL_LOG_V4)) {
         char st[32];
         snprintf(st, sizeof st, "%ld", resp->status);
-        kl_log(4, "api response", "method", call->method, "path", call->path, "status", st,
+        kl_log(KL_LOG_V4, "api response", "method", call->method, "path", call->path, "status", st,
                NULL);
     }
 
@@ -594,7 +583,7 @@ static void on_done(void *ud, http_response *resp)
         uint64_t d = has_ra ? (uint64_t)ra_ms : kube_backoff_ms(call->attempt);
         call->attempt++;
         c->stats.retries++;
-        kl_log(2, "retrying API request", "method", call->method, "path", call->path, NULL);
+        kl_log(KL_LOG_V2, "retrying API request", "method", call->method, "path", call->path, NULL);
         call_schedule(call, d);
         return;
     }

@@ -24,6 +24,7 @@
 #include "kubeconfig.h"
 
 #include "buf.h"
+#include "util.h"
 #include "log.h"
 
 #include <errno.h>
@@ -186,33 +187,7 @@ static int check_readable(const char *path)
  * Returns 0 or an errno value. */
 static int read_file(const char *path, kl_buf *out)
 {
-    int rc = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
-    for (;;) {
-        if (out->len >= KC_MAX_FILE) {
-            rc = EFBIG;
-            break;
-        }
-        if (kl_buf_reserve(out, 65536) != 0) {
-            rc = ENOMEM;
-            break;
-        }
-        ssize_t n = read(fd, out->data + out->len, out->cap - out->len - 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = errno;
-            break;
-        }
-        if (n == 0)
-            break;
-        out->len += (size_t)n;
-        out->data[out->len] = '\0';
-    }
-    close(fd);
-    return rc;
+    return kl_read_file(path, KC_MAX_FILE, out, NULL) == 0 ? 0 : errno;
 }
 
 /* Wipe and free a buffer that may hold file contents with secrets. */
@@ -1255,7 +1230,7 @@ static int load_file(const char *path, int mode, kubeconfig_file **out, kl_err *
     }
     rc = parse_file(data.data ? data.data : "", data.len, path, out, &empty, err);
     if (rc != 0 && empty && mode == LOAD_OPTIONAL) {
-        kl_log(1, "skipping empty kubeconfig", "file", path, NULL);
+        kl_log(KL_LOG_V1, "skipping empty kubeconfig", "file", path, NULL);
         kl_err_clear(err);
         rc = 0;
     }

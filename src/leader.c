@@ -17,6 +17,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,11 +218,8 @@ void leader_format_time(int64_t unix_us, char out[32])
         us += 1000000;
         secs--;
     }
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char date[24];
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, 32, "%s.%06ldZ", date, us);
+    struct timespec ts = {.tv_sec = secs, .tv_nsec = us * 1000};
+    kl_rfc3339(&ts, 6, out, 32);
 }
 
 char *leader_identity_new(void)
@@ -233,12 +231,9 @@ char *leader_identity_new(void)
             snprintf(host, sizeof host, "klua");
         base = host;
     }
+    uint64_t v = kl_rand_u64();
     unsigned char rnd[8];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
-        /* Not expected on Linux; the pid and time still tell processes apart. */
-        uint64_t v = ((uint64_t)getpid() << 32) ^ loop_time_ms();
-        memcpy(rnd, &v, sizeof rnd);
-    }
+    memcpy(rnd, &v, sizeof rnd);
     size_t n = strlen(base) + 1 + 2 * sizeof rnd + 1;
     char *id = malloc(n);
     if (!id)
@@ -392,7 +387,7 @@ static void on_written(void *ud, kube_result *res)
     e->call = NULL;
     if (!kube_result_ok(res)) {
         if (res->http_code == 409)
-            kl_log(1, "leader election: another candidate wrote the lease first", NULL);
+            kl_log(KL_LOG_V1, "leader election: another candidate wrote the lease first", NULL);
         else
             log_api_error(e, "leader election: cannot write the lease", res);
         attempt_done(e, 0);
@@ -454,8 +449,8 @@ static void on_got(void *ud, kube_result *res)
         return;
     }
     if (leader_held_by_other(&cur, e->identity, e->observed_ms, loop_time_ms())) {
-        if (kl_log_enabled(1))
-            kl_log(1, "leader election: the lease is held by another candidate", "holder",
+        if (kl_log_enabled(KL_LOG_V1))
+            kl_log(KL_LOG_V1, "leader election: the lease is held by another candidate", "holder",
                    cur.holder, NULL);
         leader_record_free(&cur);
         attempt_done(e, 0);
@@ -490,9 +485,7 @@ static void try_now(loop *l, void *ud)
 /* client-go's wait.Jitter(retry, 1.2): retry plus up to 1.2 x retry. */
 static uint64_t jittered(long retry_ms)
 {
-    unsigned short r;
-    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
-        r = (unsigned short)loop_time_ms();
+    unsigned short r = (unsigned short)kl_rand_below(65536);
     return (uint64_t)retry_ms + (uint64_t)((double)retry_ms * JITTER_FACTOR * (r / 65536.0));
 }
 

@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include "buf.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,12 +66,9 @@ void kl_log(int level, const char *msg, ...)
         return;
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    char ts[96];
-    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(tv.tv_usec / 1000));
+    struct timespec now = {.tv_sec = tv.tv_sec, .tv_nsec = tv.tv_usec * 1000};
+    char ts[40];
+    kl_rfc3339(&now, 3, ts, sizeof ts);
     kl_buf b = KL_BUF_INIT;
     if (log_json) {
         kl_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_name(level));

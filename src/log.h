@@ -9,7 +9,14 @@
 #ifndef KLUA_LOG_H
 #define KLUA_LOG_H
 
-enum { KL_LOG_ERROR = -2, KL_LOG_WARN = -1, KL_LOG_INFO = 0 }; /* >0: debug V levels */
+enum {
+    KL_LOG_ERROR = -2,
+    KL_LOG_WARN = -1,
+    KL_LOG_INFO = 0,
+    KL_LOG_V1 = 1,   /* -v 1: one line per reconcile, loads, lifecycle details */
+    KL_LOG_V2 = 2,   /* -v 2: requests retried, credentials fetched */
+    KL_LOG_V4 = 4    /* -v 4: every API response */
+};
 
 void kl_log_setup(int json, int verbosity);
 int kl_log_enabled(int level);

@@ -18,6 +18,7 @@
 #include "labels.h"
 #include "log.h"
 #include "lua_json.h"
+#include "util.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -513,7 +514,7 @@ static int push_results(lua_State *L, lua_ctx *c)
     case V_SLEEP: return 0;
     case V_EVENT:
         if (c->code < 200 || c->code >= 300)
-            kl_log(1, "event not recorded", "controller", c->controller, "reason", c->reason,
+            kl_log(KL_LOG_V1, "event not recorded", "controller", c->controller, "reason", c->reason,
                    "message", c->message, NULL);
         return 0;
     case V_HTTP: return push_http_answer(L, c);
@@ -900,12 +901,9 @@ static void build_event(kl_buf *b, const lua_ctx_shared *s, const lua_ctx_object
                         const char *type, const char *reason, const char *action, const char *note)
 {
     struct timespec ts;
-    struct tm tm;
     char when[64], gen[300];
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + w, sizeof when - w, ".%06ldZ", ts.tv_nsec / 1000);
+    kl_rfc3339(&ts, 6, when, sizeof when);
     /* client-go's naming: "<name>.<unix nanoseconds in hex>" (generateName
      * would not validate with a trailing dot). */
     snprintf(gen, sizeof gen, "%.200s.%llx", o->name ? o->name : "object",
@@ -947,7 +945,7 @@ static void on_event_posted(void *ud, kube_result *res)
     if (!kube_result_ok(res)) {
         char code[16];
         snprintf(code, sizeof code, "%ld", res->http_code);
-        kl_log(1, "event not recorded", "code", code, "reason", res->reason, "message",
+        kl_log(KL_LOG_V1, "event not recorded", "code", code, "reason", res->reason, "message",
                res->message, NULL);
     }
 }

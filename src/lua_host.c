@@ -23,6 +23,7 @@
 #include "log.h"
 #include "lua_json.h"
 #include "luamods.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -942,46 +943,17 @@ int lua_host_load_internal(lua_host *h, lua_State *L, const char *src, size_t le
 
 /* ---- files and dependencies ---- */
 
-static uint64_t fnv1a(const char *p, size_t n)
-{
-    uint64_t x = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        x ^= (unsigned char)p[i];
-        x *= 1099511628211ull;
-    }
-    return x;
-}
-
+/* The file at path, whole (caller frees *out). */
 static int read_file(const char *path, char **out, size_t *len, kl_err *err)
 {
-    int rc = -1;
-    char *data = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return kl_err_set(err, KL_EIO, "%s: %s", path, strerror(errno));
-    data = malloc(MAX_SOURCE + 1);
-    if (!data) {
-        kl_err_set(err, KL_ENOMEM, "%s: out of memory", path);
-        goto done;
+    kl_buf b = KL_BUF_INIT;
+    if (kl_read_file(path, MAX_SOURCE, &b, err) != 0) {
+        kl_buf_free(&b);
+        return -1;
     }
-    size_t n = fread(data, 1, MAX_SOURCE + 1, f);
-    if (ferror(f)) {
-        kl_err_set(err, KL_EIO, "%s: %s", path, strerror(errno));
-        goto done;
-    }
-    if (n > MAX_SOURCE) {
-        kl_err_set(err, KL_EINVAL, "%s: file larger than %u bytes", path, MAX_SOURCE);
-        goto done;
-    }
-    data[n] = '\0';
-    *out = data;
-    *len = n;
-    data = NULL;
-    rc = 0;
-done:
-    free(data);
-    fclose(f);
-    return rc;
+    *len = b.len;
+    *out = kl_buf_take(&b);
+    return *out ? 0 : kl_err_set(err, KL_ENOMEM, "%s: out of memory", path);
 }
 
 int lua_host_file_hash(const char *path, uint64_t *out)
@@ -991,26 +963,30 @@ int lua_host_file_hash(const char *path, uint64_t *out)
     kl_err err = {0};
     if (read_file(path, &src, &len, &err) != 0)
         return -1;
-    *out = fnv1a(src, len);
+    *out = kl_fnv1a(src, len);
     free(src);
     return 0;
 }
 
 /* Remember that the script's code came from path (bytes src). A file read
- * twice (a module reloaded after a failed require) keeps its first entry. */
-static void add_dep(lua_host *h, const char *path, const char *src, size_t len)
+ * twice (a module reloaded after a failed require) keeps its first entry.
+ * Returns -1 when out of memory: a dependency hot reload cannot see would
+ * silently stop reloads of this script, so the caller fails instead. */
+static int add_dep(lua_host *h, const char *path, const char *src, size_t len)
 {
     for (size_t i = 0; i < h->ndeps; i++)
         if (!strcmp(h->deps[i].path, path))
-            return;
+            return 0;
     lua_host_dep *nd = realloc(h->deps, (h->ndeps + 1) * sizeof *nd);
     if (!nd)
-        return;
+        return -1;
     h->deps = nd;
     nd[h->ndeps].path = strdup(path);
-    nd[h->ndeps].hash = fnv1a(src, len);
-    if (nd[h->ndeps].path)
-        h->ndeps++;
+    nd[h->ndeps].hash = kl_fnv1a(src, len);
+    if (!nd[h->ndeps].path)
+        return -1;
+    h->ndeps++;
+    return 0;
 }
 
 const lua_host_dep *lua_host_deps(const lua_host *h, size_t *n)
@@ -1092,7 +1068,10 @@ static void load_module(lua_State *L, lua_host *h, const char *name)
                 continue;
             luaL_error(L, "cannot read module '%s': %s", name, err.msg);
         }
-        add_dep(h, path, src, len);
+        if (add_dep(h, path, src, len) != 0) {
+            free(src);
+            luaL_error(L, "cannot load module '%s': out of memory", name);
+        }
         lua_pushfstring(L, "@%s", path);                 /* [chunkname] */
         int st = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
         free(src);
@@ -1795,7 +1774,7 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
         int isnum = 0;
         lua_Number w = lua_tonumberx(L, -1, &isnum);
         lua_pop(L, 1);
-        if (ty != LUA_TNUMBER || !isnum || w != (lua_Number)(int)w || w < 1 || w > 1024)
+        if (ty != LUA_TNUMBER || !isnum || !(w >= 1 && w <= 1024) || w != (lua_Number)(int)w)
             return decl_fail(h, err, "workers", "workers must be an integer from 1 to 1024", NULL,
                              NULL);
         d->workers = (int)w;
@@ -1861,7 +1840,10 @@ int lua_host_load(lua_host *h, const char *path, kl_err *err)
     }
     if (read_file(path, &src, &len, err) != 0)
         goto done;
-    add_dep(h, path, src, len);
+    if (add_dep(h, path, src, len) != 0) {
+        kl_err_set(err, KL_ENOMEM, "%s: out of memory", path);
+        goto done;
+    }
     static char on;
     if (lua_host_call(h, watch_globals, &on, err) != LUA_OK)
         goto done;

@@ -13,6 +13,7 @@
 #include "ops.h"
 
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -298,30 +299,13 @@ static void set_timer(ops_conn *c, uint64_t ms)
     c->last_active = loop_now_ms(c->s->l);
 }
 
-static const char *reason(int status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
-    }
-}
-
 /* Queue a whole response on c->out. */
 static int respond(ops_conn *c, int status, const char *ctype, const char *body, size_t blen,
                    int head_only, int keep_alive, int http10)
 {
     int rc = kl_buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
                            "Content-Length: %zu\r\nX-Content-Type-Options: nosniff\r\n",
-                           status, reason(status), ctype, blen);
+                           status, kl_http_reason(status), ctype, blen);
     if (status == 405)
         rc |= kl_buf_puts(&c->out, "Allow: GET, HEAD\r\n");
     if (!keep_alive)
@@ -400,7 +384,7 @@ static int process(ops_conn *c)
             break;
         if (st != OPS_PARSE_DONE) {
             char msg[64];
-            snprintf(msg, sizeof msg, "%s\n", reason(st));
+            snprintf(msg, sizeof msg, "%s\n", kl_http_reason(st));
             kl_buf_reset(&c->in);
             return respond_text(c, st, msg, NULL);
         }

@@ -29,6 +29,7 @@
 #include "buf.h"
 #include "json.h"
 #include "labels.h"
+#include "util.h"
 
 #include <malloc.h>
 #include <stdint.h>
@@ -37,23 +38,16 @@
 
 /* ---- hashing ---- */
 
-static uint64_t fnv(uint64_t h, const char *s)
-{
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-#define FNV_SEED 1469598103934665603ull
-
 static size_t mix(uint64_t h) { return (size_t)(h ^ (h >> 31)); }
 
 /* "a" or "a=b": the index names, hashed without building the string. */
 static size_t hash_pair(const char *a, const char *b)
 {
-    uint64_t h = fnv(FNV_SEED, a);
-    if (b)
-        h = fnv((h ^ '=') * 1099511628211ull, b);
+    uint64_t h = kl_fnv1a(a, strlen(a));
+    if (b) {
+        h = kl_fnv1a_more(h, "=", 1);
+        h = kl_fnv1a_more(h, b, strlen(b));
+    }
     return mix(h);
 }
 

@@ -257,6 +257,9 @@ TEST(invalid_scripts_are_reported_with_file_and_line)
     expect_load_error("returns_nothing.lua",
                       BAD "/returns_nothing.lua:1: the script must return a table");
     expect_load_error("endless.lua", BAD "/endless.lua:1: instruction budget exceeded");
+    /* out of int range: refused without converting first (UBSan would stop here) */
+    expect_load_error("huge_workers.lua",
+                      BAD "/huge_workers.lua:4: workers must be an integer from 1 to 1024");
 }
 
 TEST(library_tables_are_read_only_and_modules_keep_their_globals)
