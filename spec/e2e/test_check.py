@@ -29,6 +29,7 @@ def test_bad_folder_reports_each_script_with_file_and_line():
         f'{bad}/bad_api_version.lua:2: watch.apiVersion "Apps/V1" is not a valid apiVersion',
         f'{bad}/bad_watch.lua:4: watch.kind "configmap" is not a valid kind',
         f"{bad}/endless.lua:1: ",
+        f"{bad}/huge_workers.lua:4: workers must be an integer from 1 to 1024",
         f"{bad}/missing_reconcile.lua:2: the controller has no reconcile function",
         f'{bad}/reconclie.lua:4: unknown field "reconclie" in the controller table '
         f'(did you mean "reconcile"?',
@@ -38,7 +39,7 @@ def test_bad_folder_reports_each_script_with_file_and_line():
         f'(did you mean "workers"?',
     ]:
         assert f"error: {want}" in p.stderr, (want, p.stderr)
-    assert len(p.stderr.strip().splitlines()) == 8, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 9, p.stderr
 
 
 def test_warnings_are_reported_but_do_not_fail():
