@@ -51,9 +51,9 @@ build/asan/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
 	@echo "  CC asan $<"
 	$(Q)$(CC) $(ASAN_CFLAGS) -c -o $@ $<
 
-build/gen/luamods.c: $(LUA_MODS) spec/support/embed.sh
+build/gen/luamods.c: $(LUA_MODS) tools/embed.sh
 	@mkdir -p build/gen
-	$(Q)sh spec/support/embed.sh $(LUA_MODS) > $@.tmp && mv $@.tmp $@
+	$(Q)sh tools/embed.sh $(LUA_MODS) > $@.tmp && mv $@.tmp $@
 
 build/rel/luamods.o: build/gen/luamods.c
 	@mkdir -p $(dir $@)
