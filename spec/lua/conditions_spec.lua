@@ -1,7 +1,7 @@
 -- conditions_spec.lua - klua.conditions: metav1.Condition semantics, with
 -- JSON through klua.json, the codec klua runs.
 package.path = "lua/lib/?.lua;spec/lua/support/?.lua;" .. package.path
-local fake = require "fake_ctx"   -- puts build/lua (klua.json) on package.cpath
+local fake = require "fake_ctx"   -- finds build/lua/klua/json.so if .busted did not
 local conditions = require "klua.conditions"
 local json = require "klua.json"
 

@@ -9,8 +9,11 @@
 -- itself runs (built as build/lua/klua/json.so; .busted puts it on cpath).
 -- Uses: klua.json.
 
-package.cpath = "build/lua/?.so;" .. package.cpath
 local found, json = pcall(require, "klua.json")
+if not found then   -- run without .busted's cpath: look where the Makefile puts it
+    package.cpath = "build/lua/?.so;" .. package.cpath
+    found, json = pcall(require, "klua.json")
+end
 if not found then
     error("klua.json is not built (run `make lua-modules` from the repository root): " .. tostring(json), 0)
 end
