@@ -13,7 +13,7 @@ CC        ?= cc
 PKGS      := lua5.4 libcurl yaml-0.1 openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LIBS      := $(PKG_LIBS) -llua5.4-cjson -lm
+LIBS      := $(PKG_LIBS) -lm
 Q         ?= @
 WARN      := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DKLUA_VERSION=\"$(VERSION)\" $(WARN) $(PKG_CFLAGS) -Isrc -Ibuild/gen
@@ -28,11 +28,20 @@ REL_OBJS  := $(patsubst src/%.c,build/rel/%.o,$(SRCS)) build/rel/luamods.o
 ASAN_LIB_OBJS := $(patsubst src/%.c,build/asan/%.o,$(LIB_SRCS)) build/asan/luamods.o
 ASAN_OBJS := $(ASAN_LIB_OBJS) build/asan/main.o
 UNIT_SRCS := $(sort $(wildcard spec/c/test_*.c spec/c/itest_*.c))
-UNIT_BINS := $(patsubst spec/c/%.c,build/asan/spec/%,$(UNIT_SRCS))
+# test_json and fuzz_json are built a second time with the portable string
+# scan (-DJSON_NO_SSE2), so the path a non-x86 build takes is tested too.
+UNIT_BINS := $(patsubst spec/c/%.c,build/asan/spec/%,$(UNIT_SRCS)) build/asan/spec/test_json_nosse2
 FUZZ_SRCS := $(sort $(wildcard spec/fuzz/fuzz_*.c))
-FUZZ_BINS := $(patsubst spec/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+FUZZ_BINS := $(patsubst spec/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS)) build/fuzz/fuzz_json_nosse2
+# klua.json, the production codec, as a loadable Lua module for the busted
+# specs (.busted puts build/lua on package.cpath): lua_json.c and what it
+# needs, plus a stand-in for the host functions it may call (no script memory
+# cap outside klua). Not linked against liblua: the interpreter provides it.
+LUA_JSON_SO := build/lua/klua/json.so
+LUA_JSON_SO_SRCS := src/lua_json.c src/json.c src/buf.c src/err.c tools/lua_json_standalone.c
+LUA_JSON_SO_OBJS := $(patsubst %.c,build/pic/%.o,$(LUA_JSON_SO_SRCS))
 
-.PHONY: all test test-build deps controlplane cluster-up cluster-down demo fuzz bench clean check-src
+.PHONY: all test test-build deps controlplane cluster-up cluster-down demo fuzz bench clean check-src lua-modules
 
 all: bin/klua
 
@@ -51,9 +60,9 @@ build/asan/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
 	@echo "  CC asan $<"
 	$(Q)$(CC) $(ASAN_CFLAGS) -c -o $@ $<
 
-build/gen/luamods.c: $(LUA_MODS) spec/support/embed.sh
+build/gen/luamods.c: $(LUA_MODS) tools/embed.sh
 	@mkdir -p build/gen
-	$(Q)sh spec/support/embed.sh $(LUA_MODS) > $@.tmp && mv $@.tmp $@
+	$(Q)sh tools/embed.sh $(LUA_MODS) > $@.tmp && mv $@.tmp $@
 
 build/rel/luamods.o: build/gen/luamods.c
 	@mkdir -p $(dir $@)
@@ -73,6 +82,33 @@ build/asan/spec/%: spec/c/%.c spec/c/harness.h $(ASAN_LIB_OBJS)
 	@echo "  LD asan $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -Ispec/c -o $@ $< $(ASAN_LIB_OBJS) $(LIBS)
 
+build/asan/json_nosse2.o: src/json.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC asan $< (JSON_NO_SSE2)"
+	$(Q)$(CC) $(ASAN_CFLAGS) -DJSON_NO_SSE2 -c -o $@ $<
+
+ASAN_NOSSE2_OBJS := $(filter-out build/asan/json.o,$(ASAN_LIB_OBJS)) build/asan/json_nosse2.o
+build/asan/spec/test_json_nosse2: spec/c/test_json.c spec/c/harness.h $(ASAN_NOSSE2_OBJS)
+	@mkdir -p $(dir $@)
+	@echo "  LD asan $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) -DJSON_NO_SSE2 -Ispec/c -o $@ $< $(ASAN_NOSSE2_OBJS) $(LIBS)
+
+build/pic/%.o: %.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC pic  $<"
+	$(Q)$(CC) $(REL_CFLAGS) -fPIC -c -o $@ $<
+
+# Loaded once after linking: a symbol it needs but does not have (say, a new
+# host call in lua_json.c) fails here, not in the middle of the specs.
+$(LUA_JSON_SO): $(LUA_JSON_SO_OBJS)
+	@mkdir -p $(dir $@)
+	@echo "  LD so   $@"
+	$(Q)$(CC) -shared -o $@ $^ -lm
+	$(Q)lua5.4 -e 'package.cpath = "build/lua/?.so"; assert(require("klua.json").encode({1}) == "[1]")' \
+	  || { rm -f $@; echo "$@ does not load: a symbol lua_json.c needs is missing (tools/lua_json_standalone.c)"; exit 1; }
+
+lua-modules: $(LUA_JSON_SO)
+
 FUZZ_CFLAGS := $(CFLAGS_COMMON) -Wno-unused-command-line-argument -O1 -g
 FUZZ_LIB_OBJS := $(patsubst src/%.c,build/fuzzobj/%.o,$(LIB_SRCS)) build/fuzzobj/luamods.o
 .SECONDARY: $(FUZZ_LIB_OBJS)
@@ -91,7 +127,18 @@ build/fuzz/%: spec/fuzz/%.c $(FUZZ_LIB_OBJS)
 	@echo "  FUZZ    $@"
 	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB_OBJS) $(LIBS)
 
-test-build: bin/klua build/asan/klua $(UNIT_BINS) $(FUZZ_BINS)
+build/fuzzobj/json_nosse2.o: src/json.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC fuzz $< (JSON_NO_SSE2)"
+	$(Q)clang $(FUZZ_CFLAGS) -DJSON_NO_SSE2 -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+
+FUZZ_NOSSE2_OBJS := $(filter-out build/fuzzobj/json.o,$(FUZZ_LIB_OBJS)) build/fuzzobj/json_nosse2.o
+build/fuzz/fuzz_json_nosse2: spec/fuzz/fuzz_json.c $(FUZZ_NOSSE2_OBJS)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	$(Q)clang $(FUZZ_CFLAGS) -DJSON_NO_SSE2 -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_NOSSE2_OBJS) $(LIBS)
+
+test-build: bin/klua build/asan/klua $(UNIT_BINS) $(FUZZ_BINS) $(LUA_JSON_SO)
 
 deps:
 	@sh spec/support/deps.sh
@@ -120,9 +167,10 @@ demo: deps
 	@sh spec/support/controlplane/build.sh
 	@bash spec/support/demo.sh
 
+# A variant (fuzz_json_nosse2) starts from its target's seed corpus.
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
-	  $$f -max_total_time=$${FUZZ_SECONDS:-300} build/fuzz/corpus/$$n spec/fuzz/corpus/$$n || exit 1; done
+	  $$f -max_total_time=$${FUZZ_SECONDS:-300} build/fuzz/corpus/$$n spec/fuzz/corpus/$${n%_nosse2} || exit 1; done
 
 bench: deps
 	@sh bench/run.sh

@@ -5,25 +5,39 @@
 # end-to-end tests against a real kube-apiserver + etcd started here (and
 # always stopped, also on failure), fuzz smoke runs, busted specs for the Lua
 # library, pytest for the stand-in GitHub and the end-to-end suite.
-# Env: SPEC_ONLY=unit|itest|fuzz|lua|e2e runs one part; FUZZ_SMOKE_SECONDS.
+# Env: SPEC_ONLY=unit|itest|fuzz|lua|e2e runs one part; FUZZ_SMOKE_SECONDS;
+# KLUA_BUILD_DIR (default build) is where the test binaries and logs are.
+#
+# What is run comes from the sources, not from what happens to be built:
+# every spec/c/test_*.c, spec/c/itest_*.c and spec/fuzz/fuzz_*.c (plus the
+# JSON_NO_SSE2 variants the Makefile builds) must have its binary, else that
+# is a failure; a part that finds no tests fails; a TAP log whose plan does
+# not match what ran fails. A broken test build can never read "0 failed".
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PASS=0
 FAIL=0
 FAILED_NAMES=()
-LOGDIR=build/test-logs
+BUILD=${KLUA_BUILD_DIR:-build}
+LOGDIR=$BUILD/test-logs
 mkdir -p "$LOGDIR"
+# Second builds of a test with -DJSON_NO_SSE2 (see the Makefile).
+UNIT_VARIANTS="test_json_nosse2"
+FUZZ_VARIANTS="fuzz_json_nosse2"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export LSAN_OPTIONS="suppressions=$ROOT/spec/support/lsan.supp:print_suppressions=0"
 part() { [ -z "${SPEC_ONLY:-}" ] || [ "$SPEC_ONLY" = "$1" ]; }
 
+fail() { FAIL=$((FAIL + 1)); FAILED_NAMES+=("$1"); }
+
 # count_tap NAME LOGFILE EXITCODE: adds a file's TAP results to the totals.
 count_tap() {
-    local name=$1 log=$2 rc=$3 ok notok
+    local name=$1 log=$2 rc=$3 ok notok plan
     ok=$(grep -c '^ok ' "$log")
     notok=$(grep -c '^not ok ' "$log")
+    plan=$(sed -n 's/^1\.\.\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
     PASS=$((PASS + ok))
     FAIL=$((FAIL + notok))
     if [ "$notok" -gt 0 ]; then
@@ -31,12 +45,53 @@ count_tap() {
     fi
     # A crash (sanitizer report, signal) after the last TAP line is a failure too.
     if [ "$rc" -ne 0 ] && [ "$notok" -eq 0 ]; then
-        FAIL=$((FAIL + 1))
-        FAILED_NAMES+=("$name: exited with status $rc (see $log)")
+        fail "$name: exited with status $rc (see $log)"
+    elif [ $((ok + notok)) -eq 0 ]; then
+        fail "$name: ran no tests (see $log)"
+    elif [ -z "$plan" ] || [ "$plan" -ne $((ok + notok)) ]; then
+        fail "$name: TAP plan ${plan:-missing}, $((ok + notok)) tests ran (see $log)"
     fi
 }
 
+# expected_bins KIND: the names of the binaries the sources call for.
+expected_bins() {
+    local f
+    case $1 in
+    unit) for f in spec/c/test_*.c; do [ -e "$f" ] && basename "$f" .c; done
+          for f in $UNIT_VARIANTS; do echo "$f"; done ;;
+    itest) for f in spec/c/itest_*.c; do [ -e "$f" ] && basename "$f" .c; done ;;
+    fuzz) for f in spec/fuzz/fuzz_*.c; do [ -e "$f" ] && basename "$f" .c; done
+          for f in $FUZZ_VARIANTS; do echo "$f"; done ;;
+    esac
+}
+
+# run_tap_bins KIND DIR [TIMEOUT]: runs every expected binary of a kind from
+# DIR, counting TAP; a missing one and an empty kind are failures.
+run_tap_bins() {
+    local kind=$1 dir=$2 limit=${3:-0} n t rc count=0
+    for n in $(expected_bins "$kind"); do
+        count=$((count + 1))
+        t=$dir/$n
+        if [ ! -x "$t" ]; then
+            fail "$n: test binary $t is missing (make test-build)"
+            printf '  %-28s MISSING\n' "$n"
+            continue
+        fi
+        if [ "$limit" -gt 0 ]; then
+            timeout "$limit" "$t" > "$LOGDIR/$n.log" 2>&1
+        else
+            "$t" > "$LOGDIR/$n.log" 2>&1
+        fi
+        rc=$?
+        count_tap "$n" "$LOGDIR/$n.log" $rc
+        printf '  %-28s %s passed, %s failed\n' "$n" "$(grep -c '^ok ' "$LOGDIR/$n.log")" \
+            "$(grep -c '^not ok ' "$LOGDIR/$n.log")"
+    done
+    [ "$count" -gt 0 ] || fail "$kind: no tests found"
+}
+
 CLUSTER=""
+STARTED_CLUSTER=""
 cleanup() {
     if [ -n "$CLUSTER" ]; then
         sh spec/support/cluster.sh down "$CLUSTER" >/dev/null 2>&1 || true
@@ -47,15 +102,7 @@ trap 'exit 130' INT TERM
 
 if part unit; then
     echo "== C unit tests"
-    for t in build/asan/spec/test_*; do
-        [ -x "$t" ] || continue
-        n=$(basename "$t")
-        "$t" > "$LOGDIR/$n.log" 2>&1
-        rc=$?
-        count_tap "$n" "$LOGDIR/$n.log" $rc
-        printf '  %-28s %s passed, %s failed\n' "$n" "$(grep -c '^ok ' "$LOGDIR/$n.log")" \
-            "$(grep -c '^not ok ' "$LOGDIR/$n.log")"
-    done
+    run_tap_bins unit "$BUILD/asan/spec"
 fi
 
 if part unit; then
@@ -63,43 +110,57 @@ if part unit; then
     if sh spec/support/check-src.sh > "$LOGDIR/check-src.log" 2>&1; then
         PASS=$((PASS + 1)); echo "  check-src ok"
     else
-        FAIL=$((FAIL + 1)); FAILED_NAMES+=("check-src: $(head -3 "$LOGDIR/check-src.log" | tr '\n' ' ')")
+        fail "check-src: $(head -3 "$LOGDIR/check-src.log" | tr '\n' ' ')"
         cat "$LOGDIR/check-src.log"
     fi
 fi
 
 if part fuzz; then
     echo "== fuzz smoke runs (${FUZZ_SMOKE_SECONDS:-10} s each)"
-    for f in build/fuzz/fuzz_*; do
-        [ -x "$f" ] || continue
-        n=$(basename "$f")
-        corpus="build/fuzz/corpus/$n"
+    nfuzz=0
+    for n in $(expected_bins fuzz); do
+        nfuzz=$((nfuzz + 1))
+        f=$BUILD/fuzz/$n
+        if [ ! -x "$f" ]; then
+            fail "$n: fuzz target $f is missing (make test-build)"
+            echo "  $n MISSING"
+            continue
+        fi
+        corpus="$BUILD/fuzz/corpus/$n"
         mkdir -p "$corpus"
+        # a variant (fuzz_json_nosse2) starts from its target's seeds
         if "$f" -max_total_time="${FUZZ_SMOKE_SECONDS:-10}" -print_final_stats=0 "$corpus" \
-            "spec/fuzz/corpus/$n" > "$LOGDIR/$n.log" 2>&1; then
+            "spec/fuzz/corpus/${n%_nosse2}" > "$LOGDIR/$n.log" 2>&1; then
             PASS=$((PASS + 1)); echo "  $n ok"
         else
-            FAIL=$((FAIL + 1)); FAILED_NAMES+=("$n: fuzz smoke run failed (see $LOGDIR/$n.log)")
+            fail "$n: fuzz smoke run failed (see $LOGDIR/$n.log)"
             echo "  $n FAILED"
         fi
     done
+    [ "$nfuzz" -gt 0 ] || fail "fuzz: no targets found"
 fi
 
 if part lua; then
-    echo "== busted (Lua library)"
-    busted -o TAP spec/lua > "$LOGDIR/busted.log" 2>&1
-    rc=$?
-    count_tap busted "$LOGDIR/busted.log" $rc
-    echo "  $(grep -c '^ok ' "$LOGDIR/busted.log") passed, $(grep -c '^not ok ' "$LOGDIR/busted.log") failed"
+    echo "== busted (Lua library, JSON through klua.json as klua runs it)"
+    if [ ! -f "$BUILD/lua/klua/json.so" ]; then
+        fail "busted: $BUILD/lua/klua/json.so (klua.json) is missing (make test-build)"
+        echo "  klua.json module MISSING"
+    else
+        busted -o TAP --cpath="$BUILD/lua/?.so;" spec/lua > "$LOGDIR/busted.log" 2>&1
+        rc=$?
+        count_tap busted "$LOGDIR/busted.log" $rc
+        echo "  $(grep -c '^ok ' "$LOGDIR/busted.log") passed, $(grep -c '^not ok ' "$LOGDIR/busted.log") failed"
+    fi
 fi
 
 if part itest || part e2e; then
     echo "== starting the local control plane (kube-apiserver + etcd)"
     CLUSTER="$ROOT/build/test-cluster"
+    STARTED_CLUSTER=1
     sh spec/support/cluster.sh down "$CLUSTER" >/dev/null 2>&1 || true
     if ! sh spec/support/cluster.sh up "$CLUSTER" > "$LOGDIR/cluster-up.log" 2>&1; then
         cat "$LOGDIR/cluster-up.log"
-        FAIL=$((FAIL + 1)); FAILED_NAMES+=("control plane: could not start (see $LOGDIR/cluster-up.log)")
+        fail "control plane: could not start (see $LOGDIR/cluster-up.log)"
         CLUSTER_FAILED=1
     fi
     export KLUA_TEST_CLUSTER="$CLUSTER"
@@ -107,22 +168,16 @@ fi
 
 if part itest && [ -z "${CLUSTER_FAILED:-}" ]; then
     echo "== C integration tests (real API server)"
-    for t in build/asan/spec/itest_*; do
-        [ -x "$t" ] || continue
-        n=$(basename "$t")
-        timeout 600 "$t" > "$LOGDIR/$n.log" 2>&1
-        rc=$?
-        count_tap "$n" "$LOGDIR/$n.log" $rc
-        printf '  %-28s %s passed, %s failed\n' "$n" "$(grep -c '^ok ' "$LOGDIR/$n.log")" \
-            "$(grep -c '^not ok ' "$LOGDIR/$n.log")"
-    done
+    run_tap_bins itest "$BUILD/asan/spec" 600
 fi
 
 if part e2e && [ -z "${CLUSTER_FAILED:-}" ]; then
     echo "== end-to-end tests (bin/klua, real API server, stand-in GitHub)"
-    export KLUA_BIN="$ROOT/build/asan/klua"
+    export KLUA_BIN="$ROOT/$BUILD/asan/klua"
+    [ -x "$KLUA_BIN" ] || fail "e2e: $KLUA_BIN is missing (make test-build)"
+    rm -f "$LOGDIR/pytest.xml"   # a crash must not leave an old run's figures
     python3 -m pytest -q -p no:cacheprovider --junitxml="$LOGDIR/pytest.xml" \
-        spec/support/test_fakegithub.py spec/e2e > "$LOGDIR/pytest.log" 2>&1
+        spec/support/test_fakegithub.py spec/support/test_run_sh.py spec/e2e > "$LOGDIR/pytest.log" 2>&1
     rc=$?
     tail -n 30 "$LOGDIR/pytest.log" | sed 's/^/  /'
     read -r tp tf < <(python3 - "$LOGDIR/pytest.xml" <<'PY'
@@ -141,14 +196,17 @@ PY
     PASS=$((PASS + tp)); FAIL=$((FAIL + tf))
     [ "$tf" -gt 0 ] && FAILED_NAMES+=("pytest: $tf failed (see $LOGDIR/pytest.log)")
     if [ "$rc" -ne 0 ] && [ "$tf" -eq 0 ]; then
-        FAIL=$((FAIL + 1)); FAILED_NAMES+=("pytest exited with status $rc")
+        fail "pytest exited with status $rc"
+    elif [ $((tp + tf)) -eq 0 ]; then
+        fail "pytest: ran no tests (see $LOGDIR/pytest.log)"
     fi
 fi
 
 cleanup
 CLUSTER=""
-if pgrep -f "$ROOT/build/test-cluster" >/dev/null 2>&1; then
-    FAIL=$((FAIL + 1)); FAILED_NAMES+=("processes of the test control plane were left behind")
+# Only a run that started the control plane answers for its processes.
+if [ -n "$STARTED_CLUSTER" ] && pgrep -f "$ROOT/build/test-cluster" >/dev/null 2>&1; then
+    fail "processes of the test control plane were left behind"
 fi
 for n in "${FAILED_NAMES[@]}"; do echo "FAILED: $n"; done
 echo "$PASS passed, $FAIL failed"

@@ -1,4 +1,5 @@
-/* buf.c - see buf.h. */
+/* buf.c - see buf.h. Every append goes through kl_buf_reserve, which is
+ * where a failure is recorded and where a failed buffer refuses more. */
 #include "buf.h"
 
 #include <stdarg.h>
@@ -7,10 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Mark b failed; returns -1 for the caller to pass on. */
+static int fail(kl_buf *b)
+{
+    b->failed = 1;
+    return -1;
+}
+
 int kl_buf_reserve(kl_buf *b, size_t extra)
 {
-    if (extra > SIZE_MAX - b->len - 1)
+    if (b->failed)
         return -1;
+    if (extra > SIZE_MAX - b->len - 1)
+        return fail(b);
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return 0;
@@ -24,7 +34,7 @@ int kl_buf_reserve(kl_buf *b, size_t extra)
     }
     char *p = realloc(b->data, cap);
     if (!p)
-        return -1;
+        return fail(b);
     b->data = p;
     b->cap = cap;
     return 0;
@@ -51,7 +61,9 @@ int kl_buf_printf(kl_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || kl_buf_reserve(b, (size_t)n) != 0)
+    if (n < 0)
+        return b->failed ? -1 : fail(b);
+    if (kl_buf_reserve(b, (size_t)n) != 0)
         return -1;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
@@ -62,6 +74,8 @@ int kl_buf_printf(kl_buf *b, const char *fmt, ...)
 
 int kl_buf_put_urlenc(kl_buf *b, const char *s)
 {
+    if (b->failed)
+        return -1;
     static const char hex[] = "0123456789ABCDEF";
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         unsigned char c = *p;
@@ -78,8 +92,11 @@ int kl_buf_put_urlenc(kl_buf *b, const char *s)
     return 0;
 }
 
+int kl_buf_failed(const kl_buf *b) { return b->failed; }
+
 void kl_buf_reset(kl_buf *b)
 {
+    b->failed = 0;
     b->len = 0;
     if (b->data)
         b->data[0] = '\0';
@@ -101,10 +118,15 @@ void kl_buf_free(kl_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+    b->failed = 0;
 }
 
 char *kl_buf_take(kl_buf *b)
 {
+    if (b->failed) {
+        kl_buf_free(b);
+        return NULL;
+    }
     char *p = b->data;
     if (!p)
         p = calloc(1, 1);

@@ -16,12 +16,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* SSE2 is part of x86-64, so this is the path taken on the usual build;
- * JSON_NO_SSE2 forces the portable word-at-a-time path (tests use it). */
+/* SSE2 is part of x86-64, so this is the path taken on the usual build.
+ * Compiling with -DJSON_NO_SSE2 gives the portable word-at-a-time path that
+ * other targets take; the Makefile builds test_json and fuzz_json a second
+ * time that way (test_json_nosse2, fuzz_json_nosse2) and spec/run.sh runs
+ * both. */
 #if defined(__SSE2__) && !defined(JSON_NO_SSE2)
 #include <emmintrin.h>
 #define JSON_SSE2 1
 #endif
+
+const char *json_scan_path(void)
+{
+#ifdef JSON_SSE2
+    return "sse2";
+#else
+    return "portable";
+#endif
+}
 
 /* Bytes that end the fast scan inside a string: '"', '\\' and the control
  * characters RFC 8259 forbids unescaped. */

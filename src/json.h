@@ -69,4 +69,8 @@ const char *json_raw(const json_doc *d, int tok, size_t *len); /* raw bytes incl
 /* Writers. */
 int json_escape_append(kl_buf *out, const char *s, size_t n);  /* adds the quotes */
 
+/* Which string scan this build uses: "sse2" or "portable" (JSON_NO_SSE2,
+ * or a target without SSE2). For tests and diagnostics. */
+const char *json_scan_path(void);
+
 #endif

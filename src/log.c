@@ -1,4 +1,5 @@
-/* log.c - see log.h. One write(2) per line so lines never interleave. */
+/* log.c - see log.h. One write(2) per line so lines never interleave.
+ * Uses: buf (the line, checked once), util (RFC 3339 time stamps). */
 #include "log.h"
 
 #include "buf.h"
@@ -10,6 +11,9 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#define OOM_TEXT "error out of memory formatting a log line\n"
+#define OOM_JSON "{\"level\":\"error\",\"msg\":\"out of memory formatting a log line\"}\n"
 
 static int log_json;
 static int log_verbosity;
@@ -100,14 +104,21 @@ void kl_log(int level, const char *msg, ...)
     if (log_json)
         kl_buf_putc(&b, '}');
     kl_buf_putc(&b, '\n');
-    if (b.data) {
-        ssize_t off = 0;
-        while ((size_t)off < b.len) {
-            ssize_t n = write(2, b.data + off, b.len - (size_t)off);
-            if (n <= 0)
-                break;
-            off += n;
-        }
+    /* The appends above are unchecked on purpose: the buffer's error is
+     * sticky, so one check covers the line. A line that could not be built
+     * whole is replaced, never written cut short. */
+    const char *line = b.data;
+    size_t len = b.len;
+    if (kl_buf_failed(&b) || !line) {
+        line = log_json ? OOM_JSON : OOM_TEXT;
+        len = strlen(line);
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(2, line + off, len - off);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
     }
     kl_buf_free(&b);
 }

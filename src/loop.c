@@ -1,7 +1,8 @@
 /* loop.c - the event loop (see loop.h).
  *
  * Provides: epoll-based dispatch of fd readiness, one-shot millisecond timers
- * and signals. Uses: epoll, signalfd, CLOCK_MONOTONIC, err.
+ * and signals. Uses: epoll, signalfd, CLOCK_MONOTONIC (or a clock a test
+ * installs with loop_set_clock), err.
  *
  * Timers live in a binary min-heap ordered by (due, id). Ids are handed out
  * from a 64-bit counter, so they are unique and never reused; equal due times
@@ -59,6 +60,8 @@ typedef struct sig_handler {
 struct loop {
     int ep;
     uint64_t now;        /* cached clock, refreshed once per iteration */
+    loop_clock_fn clock; /* NULL: CLOCK_MONOTONIC */
+    void *clock_ud;
     int dispatching;     /* inside loop_run_once's callbacks */
     int stopped;
 
@@ -87,13 +90,25 @@ uint64_t loop_time_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static uint64_t clock_read(const loop *l)
+{
+    return l->clock ? l->clock(l->clock_ud) : loop_time_ms();
+}
+
+void loop_set_clock(loop *l, loop_clock_fn now_ms, void *ud)
+{
+    l->clock = now_ms;
+    l->clock_ud = ud;
+    l->now = clock_read(l);
+}
+
 /* Inside an iteration every callback sees the same clock; outside one
  * (start-up code arming its first timers) a stale cache would make timers
  * fire early, so it is refreshed. */
 uint64_t loop_now_ms(loop *l)
 {
     if (!l->dispatching)
-        l->now = loop_time_ms();
+        l->now = clock_read(l);
     return l->now;
 }
 
@@ -470,7 +485,7 @@ void loop_free(loop *l)
 int loop_run_once(loop *l, int timeout_ms)
 {
     struct epoll_event evs[LOOP_MAX_EVENTS];
-    l->now = loop_time_ms();
+    l->now = clock_read(l);
     heap_skip_dead(l);
     int wait = timeout_ms;
     if (l->heap_len) {
@@ -482,7 +497,7 @@ int loop_run_once(loop *l, int timeout_ms)
     int n = epoll_wait(l->ep, evs, LOOP_MAX_EVENTS, wait);
     if (n < 0 && errno != EINTR)
         return -1;
-    l->now = loop_time_ms();
+    l->now = clock_read(l);
     /* Snapshot before any callback: timers added from here on wait for the
      * next iteration. */
     loop_timer_id limit = l->next_id + 1;

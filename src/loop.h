@@ -32,8 +32,18 @@ int loop_run_once(loop *l, int timeout_ms);
 void loop_stop(loop *l);
 int loop_stopped(const loop *l);
 
-uint64_t loop_now_ms(loop *l);        /* monotonic milliseconds, cached per iteration */
-uint64_t loop_time_ms(void);          /* monotonic milliseconds, fresh */
+uint64_t loop_now_ms(loop *l);        /* the loop's clock in ms, cached per iteration */
+uint64_t loop_time_ms(void);          /* CLOCK_MONOTONIC milliseconds, fresh */
+
+/* The loop's clock: CLOCK_MONOTONIC unless replaced. A test installs its own
+ * (now_ms(ud) returns milliseconds and must never go back) to move time by
+ * hand: timers then fall due when that clock reaches them, whatever the wall
+ * clock does. Waits are still bounded by the next timer as if it were real
+ * time, so drive such a loop with loop_run_once(l, 0). NULL restores the
+ * monotonic clock. Every timer and loop_now_ms() use it; loop_time_ms() does
+ * not (it is for measuring real durations). */
+typedef uint64_t (*loop_clock_fn)(void *ud);
+void loop_set_clock(loop *l, loop_clock_fn now_ms, void *ud);
 
 /* One-shot timers. delay 0 runs on the next iteration (a deferred call). */
 loop_timer_id loop_timer_add(loop *l, uint64_t delay_ms, loop_timer_cb cb, void *ud);

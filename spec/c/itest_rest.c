@@ -563,7 +563,7 @@ static void wl_event(void *ud, const watch_event *ev)
     watch_log *w = ud;
     if (w->n >= 64)
         return;
-    kl_buf o = {(char *)ev->object, ev->object_len, 0};
+    kl_buf o = {(char *)ev->object, ev->object_len, 0, 0};
     w->types[w->n] = ev->type;
     snprintf(w->names[w->n], sizeof w->names[0], "%s", ev->object ? J(&o, "metadata.name") : "");
     snprintf(w->rvs[w->n], sizeof w->rvs[0], "%s",

@@ -1,6 +1,8 @@
 /* test_json.c - unit tests for src/json.c: token layout, navigation,
  * unescaping, numbers, strict validation with byte offsets, depth limit,
  * large lists, the string escaper and the block-wise string scanner.
+ * Built twice: as test_json (the SSE2 scan on x86-64) and, with
+ * -DJSON_NO_SSE2, as test_json_nosse2 (the portable scan other targets use).
  * Uses: harness.h, json, buf, err. */
 #include "harness.h"
 #include "json.h"
@@ -352,6 +354,20 @@ TEST(string_scan_every_position)
     json_doc_free(&d);
 }
 
+TEST(built_with_the_intended_scan)
+{
+    /* Both binaries would pass the other tests with either scan: this one
+     * proves each really runs the scan it is named for. */
+#if defined(JSON_NO_SSE2)
+    CHECK_STR(json_scan_path(), "portable");
+#elif defined(__SSE2__)
+    CHECK_STR(json_scan_path(), "sse2");
+#else
+    CHECK_STR(json_scan_path(), "portable");
+#endif
+    printf("# string scan: %s\n", json_scan_path());
+}
+
 int main(void)
 {
     RUN(nested_layout);
@@ -363,5 +379,6 @@ int main(void)
     RUN(big_list_walk);
     RUN(escape_writer);
     RUN(string_scan_every_position);
+    RUN(built_with_the_intended_scan);
     DONE();
 }

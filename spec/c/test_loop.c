@@ -2,7 +2,8 @@
  *
  * Covers timer ordering, cancellation (also from inside a callback),
  * zero-delay timers, fd readiness on a pipe, signal delivery through
- * signalfd, loop_run/loop_stop and the per-iteration clock.
+ * signalfd, loop_run/loop_stop, the per-iteration clock and an injected
+ * clock that a test moves by hand.
  */
 #include "harness.h"
 #include "loop.h"
@@ -337,6 +338,47 @@ TEST(clock_is_cached_per_iteration)
     loop_free(l);
 }
 
+static uint64_t fake_now(void *ud) { return *(uint64_t *)ud; }
+
+TEST(injected_clock_decides_when_timers_are_due)
+{
+    loop *l = loop_new(NULL);
+    uint64_t now = 5000;
+    loop_set_clock(l, fake_now, &now);
+    CHECK(loop_now_ms(l) == 5000);
+    tlog log = {.n = 0};
+    tarm a = {&log, 1, 0, NULL}, b = {&log, 2, 0, NULL}, c = {&log, 3, 0, NULL};
+    loop_timer_add(l, 100, record, &a);
+    loop_timer_add(l, 3600 * 1000, record, &b);   /* an hour */
+    loop_timer_add(l, 0, record, &c);
+    loop_run_once(l, 0);
+    CHECK(log.n == 1 && log.seq[0] == 3);          /* zero delay: next iteration */
+    /* Real time passing does not matter, only the injected clock. */
+    struct timespec ts = {0, 120 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    loop_run_once(l, 0);
+    CHECK(log.n == 1);
+    now += 99;
+    loop_run_once(l, 0);
+    CHECK(log.n == 1);                             /* not a millisecond early */
+    now += 1;
+    loop_run_once(l, 0);
+    CHECK(log.n == 2 && log.seq[1] == 1);
+    CHECK(loop_now_ms(l) == 5100);
+    now += 3600 * 1000;                            /* an hour passes at once */
+    loop_run_once(l, 0);
+    CHECK(log.n == 3 && log.seq[2] == 2);
+    /* Back to the monotonic clock: a timer now counts in real time. */
+    loop_set_clock(l, NULL, NULL);
+    CHECK(loop_now_ms(l) != now);
+    uint64_t t0 = loop_time_ms();
+    tarm d = {&log, 4, 0, NULL};
+    loop_timer_add(l, 20, record, &d);
+    run_until(l, &log, 4, 1000);
+    CHECK(log.n == 4 && loop_time_ms() - t0 >= 20);
+    loop_free(l);
+}
+
 int main(void)
 {
     RUN(timers_fire_in_due_order);
@@ -349,5 +391,6 @@ int main(void)
     RUN(signal_delivered_through_the_loop);
     RUN(run_until_stopped);
     RUN(clock_is_cached_per_iteration);
+    RUN(injected_clock_decides_when_timers_are_due);
     DONE();
 }

@@ -1,25 +1,40 @@
 /* test_workqueue.c - client-go workqueue semantics on the loop: dedup,
  * processing/dirty, delays, rate limiting, shutdown. Run under ASan, the
- * shutdown and free paths also prove no timer or item leaks. */
+ * shutdown and free paths also prove no timer or item leaks.
+ *
+ * Time is the loop's injected clock (loop_set_clock), moved by hand: delays
+ * and backoff are asserted to the millisecond, never against the wall clock
+ * (a loaded machine running ASan would make those flaky). */
 #include "harness.h"
 #include "loop.h"
 #include "workqueue.h"
+
+typedef struct fake_clock {
+    uint64_t ms;
+} fake_clock;
+
+static fake_clock clk;
+
+static uint64_t fake_now(void *ud) { return ((fake_clock *)ud)->ms; }
 
 static loop *new_loop(void)
 {
     kl_err err;
     loop *l = loop_new(&err);
-    if (!l)
+    if (!l) {
         printf("# loop_new: %s\n", err.msg);
+        return NULL;
+    }
+    clk.ms = 1000000;   /* any start: only differences matter */
+    loop_set_clock(l, fake_now, &clk);
     return l;
 }
 
-/* Run the loop until the queue has n ready keys or ms pass. */
-static void run_until_len(loop *l, workqueue *q, size_t n, uint64_t ms)
+/* Move the clock on by ms, then run one iteration: what is due fires. */
+static void advance(loop *l, uint64_t ms)
 {
-    uint64_t end = loop_time_ms() + ms;
-    while (workqueue_len(q) < n && loop_time_ms() < end)
-        loop_run_once(l, 5);
+    clk.ms += ms;
+    loop_run_once(l, 0);
 }
 
 static int ready_calls;
@@ -92,17 +107,16 @@ TEST(add_after_fires_after_the_delay_not_before)
 {
     loop *l = new_loop();
     workqueue *q = workqueue_new(l, "test", NULL);
-    uint64_t t0 = loop_now_ms(l); /* delays count from the loop's clock */
     workqueue_add_after(q, "k", 200);
     CHECK(workqueue_waiting(q) == 1);
     loop_run_once(l, 0);
     CHECK(workqueue_len(q) == 0);
     CHECK(workqueue_get(q) == NULL);
-    run_until_len(l, q, 1, 50);
-    CHECK(workqueue_len(q) == 0);  /* not before */
-    run_until_len(l, q, 1, 1000);
-    CHECK(workqueue_len(q) == 1);
-    CHECK(loop_time_ms() - t0 >= 200);
+    advance(l, 199);
+    CHECK(workqueue_len(q) == 0);  /* not a millisecond early */
+    CHECK(workqueue_waiting(q) == 1);
+    advance(l, 1);
+    CHECK(workqueue_len(q) == 1);  /* and due exactly at 200 */
     CHECK(workqueue_waiting(q) == 0);
     CHECK_STR(workqueue_get(q), "k");
     workqueue_done(q, "k");
@@ -117,16 +131,22 @@ TEST(add_after_keeps_the_earlier_due_time)
 {
     loop *l = new_loop();
     workqueue *q = workqueue_new(l, "test", NULL);
-    uint64_t t0 = loop_time_ms();
     workqueue_add_after(q, "late-then-early", 400);
     workqueue_add_after(q, "late-then-early", 30);
     workqueue_add_after(q, "early-then-late", 30);
     workqueue_add_after(q, "early-then-late", 400);
     CHECK(workqueue_waiting(q) == 2);
-    run_until_len(l, q, 2, 1000);
-    CHECK(workqueue_len(q) == 2);
-    CHECK(loop_time_ms() - t0 < 350);
+    advance(l, 29);
+    CHECK(workqueue_len(q) == 0);
+    advance(l, 1);
+    CHECK(workqueue_len(q) == 2);     /* both at 30, not 400 */
     CHECK(workqueue_waiting(q) == 0); /* nothing else left to fire */
+    CHECK_STR(workqueue_get(q), "late-then-early");
+    CHECK_STR(workqueue_get(q), "early-then-late");
+    workqueue_done(q, "late-then-early");
+    workqueue_done(q, "early-then-late");
+    advance(l, 1000);                 /* the 400 ms timers are gone for good */
+    CHECK(workqueue_len(q) == 0);
     workqueue_free(q);
     loop_free(l);
 }
@@ -148,16 +168,38 @@ TEST(backoff_doubles_per_failure_and_forget_resets)
     workqueue_forget(q, "k");
     CHECK(workqueue_num_requeues(q, "k") == 0);
     CHECK(workqueue_when(q, "k") == 5);
+    workqueue_forget(q, "k");
+    workqueue_forget(q, "other");
+    workqueue_free(q);
+    loop_free(l);
+}
 
-    /* add_rate_limited waits that long, then the key is ready */
+TEST(add_rate_limited_waits_exactly_the_backoff)
+{
+    loop *l = new_loop();
+    workqueue_opts o = {5, 1000, 1e9, 1000000};
+    workqueue *q = workqueue_new(l, "test", &o);
+    /* failures 1, 2, 3, 4: ready after 5, 10, 20, 40 ms, not a ms before */
+    uint64_t want[4] = {5, 10, 20, 40};
+    for (int i = 0; i < 4; i++) {
+        workqueue_add_rate_limited(q, "r");
+        CHECK(workqueue_waiting(q) == 1);
+        CHECK(workqueue_len(q) == 0);
+        advance(l, want[i] - 1);
+        CHECK(workqueue_len(q) == 0);
+        advance(l, 1);
+        CHECK(workqueue_len(q) == 1);
+        CHECK_STR(workqueue_get(q), "r");
+        CHECK(workqueue_num_requeues(q, "r") == (unsigned)i + 1);
+        workqueue_done(q, "r");
+    }
+    /* success forgets: the next failure starts at the base again */
     workqueue_forget(q, "r");
     workqueue_add_rate_limited(q, "r");
-    CHECK(workqueue_waiting(q) == 1);
+    advance(l, 4);
     CHECK(workqueue_len(q) == 0);
-    run_until_len(l, q, 1, 1000);
-    CHECK_STR(workqueue_get(q), "r");
-    CHECK(workqueue_num_requeues(q, "r") == 1);
-    workqueue_done(q, "r");
+    advance(l, 1);
+    CHECK(workqueue_len(q) == 1);
     workqueue_free(q);
     loop_free(l);
 }
@@ -168,13 +210,18 @@ TEST(token_bucket_limits_when_burst_is_spent)
     workqueue_opts o = {1, 1000, 10, 2};
     workqueue *q = workqueue_new(l, "test", &o);
     /* per-item delay is 1 ms for each new key; the bucket decides the rest */
-    CHECK(workqueue_when(q, "a") <= 1);
-    CHECK(workqueue_when(q, "b") <= 1);
-    uint64_t third = workqueue_when(q, "c");
-    printf("# third delay with qps 10 burst 2: %llu ms\n", (unsigned long long)third);
-    CHECK(third > 50 && third <= 100);  /* one token at 10/s is 100 ms */
-    uint64_t fourth = workqueue_when(q, "d");
-    CHECK(fourth > third);              /* reservations queue up behind each other */
+    CHECK(workqueue_when(q, "a") == 1);
+    CHECK(workqueue_when(q, "b") == 1);
+    CHECK(workqueue_when(q, "c") == 100);   /* one token at 10/s is 100 ms */
+    CHECK(workqueue_when(q, "d") == 200);   /* reservations queue up behind each other */
+    /* 150 ms later 1.5 tokens came back: the debt is 0.5, the next waits 150 */
+    clk.ms += 150;
+    CHECK(workqueue_when(q, "e") == 150);
+    /* a long pause refills to the burst, no further */
+    clk.ms += 60000;
+    CHECK(workqueue_when(q, "f") == 1);
+    CHECK(workqueue_when(q, "g") == 1);
+    CHECK(workqueue_when(q, "h") == 100);
     workqueue_free(q);
     loop_free(l);
 }
@@ -187,7 +234,11 @@ TEST(defaults_match_client_go)
     for (int i = 0; i < 99; i++) /* burst 100: 100 reservations are free */
         workqueue_when(q, "k");
     workqueue_forget(q, "k");
-    CHECK(workqueue_when(q, "k") >= 90); /* the 101st waits ~100 ms at 10 qps */
+    CHECK(workqueue_when(q, "k") == 100); /* the 101st waits 100 ms at 10 qps */
+    workqueue_forget(q, "k");
+    for (int i = 0; i < 40; i++)
+        workqueue_when(q, "k");
+    CHECK(workqueue_when(q, "k") == 1000000); /* per item: capped at 1000 s */
     workqueue_free(q);
     loop_free(l);
 }
@@ -213,7 +264,7 @@ TEST(shutdown_stops_gets_and_cancels_timers)
     CHECK(workqueue_waiting(q) == 0);
     size_t len = workqueue_len(q);
     for (int i = 0; i < 10; i++)
-        loop_run_once(l, 5);
+        advance(l, 100000);  /* far past every delay that was pending */
     CHECK(workqueue_len(q) == len); /* no timer fired into the queue */
     CHECK(ready_calls == 0);
     CHECK(workqueue_get(q) == NULL);
@@ -231,6 +282,7 @@ int main(void)
     RUN(add_after_fires_after_the_delay_not_before);
     RUN(add_after_keeps_the_earlier_due_time);
     RUN(backoff_doubles_per_failure_and_forget_resets);
+    RUN(add_rate_limited_waits_exactly_the_backoff);
     RUN(token_bucket_limits_when_burst_is_spent);
     RUN(defaults_match_client_go);
     RUN(shutdown_stops_gets_and_cancels_timers);

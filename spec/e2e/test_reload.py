@@ -77,10 +77,25 @@ def metrics_port(klua):
 
 
 def metric(port, name):
+    """One sample of /metrics; name may carry labels: 'x{controller="stamp"}'."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
     m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     return float(m.group(1)) if m else None
+
+
+def published(port, name, at_least, timeout=10):
+    """Waits until klua's counter `name` reaches at_least and returns its value.
+
+    klua publishes its API counters every 100 ms. A negative check ("no
+    LIST since") waits until klua_api_requests_total accounts for every
+    request the test knows klua made (the stamping PATCHes it saw land):
+    a published snapshot that includes the last of them includes every
+    request sent before it, so reading it is no race and needs no sleep."""
+    def reached():
+        v = metric(port, name)
+        return v is not None and v >= at_least and (v,)
+    return wait_for(reached, timeout, interval=0.05, what=f"{name} >= {at_least}")[0]
 
 
 def audited_lists(cluster, ns):
@@ -113,9 +128,10 @@ def test_edit_script_and_lib_applies_to_existing_objects_without_a_list(
     port = metrics_port(k)
     wait_stamped(cluster, namespace, names, "lib1:v1", klua=k)
     k.wait_log("watching scripts for changes")
-    time.sleep(0.3)   # the counters are published every 100 ms
+    # at least the LIST and the three stamps: every LIST came before them
+    reqs = published(port, "klua_api_requests_total", 1 + len(names))
     lists_metric = metric(port, "klua_api_list_requests_total")
-    lists_audit = audited_lists(cluster, namespace)
+    lists_audit = wait_for(lambda: audited_lists(cluster, namespace), 10, what="LIST audited")
     assert lists_metric >= 1 and lists_audit >= 1
 
     # the script, written in place
@@ -132,7 +148,7 @@ def test_edit_script_and_lib_applies_to_existing_objects_without_a_list(
     write_rename_over(lib, lib.read_text().replace('"lib1:"', '"lib2:"'))
     wait_stamped(cluster, namespace, names, "lib2:v2", klua=k)
 
-    time.sleep(0.3)
+    published(port, "klua_api_requests_total", reqs + 2 * len(names))   # two stamps each
     assert metric(port, "klua_api_list_requests_total") == lists_metric
     assert audited_lists(cluster, namespace) == lists_audit
     reloads = len(re.findall(r"reload changed=", k.log()))
@@ -154,16 +170,19 @@ def test_a_broken_save_keeps_the_old_version_and_is_reported_once(
     # saving the same broken text again, or touching it, does not repeat the error
     write_in_place(script, broken)
     os.utime(script)
-    time.sleep(0.5)
-    errors = [l for l in k.log().splitlines() if "not reloaded" in l]
-    assert len(errors) == 1, errors
-    assert re.search(r'stamp\.lua:\d+: unexpected symbol', errors[0]), errors[0]
     # the old code keeps reconciling, new objects too
     make_cms(cluster, namespace, "stamp", ["b"])
     wait_stamped(cluster, namespace, ["a", "b"], "lib1:v1", klua=k)
     # a fixed save goes through
     write_in_place(script, good.replace('"v1"', '"v3"', 1))
     wait_stamped(cluster, namespace, ["a", "b"], "lib1:v3", klua=k)
+    k.wait_log(r'changed="stamp \(reloaded\)"')
+    # The fixed save was handled after the repeated save and the touch (one
+    # inotify queue, in order), so by now those were handled too: the error
+    # was reported once, no sleep needed to know it.
+    errors = [l for l in k.log().splitlines() if "not reloaded" in l]
+    assert len(errors) == 1, errors
+    assert re.search(r'stamp\.lua:\d+: unexpected symbol', errors[0]), errors[0]
     assert "runtime error" not in k.log()
 
 
@@ -174,7 +193,7 @@ def test_scripts_added_and_removed_while_running(cluster, namespace, klua_factor
     port = metrics_port(k)
     wait_stamped(cluster, namespace, ["a"], "lib1:v1", klua=k)
     k.wait_log("watching scripts for changes")
-    time.sleep(0.3)
+    reqs = published(port, "klua_api_requests_total", 2)   # the LIST, the stamp
     lists = metric(port, "klua_api_list_requests_total")
 
     # a second controller on the same resource and selector shares the informer: no LIST
@@ -184,7 +203,7 @@ def test_scripts_added_and_removed_while_running(cluster, namespace, klua_factor
     write_rename_over(scripts / "second.lua", second)
     wait_stamped(cluster, namespace, ["a"], "lib1:v1", key="second", klua=k)
     k.wait_log(r'changed="second \(added\)"')
-    time.sleep(0.3)
+    reqs = published(port, "klua_api_requests_total", reqs + 1)   # its stamp
     assert metric(port, "klua_api_list_requests_total") == lists
 
     # a controller on a new selector starts its own informer (one LIST)
@@ -193,7 +212,7 @@ def test_scripts_added_and_removed_while_running(cluster, namespace, klua_factor
     write_in_place(scripts / "third.lua", third)
     make_cms(cluster, namespace, "third", ["t"])
     wait_stamped(cluster, namespace, ["t"], "lib1:v1", key="second", klua=k)
-    time.sleep(0.3)
+    published(port, "klua_api_requests_total", reqs + 2)   # its LIST, its stamp
     assert metric(port, "klua_api_list_requests_total") == lists + 1
 
     # removing a script stops its controller
@@ -212,10 +231,14 @@ def test_sighup_reloads_without_dev(cluster, namespace, klua_factory, tmp_path):
     k = start(klua_factory, scripts, namespace)
     wait_stamped(cluster, namespace, ["a"], "lib1:v1", klua=k)
     set_version(scripts / "stamp.lua", "v2")
-    time.sleep(0.5)
-    assert cm_data(cluster, namespace)["a"]["stamp"] == "lib1:v1"   # no watcher without --dev
+    # no watcher without --dev: klua says so, and an object created after the
+    # save is still stamped by the old code
+    assert "watching scripts for changes" not in k.log()
+    make_cms(cluster, namespace, "stamp", ["b"])
+    wait_stamped(cluster, namespace, ["b"], "lib1:v1", klua=k)
+    assert cm_data(cluster, namespace)["a"]["stamp"] == "lib1:v1"
     k.proc.send_signal(signal.SIGHUP)
-    wait_stamped(cluster, namespace, ["a"], "lib1:v2", klua=k)
+    wait_stamped(cluster, namespace, ["a", "b"], "lib1:v2", klua=k)
     k.wait_log(r'changed="stamp \(reloaded\)"')
     assert k.proc.poll() is None
     assert k.stop() == 0
@@ -244,7 +267,7 @@ def test_reload_latency_with_twenty_scripts(cluster, namespace, klua_factory, tm
         return ok
     wait_for(all_keys("lib1:v1"), 60, interval=0.05, what="20 stamps")
     k.wait_log("watching scripts for changes")
-    time.sleep(0.3)
+    reqs = published(port, "klua_api_requests_total", 1 + len(keys))   # the LIST, 20 stamps
     lists = metric(port, "klua_api_list_requests_total")
 
     lib = scripts / "lib/stamp_lib.lua"
@@ -262,7 +285,7 @@ def test_reload_latency_with_twenty_scripts(cluster, namespace, klua_factory, tm
     print(f"\nreload latency, 20 scripts (lib saved -> 20 controllers applied): "
           f"{twenty * 1000:.0f} ms (klua's reload: {m.group(1)} ms); "
           f"1 of 20 scripts: {one * 1000:.0f} ms")
-    time.sleep(0.3)
+    published(port, "klua_api_requests_total", reqs + len(keys) + 1)   # 20 + 1 stamps
     assert metric(port, "klua_api_list_requests_total") == lists
     assert twenty < 10 and one < 5
 
@@ -276,9 +299,11 @@ def test_reconciles_in_flight_finish_on_the_old_code(cluster, namespace, klua_fa
         "local want = stamp.format(VERSION)\n    ctx:sleep(1)"))
     names = ["a", "b"]
     k = start(klua_factory, scripts, namespace, "--dev", "--workers", "2")
+    port = metrics_port(k)
     k.wait_log("watching scripts for changes")
     make_cms(cluster, namespace, "stamp", names)
-    time.sleep(0.5)                        # both reconciles are sleeping now
+    # both reconciles are in flight (sleeping) now
+    published(port, 'controller_runtime_active_workers{controller="stamp"}', 2)
     set_version(script, "v2")
     k.wait_log(r'changed="stamp \(reloaded\)"')
     # the old code finishes first (v1), then the keys run again on the new code

@@ -9,6 +9,7 @@ after etcd compacted it, so no 410 would ever reach klua. Without the cache a
 rewatch from a compacted revision gets "410 Expired", as in a cluster where
 the watch cache's window has moved on.
 """
+import datetime
 import json
 import os
 import random
@@ -93,11 +94,24 @@ def test_reconcile_error_records_a_warning_event(crds, namespace, klua_factory):
     assert ev["reason"] == "ReconcileError", ev
     k.wait_log(re.escape(where), 10)
 
-    # the key backs off: a few retries, not a hot loop
-    n1 = k.log().count(where)
-    time.sleep(4)
-    n2 = k.log().count(where)
-    assert n2 - n1 <= 12, f"{n2 - n1} error lines in 4 s: the failing key is not backing off"
+    # The key backs off (5 ms doubling): measured with klua's own log time
+    # stamps once nine failures are in, not by counting lines over a sleep.
+    # Only lower bounds, at half the backoff: a delay counts from the loop's
+    # clock, cached per iteration, so a retry may come a little early by the
+    # work done before the failure in that iteration; a loaded machine only
+    # makes gaps longer. A hot loop or a backoff that does not grow fails.
+    def failures():
+        lines = [l for l in k.log().splitlines() if where in l]
+        return len(lines) >= 9 and lines
+    lines = wait_for(failures, 60, 0.1, "nine failed reconciles of the key")[:9]
+    stamps = [datetime.datetime.fromisoformat(l.split(" ", 1)[0].replace("Z", "+00:00"))
+              for l in lines]
+    gaps = [(b - a).total_seconds() * 1000 for a, b in zip(stamps, stamps[1:])]
+    print(f"gaps between the first nine failures (ms): {gaps}")
+    why = f"gaps {gaps}: the failing key is not backing off\n" + "\n".join(lines)
+    for i in range(4, 8):                      # backoff 80, 160, 320, 640 ms
+        assert gaps[i] >= 5 * 2 ** i / 2, why
+    assert sum(gaps) >= 5 * (2 ** 8 - 1) / 2, why   # 1,275 ms of backoff in all
     assert k.proc.poll() is None, "a reconcile error must not stop klua"
 
 
@@ -278,7 +292,10 @@ def test_watch_cut_and_410_relist_lose_nothing(nocache_cluster, tmp_path, github
         assert p.returncode == 0, f"etcd compaction failed: {p.stderr}"
         assert _watch_answer(c, ns, rv) == 410, "a watch from before the compaction should get 410"
         relists = _klua_relists(c)
-        time.sleep(2)   # klua retries against the blocked proxy a few times
+        # klua retries against the blocked proxy a few times: counted, not slept
+        refused = proxy.stats()["refused"]
+        wait_for(lambda: proxy.stats()["refused"] >= refused + 2, 60, 0.1,
+                 "klua to try the blocked API server twice more")
         proxy.unblock()
         _wait_state(c, ns, expect, ["a-4"], k)
         assert _klua_relists(c) > relists, "klua did not list Comments again after the 410"

@@ -3,7 +3,7 @@
 #
 #   sh spec/support/check-src.sh        (make check-src)
 #
-# Fails (exit 1) naming file:line for each use in src/*.c of sprintf(,
+# Fails (exit 1) naming file:line for each use in src/*.c and tools/*.c of sprintf(,
 # vsprintf(, strcpy(, strcat(, atoi(, atol(, gets( or strtok( ; prints
 # nothing and exits 0 when clean. Use snprintf, memcpy with lengths,
 # strtol/strtoul with an end pointer, fgets, strtok_r or a hand-written
@@ -14,7 +14,7 @@
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 found=0
-for f in src/*.c; do
+for f in src/*.c tools/*.c; do
     [ -f "$f" ] || continue
     # -n: file:line; the class before the name keeps snprintf( and friends out
     hits=$(grep -nE '(^|[^A-Za-z0-9_])(sprintf|vsprintf|strcpy|strcat|atoi|atol|gets|strtok)[[:space:]]*\(' "$f")
