@@ -8,27 +8,12 @@
  */
 #include "rest.h"
 
+#include "discovery.h"
 #include "json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* One group version's resources, as discovered. */
-typedef struct gv_entry {
-    char *gv;                  /* "v1" or "group/version"; owned */
-    kube_resource *res;        /* owned, n of them */
-    size_t n;
-    struct gv_entry *next;
-} gv_entry;
-
-struct kube_discovery {
-    kube_client *c;
-    int served_loaded;         /* /api and /apis were read */
-    char **served;             /* group versions the server serves; owned */
-    size_t nserved;
-    gv_entry *gvs;             /* resource lists, fetched on demand */
-};
 
 /* ---- resources ---------------------------------------------------------- */
 
@@ -312,235 +297,66 @@ kube_call *kube_watch_resource(kube_client *c, const kube_resource *r, const cha
     return call;
 }
 
-/* ---- discovery ---------------------------------------------------------- */
+/* ---- discovery (a synchronous wrapper over discovery.c, going away) ---- */
+
+struct kube_discovery {
+    kube_client *c;
+    discovery *d;
+};
 
 kube_discovery *kube_discovery_new(kube_client *c)
 {
-    kube_discovery *d = calloc(1, sizeof *d);
-    if (d)
-        d->c = c;
-    return d;
+    kube_discovery *kd = calloc(1, sizeof *kd);
+    if (kd)
+        kd->c = c;
+    if (kd && !(kd->d = discovery_new(c, NULL, NULL))) {
+        free(kd);
+        kd = NULL;
+    }
+    return kd;
 }
 
-void kube_discovery_invalidate(kube_discovery *d)
-{
-    for (size_t i = 0; i < d->nserved; i++)
-        free(d->served[i]);
-    free(d->served);
-    d->served = NULL;
-    d->nserved = 0;
-    d->served_loaded = 0;
-    while (d->gvs) {
-        gv_entry *e = d->gvs;
-        d->gvs = e->next;
-        for (size_t i = 0; i < e->n; i++)
-            kube_resource_free(&e->res[i]);
-        free(e->res);
-        free(e->gv);
-        free(e);
-    }
-}
+void kube_discovery_invalidate(kube_discovery *d) { (void)d; }
 
 void kube_discovery_free(kube_discovery *d)
 {
     if (!d)
         return;
-    kube_discovery_invalidate(d);
+    discovery_free(d->d);
     free(d);
 }
 
-static int served_add(kube_discovery *d, const json_doc *doc, int tok)
-{
-    char *s = json_str_dup(doc, tok);
-    char **n = s ? realloc(d->served, (d->nserved + 1) * sizeof *n) : NULL;
-    if (!n) {
-        free(s);
-        return -1;
-    }
-    d->served = n;
-    d->served[d->nserved++] = s;
-    return 0;
-}
+typedef struct sync_lookup {
+    int done;
+    kube_resource *out;
+    kl_err *err;
+    int rc;
+} sync_lookup;
 
-/* GET path synchronously and parse it; on success *body and *doc are the
- * caller's (free both). */
-static int fetch_json(kube_discovery *d, const char *path, kube_result *res, json_doc *doc,
-                      kl_err *err)
+static void sync_lookup_done(void *ud, const kube_resource *r, const kl_err *err)
 {
-    const kube_rest_config *k = kube_client_config(d->c);
-    if (kube_request_sync(d->c, "GET", path, NULL, NULL, 0, res) != 0) {
-        return kl_err_set(err, res->http_code == 0 ? KL_EIO : KL_EAPI,
-                          "discovery GET %s%s failed: %s", k->server, path, res->message);
+    sync_lookup *s = ud;
+    s->done = 1;
+    if (r) {
+        s->rc = kube_resource_copy(s->out, r);
+        if (s->rc != 0)
+            kl_err_set(s->err, KL_ENOMEM, "discovery: out of memory");
+    } else {
+        s->rc = -1;
+        if (s->err)
+            *s->err = *err;
     }
-    kl_err perr = {0};
-    if (json_parse(doc, res->body.data ? res->body.data : "", res->body.len, &perr) != 0 ||
-        doc->toks[0].type != JSON_OBJECT)
-        return kl_err_set(err, KL_EAPI, "discovery GET %s%s: not a JSON object: %s", k->server,
-                          path, perr.msg);
-    return 0;
-}
-
-/* /api (core versions) and /apis (every group's versions). */
-static int load_served(kube_discovery *d, kl_err *err)
-{
-    kube_result res;
-    json_doc doc = {0};
-    int rc = -1;
-    if (fetch_json(d, "/api", &res, &doc, err) != 0)
-        goto out;
-    int vs = json_obj_get(&doc, 0, "versions");
-    for (int t = json_first(&doc, vs); t >= 0; t = json_next(&doc, t))
-        if (served_add(d, &doc, t) != 0)
-            goto oom;
-    kl_buf_free(&res.body);
-    if (fetch_json(d, "/apis", &res, &doc, err) != 0)
-        goto out;
-    int groups = json_obj_get(&doc, 0, "groups");
-    for (int g = json_first(&doc, groups); g >= 0; g = json_next(&doc, g)) {
-        int versions = json_obj_get(&doc, g, "versions");
-        for (int v = json_first(&doc, versions); v >= 0; v = json_next(&doc, v)) {
-            int gv = json_obj_get(&doc, v, "groupVersion");
-            if (gv >= 0 && served_add(d, &doc, gv) != 0)
-                goto oom;
-        }
-    }
-    d->served_loaded = 1;
-    rc = 0;
-    goto out;
-oom:
-    kl_err_set(err, KL_ENOMEM, "discovery: out of memory");
-out:
-    kl_buf_free(&res.body);
-    json_doc_free(&doc);
-    return rc;
-}
-
-/* Turn an APIResourceList into kube_resources. "x/status" entries mark x as
- * having a status subresource; other subresources are skipped. */
-static int parse_resources(const json_doc *doc, const char *group, const char *version,
-                           gv_entry *e)
-{
-    int list = json_obj_get(doc, 0, "resources");
-    size_t cap = list >= 0 ? doc->toks[list].size : 0;
-    e->res = calloc(cap ? cap : 1, sizeof *e->res);
-    if (!e->res)
-        return -1;
-    /* Two passes: the order of entries in the list is not promised. */
-    for (int t = json_first(doc, list); t >= 0; t = json_next(doc, t)) {
-        char *name = json_str_dup(doc, json_obj_get(doc, t, "name"));
-        if (!name)
-            continue;
-        if (strchr(name, '/')) {
-            free(name);
-            continue;
-        }
-        kube_resource *r = &e->res[e->n];
-        r->resource = name;
-        r->kind = json_str_dup(doc, json_obj_get(doc, t, "kind"));
-        r->group = strdup(group);
-        r->version = strdup(version);
-        r->namespaced = json_obj_get(doc, t, "namespaced") >= 0 &&
-                        doc->toks[json_obj_get(doc, t, "namespaced")].type == JSON_TRUE;
-        e->n++;
-        if (!r->kind || !r->group || !r->version)
-            return -1;
-    }
-    for (int t = json_first(doc, list); t >= 0; t = json_next(doc, t)) {
-        int nt = json_obj_get(doc, t, "name");
-        size_t len = 0;
-        const char *raw = nt >= 0 ? json_raw(doc, nt, &len) : NULL;
-        /* raw includes the quotes: "x/status" */
-        if (!raw || len < 10 || memcmp(raw + len - 8, "/status\"", 8) != 0)
-            continue;
-        for (size_t i = 0; i < e->n; i++)
-            if (strlen(e->res[i].resource) == len - 9 &&
-                memcmp(e->res[i].resource, raw + 1, len - 9) == 0)
-                e->res[i].has_status = 1;
-    }
-    return 0;
-}
-
-/* *missing is set when the server answered 404 (not an error: the kind is unknown). */
-static gv_entry *fetch_gv(kube_discovery *d, const char *api_version, const char *group,
-                          const char *version, int *missing, kl_err *err)
-{
-    kl_buf path = KL_BUF_INIT;
-    kube_result res;
-    json_doc doc = {0};
-    gv_entry *e = calloc(1, sizeof *e);
-    memset(&res, 0, sizeof res);
-    if (!e || kl_buf_printf(&path, *group ? "/apis/%s" : "/api/%s", api_version) != 0)
-        goto oom;
-    if (fetch_json(d, path.data, &res, &doc, err) != 0) {
-        /* Listed in /apis but gone (a CRD being deleted, a stale list): the
-         * same answer as a group version that is not served at all. */
-        *missing = res.http_code == 404;
-        goto fail;
-    }
-    e->gv = strdup(api_version);
-    if (!e->gv || parse_resources(&doc, group, version, e) != 0)
-        goto oom;
-    e->next = d->gvs;
-    d->gvs = e;
-    goto out;
-oom:
-    kl_err_set(err, KL_ENOMEM, "discovery: out of memory");
-fail:
-    if (e) {
-        for (size_t i = 0; i < e->n; i++)
-            kube_resource_free(&e->res[i]);
-        free(e->res);
-        free(e->gv);
-        free(e);
-    }
-    e = NULL;
-out:
-    kl_buf_free(&path);
-    kl_buf_free(&res.body);
-    json_doc_free(&doc);
-    return e;
 }
 
 int kube_discovery_lookup(kube_discovery *d, const char *api_version, const char *kind,
                           kube_resource *out, kl_err *err)
 {
-    char group[256] = "", version[64];
-    const char *slash = strchr(api_version, '/');
+    sync_lookup s = {0, out, err, -1};
     memset(out, 0, sizeof *out);
-    if (slash) {
-        size_t n = (size_t)(slash - api_version);
-        if (n == 0 || n >= sizeof group || strlen(slash + 1) >= sizeof version || !slash[1])
-            return kl_err_set(err, KL_EINVAL, "invalid apiVersion \"%.200s\"", api_version);
-        memcpy(group, api_version, n);
-        group[n] = '\0';
-        snprintf(version, sizeof version, "%s", slash + 1);
-    } else {
-        if (!*api_version || strlen(api_version) >= sizeof version)
-            return kl_err_set(err, KL_EINVAL, "invalid apiVersion \"%.200s\"", api_version);
-        snprintf(version, sizeof version, "%s", api_version);
-    }
-
-    gv_entry *e = d->gvs;
-    while (e && strcmp(e->gv, api_version) != 0)
-        e = e->next;
-    if (!e) {
-        if (!d->served_loaded && load_served(d, err) != 0)
-            return -1;
-        int served = 0;
-        for (size_t i = 0; i < d->nserved && !served; i++)
-            served = strcmp(d->served[i], api_version) == 0;
-        int missing = 0;
-        if (served)
-            e = fetch_gv(d, api_version, group, version, &missing, err);
-        if (!e && served && !missing)
-            return -1;
-    }
-    for (size_t i = 0; e && i < e->n; i++)
-        if (strcmp(e->res[i].kind, kind) == 0) {
-            if (kube_resource_copy(out, &e->res[i]) != 0)
-                return kl_err_set(err, KL_ENOMEM, "discovery: out of memory");
-            return 0;
-        }
-    return kl_err_set(err, KL_EINVAL, "no resource for kind %s in %s (is the CRD installed?)",
-                      kind, api_version);
+    if (!discovery_lookup(d->d, api_version, kind, sync_lookup_done, &s))
+        return kl_err_set(err, KL_ENOMEM, "discovery: out of memory");
+    loop *l = kube_client_loop(d->c);
+    while (!s.done)
+        loop_run_once(l, -1);
+    return s.rc;
 }
