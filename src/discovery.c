@@ -187,6 +187,25 @@ static void req_unlink(discovery_req *r)
     r->pprev = NULL;
 }
 
+/* Move every request of *from to *batch in the order they were made (lists
+ * are built at the head), so answers come first in, first out. *batch must
+ * stay where it is while it is walked: a callback may cancel a request of
+ * it, which unlinks it through pprev. */
+static void take_in_order(discovery_req **from, discovery_req **batch)
+{
+    discovery_req *r = *from, *rev = NULL;
+    *from = NULL;
+    while (r) {
+        discovery_req *next = r->next;
+        r->next = rev;
+        rev = r;
+        r = next;
+    }
+    *batch = rev;
+    for (discovery_req **pp = batch; *pp; pp = &(*pp)->next)
+        (*pp)->pprev = pp;
+}
+
 static void req_free(discovery_req *r)
 {
     req_unlink(r);
@@ -291,10 +310,8 @@ static void on_ready(loop *l, void *ud)
     d->ready_timer = 0;
     /* Take the batch: callbacks may add new answers (next turn) or cancel
      * requests of this batch (they unlink themselves from it). */
-    discovery_req *batch = d->ready;
-    d->ready = NULL;
-    if (batch)
-        batch->pprev = &batch;
+    discovery_req *batch;
+    take_in_order(&d->ready, &batch);
     while (batch) {
         discovery_req *r = batch;
         req_unlink(r);
@@ -492,10 +509,8 @@ static void schedule_fetch(gv_entry *e)
 /* Answer every lookup waiting on e: from its records, or with err. */
 static void answer_waiters(gv_entry *e, const kl_err *err)
 {
-    discovery_req *batch = e->waiters;
-    e->waiters = NULL;
-    if (batch)
-        batch->pprev = &batch;
+    discovery_req *batch;
+    take_in_order(&e->waiters, &batch);
     while (batch) {
         discovery_req *r = batch;
         req_unlink(r);

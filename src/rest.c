@@ -1,14 +1,12 @@
 /* rest.c - Kubernetes resources and verbs on top of kube_client (see rest.h).
  *
- * Provides: discovery (which group versions the server serves, from /api
- * and /apis, and each group version's resource list, all cached) mapping
- * apiVersion + kind to a kube_resource; path and query building; the verbs
- * as thin wrappers over kube_request and kube_watch.
- * Uses: kube (transport), json (discovery documents), buf, err.
+ * Provides: kube_resource (copy, free, apiVersion), path and query
+ * building, and the verbs as thin wrappers over kube_request and
+ * kube_watch. Resources come from discovery.c.
+ * Uses: kube (transport), json (escaping), buf, err.
  */
 #include "rest.h"
 
-#include "discovery.h"
 #include "json.h"
 
 #include <stdio.h>
@@ -295,68 +293,4 @@ kube_call *kube_watch_resource(kube_client *c, const kube_resource *r, const cha
         call = kube_watch(c, p.data, on_event, done, ud);
     kl_buf_free(&p);
     return call;
-}
-
-/* ---- discovery (a synchronous wrapper over discovery.c, going away) ---- */
-
-struct kube_discovery {
-    kube_client *c;
-    discovery *d;
-};
-
-kube_discovery *kube_discovery_new(kube_client *c)
-{
-    kube_discovery *kd = calloc(1, sizeof *kd);
-    if (kd)
-        kd->c = c;
-    if (kd && !(kd->d = discovery_new(c, NULL, NULL))) {
-        free(kd);
-        kd = NULL;
-    }
-    return kd;
-}
-
-void kube_discovery_invalidate(kube_discovery *d) { (void)d; }
-
-void kube_discovery_free(kube_discovery *d)
-{
-    if (!d)
-        return;
-    discovery_free(d->d);
-    free(d);
-}
-
-typedef struct sync_lookup {
-    int done;
-    kube_resource *out;
-    kl_err *err;
-    int rc;
-} sync_lookup;
-
-static void sync_lookup_done(void *ud, const kube_resource *r, const kl_err *err)
-{
-    sync_lookup *s = ud;
-    s->done = 1;
-    if (r) {
-        s->rc = kube_resource_copy(s->out, r);
-        if (s->rc != 0)
-            kl_err_set(s->err, KL_ENOMEM, "discovery: out of memory");
-    } else {
-        s->rc = -1;
-        if (s->err)
-            *s->err = *err;
-    }
-}
-
-int kube_discovery_lookup(kube_discovery *d, const char *api_version, const char *kind,
-                          kube_resource *out, kl_err *err)
-{
-    sync_lookup s = {0, out, err, -1};
-    memset(out, 0, sizeof *out);
-    if (!discovery_lookup(d->d, api_version, kind, sync_lookup_done, &s))
-        return kl_err_set(err, KL_ENOMEM, "discovery: out of memory");
-    loop *l = kube_client_loop(d->c);
-    while (!s.done)
-        loop_run_once(l, -1);
-    return s.rc;
 }
