@@ -1,12 +1,13 @@
 /* controller.c - one controller per script (see controller.h).
  *
  * Provides: controller_new/start/replace/shutdown/free, the dispatcher and
- * the reconciles, and controller_gate (leader election holds dispatching
- * behind it).
+ * the reconciles.
  * Uses: controller_version (loaded versions and their runner),
+ * controller_result (what a result means),
  * controller_binding (kinds resolved through discovery, informers, owner
  * mapping), controller_status (the Ready condition), lua_host (tasks,
- * budget), lua_ctx (ctx, events), lua_json (objects to Lua), store,
+ * budget), controller_gate (leader election), lua_ctx (ctx, events),
+ * lua_json (objects to Lua), store,
  * workqueue, metrics, loop, log.
  *
  * Vocabulary from sample-controller: enqueue, handleObject (owners, in
@@ -23,6 +24,7 @@
 #include "controller.h"
 
 #include "controller_binding.h"
+#include "controller_result.h"
 #include "controller_version.h"
 #include "controller_status.h"
 #include "log.h"
@@ -72,12 +74,7 @@ struct controller {
     char finalizer[128];
     loop_timer_id dispatch_timer, sync_timer;
     reconcile *running;
-    struct controller *gate_next;   /* the other controllers behind d.gate */
-};
-
-struct controller_gate {
-    int open;
-    controller *members;   /* borrowed: each controller unlinks itself when freed */
+    int gate_joined;           /* a member of d.gate */
 };
 
 static void dispatch(controller *c);
@@ -218,78 +215,31 @@ static void record_error(reconcile *rc, const char *msg)
     backoff(c, rc->key);
 }
 
-/* Read the reconcile's result (raw access: no script code runs here).
- * The runner returns (result, "reconcile" | "finalize"). Returns the
- * metrics result. */
+/* Act on the reconcile's result; returns the metrics result. */
 static const char *handle_result(reconcile *rc, int nres)
 {
     controller *c = rc->c;
     controller_version *v = rc->v;
-    lua_State *co = rc->co;
-    int idx = lua_gettop(co) - nres + 1;
-    int t = nres > 0 ? lua_type(co, idx) : LUA_TNIL;
-    const char *fn = nres > 1 && lua_type(co, idx + 1) == LUA_TSTRING ? lua_tostring(co, idx + 1)
-                                                                      : "reconcile";
-    int line = !strcmp(fn, "finalize") ? v->finalize_line : v->reconcile_line;
-    const char *path = lua_host_path(v->h);
-    const char *want = "want nil, { requeue_after = seconds } or { requeue = true }";
-    char msg[512];
-    if (t == LUA_TNIL) {
+    controller_result r;
+    controller_result_read(rc->co, nres, lua_host_path(v->h), v->reconcile_line,
+                           v->finalize_line, &r);
+    switch (r.kind) {
+    case CONTROLLER_RESULT_DONE:
         workqueue_forget(c->q, rc->key);
         sync_ready(c, rc->key, NULL);
         return "success";
-    }
-    if (t != LUA_TTABLE) {
-        snprintf(msg, sizeof msg, "%s:%d: %s returned a %s; %s", path, line, fn,
-                 lua_typename(co, t), want);
-        record_error(rc, msg);
+    case CONTROLLER_RESULT_REQUEUE_AFTER:
+        workqueue_forget(c->q, rc->key);
+        workqueue_add_after(c->q, rc->key, r.after_ms);
+        sync_ready(c, rc->key, NULL);
+        return "requeue_after";
+    case CONTROLLER_RESULT_REQUEUE:
+        backoff(c, rc->key);
+        return "requeue";
+    default:
+        record_error(rc, r.msg);
         return "error";
     }
-    lua_pushnil(co);
-    while (lua_next(co, idx)) {
-        lua_pop(co, 1);
-        const char *k = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
-        if (!k || (strcmp(k, "requeue_after") != 0 && strcmp(k, "requeue") != 0)) {
-            snprintf(msg, sizeof msg, "%s:%d: %s returned a table with the unknown key %s%s%s; %s",
-                     path, line, fn, k ? "\"" : "(a ", k ? k : luaL_typename(co, -1),
-                     k ? "\"" : ")", want);
-            lua_pop(co, 1);
-            record_error(rc, msg);
-            return "error";
-        }
-    }
-    lua_pushliteral(co, "requeue_after");
-    int ta = lua_rawget(co, idx);
-    lua_pushliteral(co, "requeue");
-    lua_rawget(co, idx);
-    int requeue = lua_toboolean(co, -1);
-    const char *result = "error";
-    if (ta == LUA_TNUMBER) {
-        lua_Number s = lua_tonumber(co, -2);
-        if (!(s >= 0 && s < 1e9)) {
-            snprintf(msg, sizeof msg, "%s:%d: %s returned requeue_after = %g; want seconds >= 0",
-                     path, line, fn, (double)s);
-            record_error(rc, msg);
-        } else {
-            workqueue_forget(c->q, rc->key);
-            workqueue_add_after(c->q, rc->key, (uint64_t)(s * 1000.0));
-            sync_ready(c, rc->key, NULL);
-            result = "requeue_after";
-        }
-    } else if (ta != LUA_TNIL) {
-        snprintf(msg, sizeof msg, "%s:%d: %s returned requeue_after as a %s; want a number", path,
-                 line, fn, lua_typename(co, ta));
-        record_error(rc, msg);
-    } else if (requeue) {
-        backoff(c, rc->key);
-        result = "requeue";
-    } else {
-        workqueue_forget(c->q, rc->key);
-        sync_ready(c, rc->key, NULL);
-        result = "success";
-    }
-    lua_pop(co, 2);
-    return result;
 }
 
 /* Run the coroutine until it waits or ends. */
@@ -396,8 +346,8 @@ static void start_reconcile(controller *c, const char *key)
 /* processNextWorkItem, as many times as workers allow. */
 static void dispatch(controller *c)
 {
-    while (!c->stopping && c->synced && (!c->d.gate || c->d.gate->open) &&
-           c->active < (size_t)c->workers) {
+    int open = !c->d.gate || controller_gate_is_open(c->d.gate);
+    while (!c->stopping && c->synced && open && c->active < (size_t)c->workers) {
         const char *key = workqueue_get(c->q);
         if (!key)
             break;
@@ -442,6 +392,8 @@ static void wait_for_sync(controller *c)
     schedule_sync_check(c);
 }
 
+static void on_gate_open(void *ud) { schedule_dispatch(ud); }
+
 controller *controller_new(lua_host *h, const controller_deps *d, kl_err *err)
 {
     controller *c = calloc(1, sizeof *c);
@@ -451,8 +403,10 @@ controller *controller_new(lua_host *h, const controller_deps *d, kl_err *err)
     }
     c->d = *d;
     if (d->gate) {
-        c->gate_next = d->gate->members;
-        d->gate->members = c;
+        /* Keys queued while it was closed wait for a dispatch. */
+        if (controller_gate_join(d->gate, on_gate_open, c) != 0)
+            goto fail_mem;
+        c->gate_joined = 1;
     }
     const lua_controller_decl *decl = lua_host_decl(h);
     c->workers = d->workers > 0 ? d->workers : decl->workers > 0 ? decl->workers : 1;
@@ -622,38 +576,12 @@ void controller_shutdown(controller *c)
         workqueue_shutdown(c->q);
 }
 
-controller_gate *controller_gate_new(int open)
-{
-    controller_gate *g = calloc(1, sizeof *g);
-    if (g)
-        g->open = open;
-    return g;
-}
-
-void controller_gate_set(controller_gate *g, int open)
-{
-    g->open = open;
-    /* Keys queued meanwhile wait for a dispatch: ask for one. Closing
-     * lets reconciles in flight finish. */
-    for (controller *c = g->members; open && c; c = c->gate_next)
-        schedule_dispatch(c);
-}
-
-int controller_gate_is_open(const controller_gate *g) { return g->open; }
-
-void controller_gate_free(controller_gate *g) { free(g); }
-
 void controller_free(controller *c)
 {
     if (!c)
         return;
-    if (c->d.gate) {
-        controller **p = &c->d.gate->members;
-        while (*p && *p != c)
-            p = &(*p)->gate_next;
-        if (*p)
-            *p = c->gate_next;
-    }
+    if (c->gate_joined)
+        controller_gate_leave(c->d.gate, c);
     c->stopping = 1;
     if (c->op) {
         controller_binding_resolve_cancel(c->op->resolve);

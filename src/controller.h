@@ -4,8 +4,8 @@
  * Provides: a controller built from a loaded script (lua_host). It resolves
  * the watched and owned kinds through discovery (asynchronously: starting
  * and replacing wait for discovery as any other I/O, never blocking the
- * loop), shares informers through
- * the registry, maps events on owned objects back to the owner's key
+ * loop), shares informers through the registry, maps events on owned
+ * objects back to the owner's key
  * (ownerReferences whose kind and group match the watched kind), and once
  * its caches have synced hands keys to at most `workers` reconciles at a
  * time, each a coroutine. Outcomes follow sample-controller: nil -> forget;
@@ -30,12 +30,14 @@
  * key is enqueued again. Metrics go to metrics_default().
  * Uses: controller_version (script versions, klua.runner), controller_binding
  * (resolving kinds, informers, owner mapping), controller_status (Ready),
- * lua_host, lua_ctx, lua_json, discovery, informer, rest, store, workqueue,
- * loop, metrics, log.
+ * controller_result (what a reconcile's result means),
+ * controller_gate (leader election), lua_host, lua_ctx, lua_json,
+ * discovery, informer, rest, store, workqueue, loop, metrics, log.
  */
 #ifndef KLUA_CONTROLLER_H
 #define KLUA_CONTROLLER_H
 
+#include "controller_gate.h"
 #include "discovery.h"
 #include "err.h"
 #include "informer.h"
@@ -47,17 +49,6 @@
 #include <stddef.h>
 
 typedef struct controller controller;
-
-/* A gate several controllers share (controller_deps.gate), for leader
- * election: while it is closed their informers run and caches fill, but no
- * reconcile starts; opening it lets every controller behind it dispatch.
- * Controllers join when built and leave when freed; free the gate after
- * them. */
-typedef struct controller_gate controller_gate;
-controller_gate *controller_gate_new(int open);   /* caller frees; NULL = out of memory */
-void controller_gate_set(controller_gate *g, int open);
-int controller_gate_is_open(const controller_gate *g);
-void controller_gate_free(controller_gate *g);
 
 typedef struct controller_deps {
     loop *l;
@@ -73,7 +64,7 @@ typedef struct controller_deps {
     void (*on_synced)(void *ud, controller *c);
     void *synced_ud;
     /* Optional: reconciles start only while this gate is open (NULL = no
-     * gate). */
+     * gate; see controller_gate.h). */
     controller_gate *gate;
 } controller_deps;
 
