@@ -139,6 +139,33 @@ TEST(reload_that_needs_discovery_does_not_block_the_loop)
     discovery_free(d);
 }
 
+TEST(start_with_an_unknown_kind_fails_naming_the_script)
+{
+    if (!g_c) {
+        CHECK(!"a running cluster");
+        return;
+    }
+    kl_err err = {0};
+    discovery *d = discovery_new(g_c, NULL, &err);
+    informer_registry *reg = informer_registry_new(g_c);
+    reload_set *s = reload_set_new(g_dir, NULL, &err);
+    write_script("nothing.klua.dev/v1", "Thing");
+    CHECK(reload_set_load(s, &err) == 0);   /* loading needs no cluster */
+    controller_deps deps = {g_loop, g_c, d, reg, NULL, "default", 0, NULL, NULL, NULL};
+    started st = {0};
+    CHECK(reload_set_start(s, &deps, on_started, &st, &err) == 0);
+    CHECK(st.done == 0);
+    run_until(flag_set, &st.done);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s/a.lua: watch: no resource for kind Thing in nothing.klua.dev/v1 (is the CRD "
+             "installed?)", g_dir);
+    CHECK_STR(st.err.msg, want);
+    reload_set_free(s);
+    informer_registry_free(reg);
+    discovery_free(d);
+}
+
 int main(void)
 {
     kl_err err = {0};
@@ -161,6 +188,7 @@ int main(void)
             printf("#   %s\n", err.msg);
     }
     RUN(reload_that_needs_discovery_does_not_block_the_loop);
+    RUN(start_with_an_unknown_kind_fails_naming_the_script);
     char path[300];
     snprintf(path, sizeof path, "%s/a.lua", g_dir);
     unlink(path);
