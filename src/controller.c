@@ -429,10 +429,9 @@ fail:
 /* Tell the ctx about the resources, so ctx calls on them need no discovery. */
 static void share_resources(controller *c, const controller_binding *b)
 {
-    const kube_resource *rs[64];
-    size_t n = controller_binding_resources(b, rs, sizeof rs / sizeof *rs);
-    for (size_t i = 0; c->d.shared && i < n; i++)
-        lua_ctx_shared_add_resource(c->d.shared, rs[i]);
+    const kube_resource *r;
+    for (size_t i = 0; c->d.shared && (r = controller_binding_resource(b, i)) != NULL; i++)
+        lua_ctx_shared_add_resource(c->d.shared, r);
 }
 
 /* Start: b resolved, take its informers. */

@@ -317,13 +317,9 @@ const store *controller_binding_cache(const controller_binding *b, const char *a
     return NULL;
 }
 
-size_t controller_binding_resources(const controller_binding *b, const kube_resource **out,
-                                    size_t max)
+const kube_resource *controller_binding_resource(const controller_binding *b, size_t i)
 {
-    size_t n = 0;
-    if (n < max)
-        out[n++] = &b->watch_res;
-    for (size_t i = 0; i < b->nowns && n < max; i++)
-        out[n++] = &b->owns[i].res;
-    return n;
+    if (i == 0)
+        return &b->watch_res;
+    return i <= b->nowns ? &b->owns[i - 1].res : NULL;
 }

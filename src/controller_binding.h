@@ -67,10 +67,9 @@ const store *controller_binding_watch_store(const controller_binding *b);
  * *res receives the resource (valid while b lives). */
 const store *controller_binding_cache(const controller_binding *b, const char *api_version,
                                       const char *kind, const kube_resource **res);
-/* The resources resolved: [0] watched, then owned ones (for the ctx's
- * resource cache). */
-size_t controller_binding_resources(const controller_binding *b, const kube_resource **out,
-                                    size_t max);
+/* The resources resolved, by index: 0 the watched one, then the owned ones;
+ * NULL past the end (for the ctx's resource cache). */
+const kube_resource *controller_binding_resource(const controller_binding *b, size_t i);
 /* Releases the informers (unused ones stop) and frees b. NULL is a no-op. */
 void controller_binding_free(controller_binding *b);
 
