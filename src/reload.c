@@ -9,7 +9,10 @@
  * knows the files its Lua state read and their hashes, so a rescan after
  * any event (or SIGHUP) reloads exactly the scripts whose code changed,
  * and an event that changed nothing (an editor's backup file, a touch)
- * reloads nothing.
+ * reloads nothing. Starting and replacing a controller wait for discovery
+ * on the loop: each such load is a pending_op whose callback (on_started,
+ * on_applied) finishes it, and a rescan ends (finish_rescan) when its last
+ * pending load has its answer.
  */
 #include "reload.h"
 
@@ -49,7 +52,6 @@ typedef struct pending_op {
     char *old_name;              /* replace: the running controller's name */
     lua_host_dep *seen;          /* the files the new version read */
     size_t nseen;
-    int startup;                 /* part of reload_set_start */
     struct pending_op *next;
 } pending_op;
 
@@ -278,13 +280,12 @@ static void op_free(pending_op *o)
     free(o);
 }
 
-static pending_op *op_new(reload_set *s, const char *path, const char *old_name, int startup)
+static pending_op *op_new(reload_set *s, const char *path, const char *old_name)
 {
     pending_op *o = calloc(1, sizeof *o);
     if (!o)
         return NULL;
     o->s = s;
-    o->startup = startup;
     if (!(o->path = strdup(path)) || (old_name && !(o->old_name = strdup(old_name)))) {
         op_free(o);
         return NULL;
@@ -352,7 +353,7 @@ int reload_set_start(reload_set *s, const controller_deps *deps, reload_started_
         e->h = NULL; /* owned by the controller now */
     }
     for (size_t i = 0; i < s->n; i++) {
-        pending_op *o = op_new(s, s->e[i].path, NULL, 1);
+        pending_op *o = op_new(s, s->e[i].path, NULL);
         if (!o)
             return kl_err_set(err, KL_ENOMEM, "out of memory");
         if (controller_start(s->e[i].c, on_started, o, err) != 0) {
@@ -534,7 +535,7 @@ static void rescan_entry(reload_set *s, entry *e, changes *ch)
     }
     size_t n = 0;
     const lua_host_dep *d = lua_host_deps(h, &n);
-    pending_op *o = op_new(s, e->path, old_name, 0);
+    pending_op *o = op_new(s, e->path, old_name);
     if (o && lua_host_deps_copy(d, n, &o->seen) == 0)
         o->nseen = n;
     int rc = -1;
