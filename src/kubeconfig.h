@@ -7,7 +7,10 @@
  * (--context or current-context) and the context's namespace. Relative paths
  * resolve against the folder of the file that named them. Also the
  * in-cluster config (service-account token, CA, namespace).
- * Uses: err, yaml (libyaml).
+ * Uses: err. Implemented by kubeconfig.c (loading) over kubeconfig_parse.c
+ * and kubeconfig_yaml.c (one file), kubeconfig_merge.c and
+ * kubeconfig_validate.c (merging, ConfirmUsable), kubeconfig_incluster.c,
+ * and kubeconfig_model.c (the parsed form they share, freeing).
  *
  * Error messages are one line and name the file (or env var) and what is
  * wrong; they never contain a token, password or key.
