@@ -81,4 +81,11 @@ int kubeconfig_resolve(kubeconfig_file *const *files, size_t nfiles, const kubec
 
 void kube_rest_config_free(kube_rest_config *c);
 
+/* Whether tok[0..len) may be sent as a bearer token: no control character
+ * (CR and LF would start another request header; client-go refuses any
+ * invalid header value). where names the source for the message ("user
+ * \"x\" in kubeconfig F: token", "token file F", ...), which never quotes
+ * the token. Returns 0, or -1 with err set (KL_EINVAL). */
+int kubeconfig_check_token(const char *tok, size_t len, const char *where, kl_err *err);
+
 #endif

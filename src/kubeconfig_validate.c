@@ -1,11 +1,29 @@
 /* kubeconfig_validate.c - ConfirmUsable for one cluster and one user.
  *
- * Provides: kc_validate_cluster, kc_validate_user (see kubeconfig_validate.h).
+ * Provides: kc_validate_cluster, kc_validate_user (see kubeconfig_validate.h),
+ * kubeconfig_check_token (see kubeconfig.h).
  * Uses: kubeconfig_model (kc_check_readable, kc_msg_name), err.
  */
 #include "kubeconfig_validate.h"
 
+#include <stdio.h>
 #include <string.h>
+
+int kubeconfig_check_token(const char *tok, size_t len, const char *where, kl_err *err)
+{
+    for (size_t i = 0; tok && i < len; i++) {
+        unsigned char c = (unsigned char)tok[i];
+        if (c < 0x20 || c == 0x7f)
+            return kl_err_set(err, KL_EINVAL,
+                              "%s contains %s at byte %zu; a bearer token cannot hold control "
+                              "characters (it is sent as an HTTP header)",
+                              where,
+                              c == '\r' || c == '\n' ? "a line break (CR or LF)"
+                                                     : "a control character",
+                              i + 1);
+    }
+    return 0;
+}
 
 /* A file named by the kubeconfig must be readable now. what is the
  * kubeconfig key ("client-key", ...), source the file that named it. */
@@ -42,6 +60,12 @@ int kc_validate_user(const kc_user *u, const char *source, kl_err *err)
 {
     char nb[100];
     const char *name = kc_msg_name(nb, sizeof nb, u->name);
+    if (u->token) {
+        char where[300];
+        snprintf(where, sizeof where, "user \"%s\" in kubeconfig %s: token", name, source);
+        if (kubeconfig_check_token(u->token, strlen(u->token), where, err) != 0)
+            return -1;
+    }
     if (u->token && (u->username || u->password))
         return kl_err_set(err, KL_EINVAL,
                           "user \"%s\" in kubeconfig %s sets both a token and a username/password; "

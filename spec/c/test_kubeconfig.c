@@ -546,6 +546,37 @@ TEST(errors_never_show_the_token)
     CHECK(!contains(m, SECRET));
 }
 
+TEST(token_with_control_characters_is_refused)
+{
+    /* CR LF would put a second header on every request */
+    static const char *const toks[] = {"s3cr3t\\r\\nX-Injected: yes", "s3cr3t\\nx", "s3cr3t\\tx",
+                                       "s3cr3t\\x7fx", "s3cr3t\\x01"};
+    for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
+        char doc[512];
+        snprintf(doc, sizeof doc,
+                 "clusters: [{name: c, cluster: {server: 'https://h'}}]\n"
+                 "users: [{name: u, user: {token: \"%s\"}}]\n"
+                 "contexts: [{name: x, context: {cluster: c, user: u}}]\n"
+                 "current-context: x\n",
+                 toks[i]);
+        kubeconfig_file *f = NULL;
+        kube_rest_config c;
+        kl_err err = {0};
+        CHECK(kubeconfig_parse(doc, strlen(doc), "/k/t.yaml", &f, &err) == 0);
+        CHECK(f && kubeconfig_resolve(&f, 1, NULL, &c, &err) == -1);
+        CHECK(contains(err.msg, "user \"u\" in kubeconfig /k/t.yaml: token contains a"));
+        CHECK(i > 1 || contains(err.msg, "a line break (CR or LF) at byte 7"));
+        CHECK(i < 2 || contains(err.msg, "a control character"));
+        CHECK(!contains(err.msg, "s3cr3t") && !contains(err.msg, "Injected"));
+        kubeconfig_file_free(f);
+    }
+    kl_err err = {0};
+    CHECK(kubeconfig_check_token("abc.DEF-_~+/=", 13, "t", &err) == 0);
+    CHECK(kubeconfig_check_token("ab\0c", 4, "token file /f", &err) == -1);
+    CHECK(contains(err.msg, "token file /f contains a control character at byte 3"));
+    CHECK(kubeconfig_check_token("", 0, "t", &err) == 0);
+}
+
 int main(void)
 {
     if (!getcwd(cwd, sizeof cwd))
@@ -572,5 +603,6 @@ int main(void)
     RUN(error_alias_amplification);
     RUN(error_conflicts_found_at_load);
     RUN(errors_never_show_the_token);
+    RUN(token_with_control_characters_is_refused);
     DONE();
 }

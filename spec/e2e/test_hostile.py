@@ -166,35 +166,16 @@ def test_deep_object_in_the_watch_costs_that_object_only(deep_crd, namespace, kl
     check_healthy_after_skips(k, url, 2)  # its ADDED and its DELETED
 
 
-# ---- exec credential plugins ------------------------------------------------
+# ---- credentials -------------------------------------------------------------
 
-PLUGIN = """#!/bin/sh
-# prints a credential, leaves a grandchild holding stdout, exits 0
-( exec sleep 300 ) &
-echo $! > "$KLUA_GRANDCHILD_PID"
-printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential",'
-printf '"status":{"token":"%s"}}\\n' "$(cat "$KLUA_EXEC_TOKEN_FILE")"
-exit 0
-"""
+FIXTURES = ROOT / "spec/support/execplugin-fixtures"
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def test_exec_plugin_grandchild_does_not_stall_klua(cluster, namespace, klua_factory, tmp_path):
-    plugin = tmp_path / "plugin.sh"
-    plugin.write_text(PLUGIN)
-    plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR)
-    pidfile = tmp_path / "grandchild.pid"
-    token_file = cluster.env.get("KLUA_ADMIN_TOKEN_FILE") or str(cluster.dir / "admin.token")
-    server = re.search(r"server: (\S+)", pathlib.Path(cluster.kubeconfig).read_text()).group(1)
-    ca = re.search(r"certificate-authority-data: (\S+)",
-                   pathlib.Path(cluster.kubeconfig).read_text()).group(1)
+def kubeconfig_with(cluster, tmp_path, user_yaml):
+    """A kubeconfig for the test cluster whose user is user_yaml (indented by 4)."""
+    text = pathlib.Path(cluster.kubeconfig).read_text()
+    server = re.search(r"server: (\S+)", text).group(1)
+    ca = re.search(r"certificate-authority-data: (\S+)", text).group(1)
     kc = tmp_path / "kubeconfig"
     kc.write_text(f"""apiVersion: v1
 kind: Config
@@ -205,22 +186,83 @@ clusters:
 users:
 - name: x
   user:
-    exec:
-      apiVersion: client.authentication.k8s.io/v1
-      command: {plugin}
-      env:
-      - {{name: KLUA_GRANDCHILD_PID, value: "{pidfile}"}}
-      - {{name: KLUA_EXEC_TOKEN_FILE, value: "{token_file}"}}
+{user_yaml}
 contexts:
 - name: x
   context: {{cluster: x, user: x}}
 """)
+    return str(kc)
+
+
+def server_version(kc):
     t0 = time.monotonic()
-    p = subprocess.run([KLUA, "server-version", "--kubeconfig", str(kc)], capture_output=True,
+    p = subprocess.run([KLUA, "server-version", "--kubeconfig", kc], capture_output=True,
                        text=True, timeout=120)
-    took = time.monotonic() - t0
-    assert p.returncode == 0, p.stderr
-    # before the fix this waited for EOF on stdout: the 30 s timeout, then a failure
-    assert took < 10, f"klua took {took:.1f} s to get a credential"
+    return p, time.monotonic() - t0
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_exec_plugin_grandchild_does_not_stall_klua(cluster, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    kc = kubeconfig_with(cluster, tmp_path, f"""    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: {FIXTURES / "grandchild.sh"}
+      env:
+      - {{name: FIXTURE_OUT, value: "{pidfile}"}}
+      - {{name: FIXTURE_TOKEN_FILE, value: "{cluster.dir / 'admin.token'}"}}""")
+    p, took = server_version(kc)
     pid = int(pidfile.read_text())
-    wait_for(lambda: not alive(pid), 10, what=f"grandchild {pid} gone")
+    try:
+        assert p.returncode == 0, p.stderr
+        # before the fix this waited for EOF on stdout: the whole timeout, then a failure
+        assert took < 8, f"klua took {took:.1f} s to get a credential"
+        # the plugin's process group was killed: the grandchild is gone
+        wait_for(lambda: not alive(pid), 10, what=f"grandchild {pid} gone")
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+BAD_TOKEN = "s3cr3t-part\r\nX-Injected: yes"
+
+
+def refused(p, where):
+    assert p.returncode != 0
+    err = p.stderr
+    assert where in err, err
+    assert "line break (CR or LF)" in err, err
+    assert "s3cr3t" not in err and "fixture-token" not in err and "X-Injected" not in err, err
+
+
+def test_token_with_crlf_in_kubeconfig_is_refused(cluster, tmp_path):
+    kc = kubeconfig_with(cluster, tmp_path, '    token: "s3cr3t-part\\r\\nX-Injected: yes"')
+    p, _ = server_version(kc)
+    refused(p, 'user "x" in kubeconfig %s: token' % kc)
+
+
+def test_token_with_crlf_in_token_file_is_refused(cluster, tmp_path):
+    tf = tmp_path / "token"
+    tf.write_text(BAD_TOKEN + "\n")  # the trailing newline alone is fine
+    kc = kubeconfig_with(cluster, tmp_path, f"    tokenFile: {tf}")
+    p, _ = server_version(kc)
+    refused(p, f"token file {tf}")
+    # and a clean one works, trailing newline and all
+    tf.write_text((cluster.dir / "admin.token").read_text().strip() + "\n")
+    p, _ = server_version(kc)
+    assert p.returncode == 0, p.stderr
+
+
+def test_token_with_crlf_from_exec_plugin_is_refused(cluster, tmp_path):
+    kc = kubeconfig_with(cluster, tmp_path, f"""    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: {FIXTURES / "crlf-token.sh"}""")
+    p, _ = server_version(kc)
+    refused(p, f"exec plugin {FIXTURES / 'crlf-token.sh'} returned invalid ExecCredential: "
+               "status.token")
