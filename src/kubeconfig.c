@@ -36,6 +36,11 @@ static int load_file(const char *path, int mode, kubeconfig_file **out, kl_err *
     int e = kc_read_file(path, &data);
     if (e == ENOENT && mode == LOAD_OPTIONAL)
         goto done;
+    if (e == EFBIG) {
+        rc = kl_err_set(err, KL_EINVAL, "kubeconfig %s is larger than %u MiB; refusing to "
+                                        "parse it", path, KC_MAX_FILE >> 20);
+        goto done;
+    }
     if (e) {
         rc = kl_err_set(err, KL_EIO, "cannot read kubeconfig %s: %s", path, strerror(e));
         goto done;

@@ -27,7 +27,7 @@
 
 /* No sane kubeconfig comes near this; a larger one is refused before it is
  * parsed, with a message that says so. */
-#define KC_MAX_FILE (64u << 20)
+#define KC_MAX_FILE (16u << 20)
 
 typedef struct kc_cluster {
     char *name; /* first member of every entry type: see kc_merge's lookup */

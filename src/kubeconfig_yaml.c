@@ -12,11 +12,51 @@
 
 /* ---- the document ------------------------------------------------------ */
 
+/* Walk the first document's events and refuse nesting deeper than
+ * KC_MAX_DEPTH before libyaml builds it: the scanner's work per token grows
+ * with the nesting of flow collections, so a deep file costs time
+ * quadratic in its depth (100,000 levels took 16 s). Stopping at the limit
+ * bounds that. A syntax error is left to the loader, which reports it with
+ * its position (it meets the same error after no deeper nesting). */
+static int check_depth(const char *yaml, size_t len, const char *path, kl_err *err)
+{
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int depth = 0, rc = 0;
+    if (!yaml_parser_initialize(&parser))
+        return kl_err_set(err, KL_ENOMEM, "kubeconfig %s: out of memory", path);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+    while (yaml_parser_parse(&parser, &ev)) {
+        yaml_event_type_t t = ev.type;
+        size_t line = ev.start_mark.line + 1;
+        yaml_event_delete(&ev);
+        if (t == YAML_SEQUENCE_START_EVENT || t == YAML_MAPPING_START_EVENT) {
+            if (++depth > KC_MAX_DEPTH) {
+                rc = kl_err_set(err, KL_EINVAL,
+                                "kubeconfig %s: YAML nested deeper than %d levels (line %zu)",
+                                path, KC_MAX_DEPTH, line);
+                break;
+            }
+        } else if (t == YAML_SEQUENCE_END_EVENT || t == YAML_MAPPING_END_EVENT) {
+            depth--;
+        } else if (t == YAML_DOCUMENT_END_EVENT || t == YAML_STREAM_END_EVENT) {
+            break; /* only the first document is loaded */
+        }
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
 int kc_yaml_load(const char *yaml, size_t len, const char *path, yaml_document_t *doc,
                  kl_err *err)
 {
     yaml_parser_t parser;
     int rc = -1;
+    if (len > KC_MAX_FILE)
+        return kl_err_set(err, KL_EINVAL, "kubeconfig %s is larger than %u MiB; refusing to "
+                                          "parse it", path, KC_MAX_FILE >> 20);
+    if (check_depth(yaml, len, path, err) != 0)
+        return -1;
     if (!yaml_parser_initialize(&parser))
         return kl_err_set(err, KL_ENOMEM, "kubeconfig %s: out of memory", path);
     yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);

@@ -2,7 +2,9 @@
  * out of it, the way kubectl's YAML decoding reads a kubeconfig.
  *
  * Provides: kc_yaml_load (one document from bytes, with the parser's error
- * turned into a one-line message with line and column) and the field
+ * turned into a one-line message with line and column; input over
+ * KC_MAX_FILE bytes or nested deeper than KC_MAX_DEPTH is refused before
+ * the document is built, so hostile input costs little) and the field
  * readers the kubeconfig schema uses: strings (absent, null and "" are
  * unset), YAML 1.1 booleans, paths made absolute against the file's folder,
  * base64 data decoded, lists of strings. Every byte copied out of the
@@ -30,6 +32,10 @@ typedef struct kc_yaml_ctx {
     kl_err *err;
     size_t budget;    /* bytes left to copy out of the document, see kc_charge() */
 } kc_yaml_ctx;
+
+/* Collections nested deeper than this are refused. A kubeconfig needs
+ * about 8 levels; extensions may hold more, but not this many. */
+#define KC_MAX_DEPTH 64
 
 /* Load the one document in yaml[0..len) into *doc (caller deletes it with
  * yaml_document_delete on success). path names the input in messages.
