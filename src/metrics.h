@@ -31,8 +31,11 @@
  *                   metrics_informer_skipped(resource, 0) when it starts, then
  *                   (resource, 1) per object it skips.
  *   reload.c      metrics_script_reload(controller, ok) per hot reload.
- *   run.c         metrics_default() for its own API counters and the ops
- *                   server; metrics_default_free() at exit.
+ *   run.c         adds its own API request/list/watch counters to
+ *                   metrics_default(); metrics_default_free() at exit, after
+ *                   the ops server stopped.
+ *   ops.c         renders metrics_default() per scrape of /metrics (when it
+ *                   was given no registry of its own).
  * Nothing calls metrics_workqueue_queue_duration or metrics_rest_request
  * yet, so workqueue_queue_duration_seconds and rest_client_requests_total
  * have no series (and are left out of /metrics).

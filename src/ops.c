@@ -750,8 +750,10 @@ int ops_start(loop *l, const ops_opts *o, ops_server **out, kl_err *err)
     s->request_ms = o->request_timeout_ms ? o->request_timeout_ms : 10000;
     /* a request younger than this is not "slow" yet: a burst of fresh
      * clients waits for room instead of cutting each other off */
-    s->grace_ms = s->request_ms / 10 < 100 ? 100 : s->request_ms / 10 > 1000 ? 1000
-                                                                           : s->request_ms / 10;
+    s->grace_ms = o->evict_grace_ms             ? o->evict_grace_ms
+                  : s->request_ms / 10 < 100  ? 100
+                  : s->request_ms / 10 > 1000 ? 1000
+                                              : s->request_ms / 10;
     if (loop_fd_add(l, fd, LOOP_READ, on_accept, s) != 0) {
         close(fd);
         free(s);

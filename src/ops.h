@@ -79,6 +79,9 @@ typedef struct ops_opts {
     unsigned idle_timeout_ms;      /* 0 = 30000: silence, idle keep-alive included */
     unsigned request_timeout_ms;   /* 0 = 10000: one request, from its start to
                                     * its answer sent; reading does not extend it */
+    unsigned evict_grace_ms;       /* 0 = request_timeout_ms / 10, within 100..1000:
+                                    * how long a request must have taken before a
+                                    * newcomer may evict its connection */
 } ops_opts;
 
 typedef struct ops_server ops_server;
