@@ -277,8 +277,10 @@ static store_obj *obj_from_item(informer *inf, const char *raw, size_t len, kl_e
     const char *kind;
     size_t klen;
     int has_kind = watchframe_member(raw, len, "kind", &kind, &klen);
-    if (has_kind < 0)
-        return kl_err_set(err, KL_EINVAL, "not a JSON object"), NULL;
+    if (has_kind < 0) {
+        kl_err_set(err, KL_EINVAL, "not a JSON object");
+        return NULL;
+    }
     if (has_kind == 0)
         return store_obj_new(raw, len, err);
     kl_buf b = KL_BUF_INIT;
