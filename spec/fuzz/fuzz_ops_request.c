@@ -10,10 +10,10 @@
  * complete with a different length.
  *
  * Odd: the server itself, on a real loop with loopback clients, with a
- * connection limit of 4, a 10 ms request deadline, a 40 ms idle timeout and
- * a 1 ms eviction grace.
+ * connection limit of 4, a 4 ms request deadline, a 12 ms idle timeout and a
+ * 1 ms eviction grace (short, so that deadlines pass within a run).
  * The input is a script of client actions (connect, send a slice of the
- * input, run the loop once, wait 1-8 ms so deadlines pass, close). After
+ * input, run the loop once, wait 1-4 ms so deadlines pass, close). After
  * every step the server holds at most 4 connections, and everything a client
  * receives starts as an HTTP/1.1 response. At the end, with the script's
  * clients still connected, a fresh /healthz must be answered 200 within a
@@ -102,7 +102,7 @@ static int server_once(void)
     g_loop = loop_new(&err);
     g_reg = metrics_registry_new();
     ops_opts o = {.addr = "127.0.0.1:0", .registry = g_reg, .max_conns = MAX_CONNS,
-                  .idle_timeout_ms = 40, .request_timeout_ms = 10, .evict_grace_ms = 1};
+                  .idle_timeout_ms = 12, .request_timeout_ms = 4, .evict_grace_ms = 1};
     if (!g_loop || !g_reg || ops_start(g_loop, &o, &g_srv, &err) != 0 || !g_srv)
         abort();
     g_port = ops_port(g_srv);
@@ -152,7 +152,7 @@ static void spin(int ms)
 {
     uint64_t end = loop_time_ms() + (uint64_t)ms;
     do {
-        loop_run_once(g_loop, 1);
+        loop_run_once(g_loop, 0);
         check_limit();
     } while (loop_time_ms() < end);
 }
@@ -188,7 +188,7 @@ static void fuzz_server(const uint8_t *data, size_t size)
             loop_run_once(g_loop, 0);
             break;
         case 5: /* let time pass: deadlines fire */
-            spin(1 + (op >> 3) % 8);
+            spin(1 + (op >> 3) % 4);
             break;
         case 6:
             if (c && c->fd >= 0) {
@@ -217,7 +217,7 @@ static void fuzz_server(const uint8_t *data, size_t size)
             if (w > 0)
                 sent += (size_t)w;
         }
-        loop_run_once(g_loop, 1);
+        loop_run_once(g_loop, 0);
         check_limit();
         for (int j = 0; j < n; j++)
             client_read(&cl[j]);
@@ -235,7 +235,7 @@ static void fuzz_server(const uint8_t *data, size_t size)
     /* every connection is let go once its client has gone */
     end = loop_time_ms() + 2000;
     while (ops_connections(g_srv) > 0 && loop_time_ms() < end)
-        loop_run_once(g_loop, 1);
+        loop_run_once(g_loop, 0);
     if (ops_connections(g_srv) != 0)
         abort();
 }
