@@ -449,8 +449,8 @@ int execcred_run(const kube_exec_config *cfg, const execcred_cluster *cluster, e
     posix_spawnattr_setsigdefault(&attr, &all);
     /* Its own process group, so that what it leaves behind can be killed. */
     posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr,
-                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                        POSIX_SPAWN_SETPGROUP);
     int e = posix_spawnp(&pid, cmd, &fa, &attr, argv, env);
     if (e != 0) {
         if (e == ENOENT)

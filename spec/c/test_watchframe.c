@@ -338,9 +338,12 @@ TEST(shallow_member_and_items)
 {
     const char *v;
     size_t n, pos = 0;
-    const char obj[] = " { \"a\" : [1, {\"b\":\"}\\\"]\"}] , \"k\":\"v\",\"n\": -1.5e3 ,\"t\":true} ";
-    CHECK(watchframe_member(obj, sizeof obj - 1, "k", &v, &n) == 0 && n == 3 && !memcmp(v, "\"v\"", 3));
-    CHECK(watchframe_member(obj, sizeof obj - 1, "n", &v, &n) == 0 && n == 6 && !memcmp(v, "-1.5e3", 6));
+    const char obj[] =
+        " { \"a\" : [1, {\"b\":\"}\\\"]\"}] , \"k\":\"v\",\"n\": -1.5e3 ,\"t\":true} ";
+    CHECK(watchframe_member(obj, sizeof obj - 1, "k", &v, &n) == 0 && n == 3 &&
+          !memcmp(v, "\"v\"", 3));
+    CHECK(watchframe_member(obj, sizeof obj - 1, "n", &v, &n) == 0 && n == 6 &&
+          !memcmp(v, "-1.5e3", 6));
     CHECK(watchframe_member(obj, sizeof obj - 1, "t", &v, &n) == 0 && n == 4);
     CHECK(watchframe_member(obj, sizeof obj - 1, "b", &v, &n) == 1); /* only the top level */
     CHECK(watchframe_member(obj, sizeof obj - 1, "a", &v, &n) == 0 && v[0] == '[');
