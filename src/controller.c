@@ -88,19 +88,12 @@ static uint64_t mono_ns(void)
 
 /* ---- handlers ---- */
 
-static void note_depth(controller *c)
-{
-    metrics_workqueue_depth(c->name, workqueue_len(c->q));
-}
-
 static void enqueue(void *ud, const char *key)
 {
     controller *c = ud;
     if (c->stopping)
         return;
     workqueue_add(c->q, key);
-    metrics_workqueue_add(c->name);
-    note_depth(c);
 }
 
 static void on_informer_synced(void *ud) { schedule_sync_check(ud); }
@@ -181,8 +174,8 @@ static void end_reconcile(reconcile *rc, int done, const char *result)
     if (result) {
         double secs = (double)(mono_ns() - rc->started_ns) / 1e9;
         metrics_reconcile_done(c->name, result, secs);
-        metrics_workqueue_work_duration(c->name, secs);
         metrics_lua_memory(c->name, lua_host_mem_used(v->h));
+        metrics_lua_instructions(c->name, rc->budget.instructions);
     }
     if (done)
         workqueue_done(c->q, rc->key);
@@ -196,8 +189,6 @@ static void end_reconcile(reconcile *rc, int done, const char *result)
 static void backoff(controller *c, const char *key)
 {
     workqueue_add_rate_limited(c->q, key);
-    metrics_workqueue_retry(c->name);
-    metrics_workqueue_add(c->name);
 }
 
 static void record_error(reconcile *rc, const char *msg)
@@ -352,7 +343,6 @@ static void dispatch(controller *c)
             break;
         start_reconcile(c, key);
     }
-    note_depth(c);
 }
 
 static void on_ready(void *ud) { dispatch(ud); }
@@ -480,8 +470,6 @@ static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_er
     }
     c->workers = c->d.workers > 0 ? c->d.workers : decl->workers > 0 ? decl->workers : 1;
     metrics_controller_started(c->name, c->workers);
-    /* metrics_controller_started zeroes the gauge; put back what runs */
-    metrics_active_workers_add(c->name, (int)c->active);
     if (!controller_binding_synced(c->b))
         wait_for_sync(c);
     schedule_dispatch(c);
@@ -602,6 +590,7 @@ void controller_free(controller *c)
         controller_version_free(v, 0);
     }
     controller_version_free(c->cur, 0);
+    metrics_controller_removed(c->name);
     free(c->name);
     free(c);
 }

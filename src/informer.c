@@ -539,8 +539,10 @@ static void on_list_page(void *ud, kube_result *res)
 static void start_list(informer *inf)
 {
     inf->state = INF_LISTING;
-    if (!inf->continue_token && inf->synced)
+    if (!inf->continue_token && inf->synced) {
         inf->relisting = 1;
+        metrics_informer_relist(inf->metric_res);
+    }
     kube_list_opts o = {0};
     o.label_selector = inf->selector;
     o.limit = LIST_PAGE;
@@ -607,6 +609,7 @@ static void on_watch_done(void *ud, kube_result *res)
 {
     informer *inf = ud;
     inf->call = NULL;
+    metrics_informer_watch_restart(inf->metric_res);
     uint64_t now = loop_now_ms(kube_client_loop(inf->client));
     if (inf->relisting || kube_result_is(res, "Gone") || kube_result_is(res, "Expired")) {
         inf->relisting = 1;

@@ -3,7 +3,7 @@
  * Provides: lua_ctx_shared, lua_ctx and the Context methods.
  * Uses: rest/kube (API calls), http (ctx:http), store/labels (cache reads),
  * loop (sleep), lua_json (objects in and out), json (discovery answers),
- * log, buf, err.
+ * log, metrics (klua_http_requests_total), buf, err.
  *
  * One call at a time can wait per ctx (a coroutine is suspended in at most
  * one call), so the request and its answer live in the lua_ctx itself:
@@ -18,6 +18,7 @@
 #include "labels.h"
 #include "log.h"
 #include "lua_json.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <lauxlib.h>
@@ -1016,6 +1017,7 @@ static void on_http_done(void *ud, http_response *resp)
 {
     lua_ctx *c = ud;
     c->hreq = NULL;
+    metrics_http_request(c->controller, resp->curl_code ? 0 : resp->status);
     if (resp->curl_code != 0) {
         /* 28 is CURLE_OPERATION_TIMEDOUT */
         set_answer(c, 0, resp->curl_code == 28 ? "Timeout" : "ConnectionError", resp->error);

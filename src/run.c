@@ -46,8 +46,8 @@
 #include <sys/stat.h>
 
 #define DRAIN_MS 10000
-/* The poll publishes API counters into the metrics and watches the
- * shutdown drain; readiness does not wait for it. */
+/* The poll watches the shutdown drain; metrics are counted where things
+ * happen, and readiness does not wait for it. */
 #define POLL_MS 100
 
 static const char run_usage[] =
@@ -186,9 +186,6 @@ int klua_check_main(int argc, char **argv)
 typedef struct run_state {
     loop *l;
     reload_set *set;
-    kube_client *kc;
-    kube_stats last;             /* API counters already in the metrics */
-    metrics_family *api_requests, *api_lists, *api_watches;
     int synced_logged;
     int stopping;
     uint64_t drain_deadline;
@@ -199,36 +196,6 @@ typedef struct run_state {
     int start_failed;            /* a controller could not start: exit 1 */
     kl_err start_err;
 } run_state;
-
-/* kube_client_stats as counters (the client keeps its own totals). */
-static void publish_api_stats(run_state *r)
-{
-    if (!r->kc)
-        return;
-    kube_stats now = kube_client_stats(r->kc);
-    if (r->api_requests && now.requests >= r->last.requests)
-        metrics_counter_add(r->api_requests, NULL, (double)(now.requests - r->last.requests));
-    if (r->api_lists && now.lists >= r->last.lists)
-        metrics_counter_add(r->api_lists, NULL, (double)(now.lists - r->last.lists));
-    if (r->api_watches && now.watches >= r->last.watches)
-        metrics_counter_add(r->api_watches, NULL, (double)(now.watches - r->last.watches));
-    r->last = now;
-}
-
-static metrics_family *api_counter(const char *name, const char *help)
-{
-    metrics_registry *reg = metrics_default();
-    if (!reg)
-        return NULL;
-    metrics_family *f = metrics_find(reg, name);
-    if (!f) {
-        kl_err err = {0};
-        f = metrics_counter_new(reg, name, help, NULL, &err);
-        if (f)
-            metrics_counter_add(f, NULL, 0);
-    }
-    return f;
-}
 
 /* "caches synced" once every controller has synced. Called when one
  * controller's caches have synced (controller_deps.on_synced), so the line
@@ -287,7 +254,6 @@ static void on_lease_released(void *ud)
 static void on_poll(loop *l, void *ud)
 {
     run_state *r = ud;
-    publish_api_stats(r);
     if (r->stopping) {
         size_t active = reload_set_active(r->set);
         if (active == 0 || loop_now_ms(l) >= r->drain_deadline) {
@@ -609,13 +575,6 @@ int klua_run_main(int argc, char **argv)
     copts.burst = f.burst;
     if (!(kc = kube_client_new(l, http, &cfg, &copts, &err)))
         goto out;
-    rs.kc = kc;
-    rs.api_requests = api_counter("klua_api_requests_total",
-                                  "Requests klua sent to the Kubernetes API server.");
-    rs.api_lists = api_counter("klua_api_list_requests_total",
-                               "LIST requests klua sent to the Kubernetes API server.");
-    rs.api_watches = api_counter("klua_api_watch_requests_total",
-                                 "WATCH requests klua sent to the Kubernetes API server.");
     disco = discovery_new(kc, NULL, &err);
     reg = informer_registry_new(kc);
     shared = lua_ctx_shared_new(l, kc, http, &err);
