@@ -6,7 +6,7 @@
  * (backoff) after an error. Everything runs on the loop thread; handlers are
  * called synchronously while the store holds the new state.
  * Uses: rest, kube, store, loop, watchframe (events, shallow reading of
- * LIST pages), json, metrics, log.
+ * LIST pages), json, metrics, health (list/watch failures for /healthz), log.
  *
  * A LIST page is read item by item (watchframe_item) rather than decoded
  * whole, so that one item json.c cannot decode costs that item only.
@@ -15,6 +15,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "health.h"
 #include "metrics.h"
 #include "util.h"
 #include "watchframe.h"
@@ -338,6 +339,7 @@ static void retry_later(informer *inf, const char *why)
     kl_log(KL_LOG_WARN, "watch or list failed, retrying", "resource", inf->res.resource,
            "reason", why, "retry_ms", ms, NULL);
     inf->state = INF_WAITING;
+    health_informer_failed(inf, inf->metric_res);
     inf->timer = loop_timer_add(l, delay, on_backoff_timer, inf);
 }
 
@@ -413,6 +415,7 @@ static void finish_list(informer *inf)
     }
     keyset_clear(&inf->seen);
     inf->relisting = 0;
+    health_informer_ok(inf);
     int first = !inf->synced;
     inf->synced = 1;
     if (first) {
@@ -547,6 +550,7 @@ static void start_list(informer *inf)
     o.label_selector = inf->selector;
     o.limit = LIST_PAGE;
     o.continue_token = inf->continue_token;
+    health_informer_attempt(inf);
     /* RV unset: a consistent (quorum) read, which pages properly. */
     inf->call = kube_list(inf->client, &inf->res, inf->ns, &o, on_list_page, inf);
     if (!inf->call)
@@ -560,6 +564,7 @@ static void on_watch_event(void *ud, const watch_event *ev)
     informer *inf = ud;
     kl_err err = {0};
     inf->watch_events++;
+    health_informer_ok(inf);
     switch (ev->type) {
     case WATCH_ADDED:
     case WATCH_MODIFIED:
@@ -643,6 +648,7 @@ static void start_watch(informer *inf)
     o.resource_version = inf->last_rv;
     o.allow_bookmarks = 1;
     o.timeout_seconds = 300 + (int)kl_rand_below(300);
+    health_informer_attempt(inf);
     inf->call = kube_watch_resource(inf->client, &inf->res, inf->ns, &o, on_watch_event,
                                     on_watch_done, inf);
     if (!inf->call)
@@ -691,6 +697,7 @@ void informer_stop(informer *inf)
         loop_timer_cancel(kube_client_loop(inf->client), inf->timer);
     inf->timer = 0;
     inf->state = INF_STOPPED;
+    health_informer_forget(inf);
 }
 
 void informer_free(informer *inf)

@@ -3,8 +3,8 @@
  * Provides: klua_run_main, klua_check_main.
  * Uses: reload (the scripts and their controllers, hot reload), lua_host
  * (check), controller, lua_ctx (shared ctx state), informer (registry),
- * discovery, kube, http, kubeconfig, ops and metrics (/metrics,
- * /readyz), leader (--leader-elect), loop, log.
+ * discovery, kube, http, kubeconfig, ops, metrics and health (/metrics,
+ * /healthz, /readyz), leader (--leader-elect), loop, log.
  *
  * Start-up fails fast and plainly: a script that does not load, a kind the
  * server does not know, or a bad kubeconfig each print one "error: ..."
@@ -36,6 +36,7 @@
 #include "lua_ctx.h"
 #include "lua_host.h"
 #include "discovery.h"
+#include "health.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -71,6 +72,10 @@ static const char run_usage[] =
     "  --lua-timeout MS          CPU time a reconcile may run without waiting (default 200)\n"
     "  --metrics-addr ADDR       serve /metrics, /healthz, /readyz on ADDR, e.g. :8080 or\n"
     "                            127.0.0.1:0 (default: off)\n"
+    "  --healthz-loop-stall S    /healthz fails when the event loop's heartbeat is older\n"
+    "                            than S seconds (default 5)\n"
+    "  --healthz-informer-failure S  /healthz fails when an informer could not list or\n"
+    "                            watch for S seconds (default 180)\n"
     "  --dev                     reload scripts when files in DIR or DIR/lib change\n"
     "  --leader-elect            reconcile only while holding a coordination.k8s.io Lease\n"
     "                            (informers warm up meanwhile; default off)\n"
@@ -307,6 +312,7 @@ typedef struct run_flags {
     int leader_elect;         /* --leader-elect */
     const char *le_ns, *le_id;
     long le_lease_ms, le_renew_ms, le_retry_ms;   /* 0 = leader.h's defaults */
+    health_opts health;       /* --healthz-loop-stall, --healthz-informer-failure */
 } run_flags;
 
 /* A flag's value: "--flag value" or "--flag=value". NULL if not this flag. */
@@ -406,6 +412,17 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
             if (parse_int(v, 1, 3600000, &num) != 0)
                 goto bad_value;
             f->limits.run_ms = (uint64_t)num;
+            continue;
+        }
+        uint64_t *hdur = NULL;
+        if ((v = flag_value(argc, argv, &i, "--healthz-loop-stall", &missing)))
+            hdur = &f->health.stall_ms;
+        else if ((v = flag_value(argc, argv, &i, "--healthz-informer-failure", &missing)))
+            hdur = &f->health.informer_ms;
+        if (hdur) {
+            if (parse_int(v, 1, 86400, &num) != 0)
+                goto bad_value;
+            *hdur = (uint64_t)num * 1000;
             continue;
         }
         long *dur = NULL;
@@ -592,6 +609,12 @@ int klua_run_main(int argc, char **argv)
         oo.addr = f.metrics;
         oo.ready = reload_set_ready;
         oo.ready_ud = rs.set;
+        oo.live = health_check;
+        oo.live_ud = &f.health;
+        if (health_heartbeat_start(l) != 0) {
+            kl_err_set(&err, KL_ENOMEM, "out of memory");
+            goto out;
+        }
         if (ops_start(l, &oo, &ops, &err) != 0)
             goto out;
         if (ops)
@@ -654,6 +677,7 @@ out:
     lua_ctx_shared_free(shared);
     kube_client_free(kc);
     http_client_free(http);
+    health_reset();   /* its heartbeat timer is on l */
     loop_free(l);
     kube_rest_config_free(&cfg);
     metrics_default_free();
