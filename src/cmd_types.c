@@ -262,104 +262,6 @@ out:
     return rc;
 }
 
-/* --- writing --------------------------------------------------------------- */
-
-static int mkdir_p(const char *dir, kl_err *err)
-{
-    kl_buf b = KL_BUF_INIT;
-    kl_buf_puts(&b, dir);
-    if (kl_buf_failed(&b))
-        return kl_err_set(err, KL_ENOMEM, "out of memory");
-    int rc = 0;
-    for (char *p = b.data + 1; rc == 0; p++) {
-        char c = *p;
-        if (c != '/' && c != '\0')
-            continue;
-        *p = '\0';
-        if (mkdir(b.data, 0777) != 0 && errno != EEXIST)
-            rc = kl_err_set(err, KL_EIO, "creating %s: %s", b.data, strerror(errno));
-        *p = c;
-        if (c == '\0')
-            break;
-    }
-    kl_buf_free(&b);
-    return rc;
-}
-
-/* Write data to dir/name through a temporary file renamed into place. */
-static int write_file(const char *dir, const char *name, const char *data, size_t len,
-                      kl_err *err)
-{
-    kl_buf path = KL_BUF_INIT, tmp = KL_BUF_INIT;
-    kl_buf_printf(&path, "%s/%s", dir, name);
-    kl_buf_printf(&tmp, "%s/.%s.tmp", dir, name);
-    int rc = -1;
-    FILE *f = NULL;
-    if (kl_buf_failed(&path) || kl_buf_failed(&tmp)) {
-        kl_err_set(err, KL_ENOMEM, "out of memory");
-        goto out;
-    }
-    if (!(f = fopen(tmp.data, "wb"))) {
-        kl_err_set(err, KL_EIO, "%s: %s", tmp.data, strerror(errno));
-        goto out;
-    }
-    if (fwrite(data, 1, len, f) != len) {
-        kl_err_set(err, KL_EIO, "writing %s: %s", tmp.data, strerror(errno));
-        goto out;
-    }
-    int cr = fclose(f);
-    f = NULL;
-    if (cr != 0 || rename(tmp.data, path.data) != 0) {
-        kl_err_set(err, KL_EIO, "writing %s: %s", path.data, strerror(errno));
-        goto out;
-    }
-    rc = 0;
-out:
-    if (f)
-        fclose(f);
-    if (rc != 0 && tmp.data)
-        remove(tmp.data);
-    kl_buf_free(&path);
-    kl_buf_free(&tmp);
-    return rc;
-}
-
-/* Write every name -> text pair of the table at the top of L into dir, in
- * name order. Sets *nfiles. */
-static int write_files(lua_State *L, const char *dir, int *nfiles, kl_err *err)
-{
-    lua_getglobal(L, "table");
-    lua_newtable(L); /* [files, table, names] */
-    lua_Integer n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, -4)) {
-        lua_pop(L, 1);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, -3, ++n);
-    }
-    lua_getfield(L, -2, "sort");
-    lua_pushvalue(L, -2);
-    lua_call(L, 1, 0);
-    if (mkdir_p(dir, err) != 0)
-        return -1;
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, i);          /* [files, table, names, name] */
-        lua_gettable(L, -4);            /* [files, table, names, text] */
-        lua_rawgeti(L, -2, i);          /* [files, table, names, text, name] */
-        const char *name = lua_tostring(L, -1);
-        size_t len;
-        const char *text = lua_tolstring(L, -2, &len);
-        if (!name || !text || strchr(name, '/'))
-            return kl_err_set(err, KL_EINVAL, "klua.typegen returned a bad file entry");
-        if (write_file(dir, name, text, len, err) != 0)
-            return -1;
-        lua_pop(L, 2);
-    }
-    lua_pop(L, 2);
-    *nfiles = (int)n;
-    return 0;
-}
-
 int klua_types_main(int argc, char **argv)
 {
     kubeconfig_opts ko = {0};
@@ -463,7 +365,7 @@ int klua_types_main(int argc, char **argv)
         goto fail;
     }
     int nfiles = 0;
-    if (write_files(L, outdir, &nfiles, &err) != 0)
+    if (tool_lua_write_files(L, outdir, 0, &nfiles, &err) != 0)
         goto fail;
     printf("types: wrote %d files to %s in %.0f ms\n", nfiles, outdir, now_ms() - t0);
     rc = 0;

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 /* package.preload[name] = the compiled chunk, for every embedded module. */
@@ -261,4 +263,116 @@ int tool_lua_call(lua_State *L, const char *module, const char *fn, int nargs, i
         return -1;
     }
     return 0;
+}
+
+/* mkdir -p of the folder part of path (everything before the last '/'). */
+static int mkdir_parents(const char *path, kl_err *err)
+{
+    kl_buf b = KL_BUF_INIT;
+    kl_buf_puts(&b, path);
+    if (kl_buf_failed(&b))
+        return kl_err_set(err, KL_ENOMEM, "out of memory");
+    int rc = 0;
+    char *last = strrchr(b.data, '/');
+    for (char *p = b.data + 1; last && p <= last && rc == 0; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(b.data, 0777) != 0 && errno != EEXIST)
+            rc = kl_err_set(err, KL_EIO, "creating %s: %s", b.data, strerror(errno));
+        *p = '/';
+    }
+    kl_buf_free(&b);
+    return rc;
+}
+
+/* Write data to path through a temporary file beside it, renamed into place. */
+static int write_file(const char *path, const char *data, size_t len, kl_err *err)
+{
+    kl_buf tmp = KL_BUF_INIT;
+    kl_buf_printf(&tmp, "%s.tmp%ld", path, (long)getpid());
+    if (kl_buf_failed(&tmp))
+        return kl_err_set(err, KL_ENOMEM, "out of memory");
+    int rc = -1;
+    FILE *f = fopen(tmp.data, "wb");
+    if (!f) {
+        kl_err_set(err, KL_EIO, "%s: %s", tmp.data, strerror(errno));
+        goto out;
+    }
+    size_t w = fwrite(data, 1, len, f);
+    int cr = fclose(f);
+    if (w != len || cr != 0 || rename(tmp.data, path) != 0) {
+        kl_err_set(err, KL_EIO, "writing %s: %s", path, strerror(errno));
+        remove(tmp.data);
+        goto out;
+    }
+    rc = 0;
+out:
+    kl_buf_free(&tmp);
+    return rc;
+}
+
+static int bad_rel_path(const char *p)
+{
+    if (!*p || p[0] == '/' || strstr(p, "//"))
+        return 1;
+    for (const char *s = p; s; s = strchr(s, '/')) {
+        if (*s == '/')
+            s++;
+        if (!strncmp(s, "..", 2) && (s[2] == '/' || s[2] == '\0'))
+            return 1;
+    }
+    return 0;
+}
+
+int tool_lua_write_files(lua_State *L, const char *dir, int no_clobber, int *nfiles,
+                         kl_err *err)
+{
+    int files = lua_gettop(L);
+    lua_getglobal(L, "table");   /* [files, table] */
+    lua_getfield(L, -1, "sort"); /* [files, table, sort] */
+    lua_newtable(L);             /* [files, table, sort, names] */
+    lua_Integer n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, files)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, ++n);
+    }
+    lua_pushvalue(L, -1);        /* [files, table, sort, names, names] */
+    lua_insert(L, -3);           /* [files, table, names, sort, names] */
+    int rc = 0;
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) { /* [files, table, names] */
+        lua_settop(L, files - 1);
+        return kl_err_set(err, KL_EINVAL, "file names must be strings");
+    }
+    kl_buf path = KL_BUF_INIT;
+    for (int pass = no_clobber ? 0 : 1; pass < 2 && rc == 0; pass++) {
+        for (lua_Integer i = 1; i <= n && rc == 0; i++) {
+            lua_rawgeti(L, -1, i);          /* [..., names, name] */
+            lua_pushvalue(L, -1);
+            lua_gettable(L, files);         /* [..., names, name, text] */
+            const char *name = lua_tostring(L, -2);
+            size_t len;
+            const char *text = lua_tolstring(L, -1, &len);
+            kl_buf_reset(&path);
+            kl_buf_printf(&path, "%s/%s", dir, name ? name : "");
+            if (!name || !text || bad_rel_path(name))
+                rc = kl_err_set(err, KL_EINVAL, "a generated file has a bad name or text");
+            else if (kl_buf_failed(&path))
+                rc = kl_err_set(err, KL_ENOMEM, "out of memory");
+            else if (pass == 0 && access(path.data, F_OK) == 0)
+                rc = kl_err_set(err, KL_EINVAL, "%s exists already; klua init writes only new files",
+                                path.data);
+            else if (pass == 1 && (mkdir_parents(path.data, err) != 0 ||
+                                   write_file(path.data, text, len, err) != 0))
+                rc = -1;
+            lua_pop(L, 2);
+        }
+    }
+    kl_buf_free(&path);
+    lua_settop(L, files - 1);
+    if (rc == 0)
+        *nfiles = (int)n;
+    return rc;
 }

@@ -6,6 +6,7 @@
  * json.h document) and tool_lua_push_yaml_file (every document of a YAML or
  * JSON file, as an array). Tools such as `klua types` and `klua init` run
  * trusted code of klua's own here, outside the script sandbox (lua_host).
+ * And tool_lua_write_files, which writes a table of generated files.
  * Uses: luamods, json, buf, err, libyaml, Lua 5.4.
  */
 #ifndef KLUA_TOOL_LUA_H
@@ -34,5 +35,14 @@ int tool_lua_push_yaml_file(lua_State *L, const char *path, kl_err *err);
  * leaving nres results. Returns 0, or -1 with err set to the Lua error. */
 int tool_lua_call(lua_State *L, const char *module, const char *fn, int nargs, int nres,
                   kl_err *err);
+
+/* Write every path -> text pair of the table at the top of L (popped)
+ * under dir, in path order, each through a temporary file renamed into
+ * place; paths are relative ("crds/x.yaml", no ".." part) and their
+ * folders are created. With no_clobber, a path that exists already is an
+ * error and nothing is written. Sets *nfiles. Returns 0, or -1 with err set
+ * (files written before a failure stay). */
+int tool_lua_write_files(lua_State *L, const char *dir, int no_clobber, int *nfiles,
+                         kl_err *err);
 
 #endif
