@@ -4,6 +4,7 @@
  * --help. Subcommands live in their own modules (run.c); this file only
  * dispatches and prints usage. Uses: run, kubeconfig, kube, loop, http.
  */
+#include "cmd_init.h"
 #include "cmd_types.h"
 #include "err.h"
 #include "http.h"
@@ -28,6 +29,8 @@ static const char usage_text[] =
     "Usage:\n"
     "  klua run --scripts DIR [flags]   run every controller in DIR\n"
     "  klua check DIR                   load and validate the scripts in DIR, no cluster\n"
+    "  klua init DIR --group G --version V --kind K [--plural P] [--namespaced|--cluster]\n"
+    "                                   scaffold a controller: CRD, script, spec, example\n"
     "  klua types [--crds PATH] [--from-cluster] -o DIR\n"
     "                                   LuaLS/EmmyLua annotations from CRD / OpenAPI schemas\n"
     "  klua server-version [flags]      print the API server's version and exit\n"
@@ -128,6 +131,8 @@ int main(int argc, char **argv)
         return klua_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "check"))
         return klua_check_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "init"))
+        return klua_init_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "types"))
         return klua_types_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "server-version"))
