@@ -4,6 +4,7 @@
  * --help. Subcommands live in their own modules (run.c); this file only
  * dispatches and prints usage. Uses: run, kubeconfig, kube, loop, http.
  */
+#include "cmd_check_types.h"
 #include "cmd_init.h"
 #include "cmd_types.h"
 #include "err.h"
@@ -28,7 +29,8 @@ static const char usage_text[] =
     "\n"
     "Usage:\n"
     "  klua run --scripts DIR [flags]   run every controller in DIR\n"
-    "  klua check DIR                   load and validate the scripts in DIR, no cluster\n"
+    "  klua check [--types DIR] DIR     load and validate the scripts in DIR, no cluster;\n"
+    "                                   --types: type-check them too (emmylua_check)\n"
     "  klua init DIR --group G --version V --kind K [--plural P] [--namespaced|--cluster]\n"
     "                                   scaffold a controller: CRD, script, spec, example\n"
     "  klua types [--crds PATH] [--from-cluster] -o DIR\n"
@@ -130,7 +132,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "run"))
         return klua_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "check"))
-        return klua_check_main(argc - 1, argv + 1);
+        return klua_check_cmd_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "init"))
         return klua_init_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "types"))
