@@ -14,7 +14,9 @@
 #include "run.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@
 #include <unistd.h>
 
 #define REPORT_MAX (256u << 20)
+
 
 /* The checker: $KLUA_EMMYLUA_CHECK, the one tools/emmylua.sh cached, or PATH. */
 static char *find_checker(void)
@@ -57,6 +60,66 @@ static char *find_checker(void)
     return NULL;
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* Copy the *.lua files of the tree src to dst (created), at most 4 deep. */
+static int copy_lua_tree(const char *src, const char *dst, int depth, kl_err *err)
+{
+    if (mkdir(dst, 0700) != 0 && errno != EEXIST)
+        return kl_err_set(err, KL_EIO, "creating %s: %s", dst, strerror(errno));
+    DIR *d = opendir(src);
+    if (!d)
+        return kl_err_set(err, KL_EIO, "%s: %s", src, strerror(errno));
+    int rc = 0;
+    struct dirent *e;
+    kl_buf from = KL_BUF_INIT, to = KL_BUF_INIT, data = KL_BUF_INIT;
+    while (rc == 0 && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        kl_buf_reset(&from);
+        kl_buf_reset(&to);
+        kl_buf_printf(&from, "%s/%s", src, e->d_name);
+        kl_buf_printf(&to, "%s/%s", dst, e->d_name);
+        if (kl_buf_failed(&from) || kl_buf_failed(&to)) {
+            rc = kl_err_set(err, KL_ENOMEM, "out of memory");
+            break;
+        }
+        struct stat st;
+        if (stat(from.data, &st) != 0)
+            continue;
+        size_t nl = strlen(e->d_name);
+        if (S_ISDIR(st.st_mode)) {
+            if (depth < 4)
+                rc = copy_lua_tree(from.data, to.data, depth + 1, err);
+        } else if (nl > 4 && !strcmp(e->d_name + nl - 4, ".lua")) {
+            kl_buf_reset(&data);
+            if (kl_read_file(from.data, REPORT_MAX, &data, err) != 0) {
+                rc = -1;
+                break;
+            }
+            FILE *f = fopen(to.data, "wb");
+            size_t w = f ? fwrite(data.data ? data.data : "", 1, data.len, f) : 0;
+            if (!f || w != data.len || fclose(f) != 0) {
+                if (f && w != data.len)
+                    fclose(f);
+                rc = kl_err_set(err, KL_EIO, "writing %s: %s", to.data, strerror(errno));
+            }
+        }
+    }
+    kl_buf_free(&from);
+    kl_buf_free(&to);
+    kl_buf_free(&data);
+    closedir(d);
+    return rc;
+}
+
 /* The folder a script path names (itself, or a file's folder), absolute. */
 static char *script_dir(const char *path, kl_err *err)
 {
@@ -87,16 +150,38 @@ static void json_list(kl_buf *b, char **v, size_t n)
 
 /* The configuration: Lua 5.4, require as klua resolves it (the script
  * folder, then lib/), the libraries, and folders that are not scripts. */
-static int write_config(const char *path, char **libs, size_t nlibs, kl_err *err)
+static int write_config(const char *path, char **libs, size_t nlibs, char **own,
+                        char **dirs, size_t ndirs, kl_err *err)
 {
     kl_buf b = KL_BUF_INIT;
+    int oom = 0;
     kl_buf_puts(&b, "{\n  \"runtime\": {\"version\": \"Lua5.4\", \"requirePattern\": "
                     "[\"?.lua\", \"?/init.lua\", \"lib/?.lua\", \"lib/?/init.lua\"]},\n"
                     "  \"workspace\": {\"library\": ");
     json_list(&b, libs, nlibs);
-    kl_buf_puts(&b, ", \"ignoreDir\": [\"spec\", \"types\"]},\n"
-                    "  \"diagnostics\": {\"globals\": [\"describe\", \"it\", \"klua_test\"]}\n}\n");
-    if (kl_buf_failed(&b)) {
+    /* klua's own files are read from the copies: where the originals sit
+     * inside a script folder (checking klua's lua/), they are not scripts. */
+    kl_buf_puts(&b, ", \"ignoreGlobs\": [\"**/spec/**\", \"**/*_spec.lua\"");
+    for (size_t d = 0; d < ndirs; d++) {
+        size_t dl = strlen(dirs[d]);
+        for (size_t i = 0; i < 2; i++) {
+            if (strncmp(own[i], dirs[d], dl) != 0 || own[i][dl] != '/')
+                continue;
+            kl_buf glob = KL_BUF_INIT;
+            kl_buf_printf(&glob, "%s/**", own[i] + dl + 1);
+            oom |= kl_buf_failed(&glob);
+            kl_buf_puts(&b, ", ");
+            json_escape_append(&b, glob.data ? glob.data : "", glob.len);
+            kl_buf_free(&glob);
+        }
+    }
+    kl_buf_puts(&b, "]},\n"
+                    /* Flow lints that the nil, err convention trips: after
+                     * `if not obj then ... err.reason` the checker cannot know
+                     * that err is set. Types, fields and arguments are checked. */
+                    "  \"diagnostics\": {\"disable\": [\"need-check-nil\", \"unnecessary-if\"], "
+                    "\"globals\": [\"describe\", \"it\", \"klua_test\"]}\n}\n");
+    if (kl_buf_failed(&b) || oom) {
         kl_buf_free(&b);
         return kl_err_set(err, KL_ENOMEM, "out of memory");
     }
@@ -187,6 +272,7 @@ static int type_check(char **types, size_t ntypes, char **paths, size_t npaths)
     int have_tmp = 0;
     char *checker = NULL, *home = NULL;
     char **libs = calloc(ntypes + 2, sizeof *libs);
+    char *own[2] = {NULL, NULL};
     char **dirs = calloc(npaths, sizeof *dirs);
     size_t nlibs = 0, ndirs = 0;
     char **argv = calloc(npaths + 10, sizeof *argv);
@@ -204,6 +290,38 @@ static int type_check(char **types, size_t ntypes, char **paths, size_t npaths)
     }
     if (!(home = klua_home_dir(&err)))
         goto fail;
+    if (!mkdtemp(tmpdir)) {
+        kl_err_set(&err, KL_EIO, "mkdtemp: %s", strerror(errno));
+        goto fail;
+    }
+    have_tmp = 1;
+    /* klua's own annotations and modules, read from a copy: a library that
+     * sits inside a script folder (lua/types in lua/) would be checked as a
+     * script too. They come first: the generated classes extend them. */
+    kl_buf b = KL_BUF_INIT;
+    kl_buf_printf(&b, "%s/lua/types", home);
+    own[0] = kl_buf_take(&b);
+    kl_buf_printf(&b, "%s/lua/lib/klua", home);
+    own[1] = kl_buf_take(&b);
+    kl_buf_printf(&b, "%s/types", tmpdir);
+    libs[nlibs++] = kl_buf_take(&b);
+    kl_buf_printf(&b, "%s/lib", tmpdir);
+    libs[nlibs++] = kl_buf_take(&b);
+    kl_buf_printf(&b, "%s/lib/klua", tmpdir);
+    char *libklua = kl_buf_take(&b);
+    if (!own[0] || !own[1] || !libs[0] || !libs[1] || !libklua) {
+        free(libklua);
+        kl_err_set(&err, KL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    int cp = copy_lua_tree(own[0], libs[0], 0, &err);
+    if (cp == 0 && mkdir(libs[1], 0700) != 0)
+        cp = kl_err_set(&err, KL_EIO, "creating %s: %s", libs[1], strerror(errno));
+    if (cp == 0)
+        cp = copy_lua_tree(own[1], libklua, 0, &err);
+    free(libklua);
+    if (cp != 0)
+        goto fail;
     for (size_t i = 0; i < ntypes; i++) {
         if (!(libs[nlibs] = realpath(types[i], NULL))) {
             kl_err_set(&err, KL_EIO, "--types %s: %s", types[i], strerror(errno));
@@ -211,25 +329,11 @@ static int type_check(char **types, size_t ntypes, char **paths, size_t npaths)
         }
         nlibs++;
     }
-    kl_buf b = KL_BUF_INIT;
-    kl_buf_printf(&b, "%s/lua/types", home);
-    libs[nlibs++] = kl_buf_take(&b);
-    kl_buf_printf(&b, "%s/lua/lib", home);
-    libs[nlibs++] = kl_buf_take(&b);
-    if (!libs[nlibs - 1] || !libs[nlibs - 2]) {
-        kl_err_set(&err, KL_ENOMEM, "out of memory");
-        goto fail;
-    }
     for (size_t i = 0; i < npaths; i++) {
         if (!(dirs[ndirs] = script_dir(paths[i], &err)))
             goto fail;
         ndirs++;
     }
-    if (!mkdtemp(tmpdir)) {
-        kl_err_set(&err, KL_EIO, "mkdtemp: %s", strerror(errno));
-        goto fail;
-    }
-    have_tmp = 1;
     kl_buf_printf(&cfg, "%s/emmyrc.json", tmpdir);
     kl_buf_printf(&out, "%s/report.json", tmpdir);
     kl_buf_printf(&log, "%s/log", tmpdir);
@@ -237,7 +341,7 @@ static int type_check(char **types, size_t ntypes, char **paths, size_t npaths)
         kl_err_set(&err, KL_ENOMEM, "out of memory");
         goto fail;
     }
-    if (write_config(cfg.data, libs, nlibs, &err) != 0)
+    if (write_config(cfg.data, libs, nlibs, own, dirs, ndirs, &err) != 0)
         goto fail;
     size_t a = 0;
     argv[a++] = checker;
@@ -277,15 +381,10 @@ static int type_check(char **types, size_t ntypes, char **paths, size_t npaths)
 fail:
     fprintf(stderr, "error: %s\n", err.msg);
 done:
-    if (have_tmp) {
-        if (cfg.data)
-            remove(cfg.data);
-        if (out.data)
-            remove(out.data);
-        if (log.data)
-            remove(log.data);
-        rmdir(tmpdir);
-    }
+    if (have_tmp)
+        nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(own[0]);
+    free(own[1]);
     kl_buf_free(&text);
     kl_buf_free(&cfg);
     kl_buf_free(&out);

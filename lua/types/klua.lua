@@ -66,7 +66,8 @@
 -- transport level) return `nil, err` with err a klua.Error; misuse (wrong
 -- argument types, unknown kinds) raises an error.
 
----@class klua.TypeRef
+-- Any kind: ctx:get and ctx:list of a klua.TypeRef return plain tables.
+---@class klua.TypeRef: klua.Ref<table>
 ---@field apiVersion string   e.g. "v1", "github.klua.dev/v1"
 ---@field kind string         e.g. "ConfigMap", "Comment"
 
@@ -134,16 +135,18 @@ local Context = {}
 
 --- Read one object from the informer cache (a fresh copy), or nil if absent.
 --- For a kind that no controller watches or owns, this is a live GET (yields).
----@param type klua.TypeRef
+---@generic T
+---@param type klua.Ref<T>  a type reference; typed when declared as a klua.ref.* (klua types)
 ---@param namespace string|nil
 ---@param name string
----@return table|nil obj, klua.Error|nil err
+---@return T|nil obj, klua.Error|nil err
 function Context:get(type, namespace, name) end
 
 --- List objects of a kind from the cache (fresh copies), filtered.
----@param type klua.TypeRef
+---@generic T
+---@param type klua.Ref<T>
 ---@param opts? klua.ListOptions
----@return table[] objs
+---@return T[] objs
 function Context:list(type, opts) end
 
 --- Create an object (apiVersion, kind and metadata in obj). Yields.

@@ -12,8 +12,8 @@
 -- nested inline in a class is `<Class>.<field>`; an array's inline element
 -- `<Class>.<field>.item`; a map's inline value `<Class>.<field>.value`.
 -- Every kind also gets `klua.ref.<group>.<version>.<Kind>`, the type of
--- `{ apiVersion = ..., kind = ... }`, and typed overloads of the ctx reads
--- and writes (see render_kinds).
+-- `{ apiVersion = ..., kind = ... }` that makes ctx:get/ctx:list typed, and
+-- `klua.Controller.<Class>`, which types reconcile's obj (see render_kinds).
 
 local M = {}
 
@@ -115,13 +115,13 @@ local function type_of(model, s, name, out)
   if s["x-kubernetes-int-or-string"] then return "integer|string" end
   local t = s.type
   if type(s.enum) == "table" and #s.enum > 0 then
-    local lits = {}
+    local lits, all = {}, true
     for _, v in ipairs(s.enum) do
       local l = literal(v)
-      if not l then lits = nil break end
+      if not l then all = false break end
       lits[#lits + 1] = l
     end
-    if lits then return table.concat(lits, "|") end
+    if all then return table.concat(lits, "|") end
   end
   if t == "string" then return "string" end
   if t == "integer" then return "integer" end
@@ -220,7 +220,12 @@ function M.add_openapi(model, docs)
         local gvks = s["x-kubernetes-group-version-kind"]
         if type(gvks) == "table" and #gvks == 1 and type(gvks[1].kind) == "string" then
           local g = gvks[1]
-          add_kind(model, g.group or "", g.version, g.kind, s, name)
+          local class = kind_class(g.group or "", g.version, g.kind)
+          if model.kinds[class] then
+            model.names[name] = class -- a CRD file read first wins: it is the newer
+          else
+            add_kind(model, g.group or "", g.version, g.kind, s, name)
+          end
         elseif model.shared[name] == nil then
           model.shared[name] = s
           model.names[name] = model.names[name] or shared_class(name)
@@ -238,49 +243,40 @@ local function api_version(k)
   return k.group == "" and k.version or (k.group .. "/" .. k.version)
 end
 
--- The overloads that tie a type reference to its class.
+-- The classes that tie a type reference to its kind's class.
 local function render_kinds(model, classes)
   local out = { HEADER }
   out[#out + 1] = [[
--- One `klua.ref.*` class per kind: the type of `{ apiVersion = ..., kind = ... }`.
--- The ctx methods below are overloads of those in lua/types/klua.lua:
--- `ctx:get({ apiVersion = "apps/v1", kind = "Deployment" }, ns, name)` is an
--- `apps.v1.Deployment?`. A controller declared as `---@type klua.Controller.<Class>`
--- gets its reconcile's obj typed.
+-- Per kind: `klua.ref.<Class>`, the type of `{ apiVersion = ..., kind = ... }`
+-- (a klua.Ref<Class>: ctx:get and ctx:list of such a reference return that
+-- class), and `klua.Controller.<Class>`, a controller declaration whose
+-- reconcile and finalize get the object typed:
+--
+--   ---@type klua.ref.apps.v1.Deployment
+--   local DEPLOYMENT = { apiVersion = "apps/v1", kind = "Deployment" }
+--   local d = ctx:get(DEPLOYMENT, ns, name)      -- apps.v1.Deployment|nil
+--
+--   ---@type klua.Controller.apps.v1.Deployment
+--   local controller = { watch = DEPLOYMENT, reconcile = function(ctx, d) ... end }
 ]]
-  local ctx = { "---@class klua.Context" }
   for _, class in ipairs(classes) do
     local k = model.kinds[class]
     local ref = "klua.ref." .. class
     out[#out + 1] = string.format(
-      "---@class %s: klua.TypeRef\n---@field apiVersion %q\n---@field kind %q\n",
-      ref, api_version(k), k.kind)
+      "---@class %s: klua.Ref<%s>\n---@field apiVersion %q\n---@field kind %q\n",
+      ref, class, api_version(k), k.kind)
     out[#out + 1] = string.format(
       "---@class klua.Controller.%s: klua.Controller\n---@field watch %s\n" ..
       "---@field reconcile fun(ctx: klua.Context, obj: %s): klua.Result|nil\n" ..
       "---@field finalize? fun(ctx: klua.Context, obj: %s): klua.Result|nil\n",
       class, ref, class, class)
   end
-  out[#out + 1] = table.concat(ctx, "\n") .. "\nlocal Context = {}\n"
-  local gets, lists = {}, {}
-  for _, class in ipairs(classes) do
-    local ref = "klua.ref." .. class
-    gets[#gets + 1] = string.format("---@overload fun(self: klua.Context, type: %s, " ..
-      "namespace: string|nil, name: string): %s|nil, klua.Error|nil", ref, class)
-    lists[#lists + 1] = string.format("---@overload fun(self: klua.Context, type: %s, " ..
-      "opts?: klua.ListOptions): %s[]", ref, class)
-  end
-  out[#out + 1] = table.concat(gets, "\n") .. "\n---@param type klua.TypeRef\n" ..
-    "---@param namespace string|nil\n---@param name string\n" ..
-    "---@return table|nil obj, klua.Error|nil err\nfunction Context:get(type, namespace, name) end\n"
-  out[#out + 1] = table.concat(lists, "\n") .. "\n---@param type klua.TypeRef\n" ..
-    "---@param opts? klua.ListOptions\n---@return table[] objs\nfunction Context:list(type, opts) end\n"
   return table.concat(out, "\n")
 end
 
 --- Render the model: a table of file name -> text. One file per API group
 --- (`<group>.lua`, kinds and their inline classes), `k8s.lua` for the shared
---- schemas, and `kinds.lua` with the references and overloads.
+--- schemas, and `kinds.lua` with the references and controller classes.
 ---@param model klua.typegen.Model
 ---@return table<string, string> files
 function M.render(model)
@@ -292,13 +288,10 @@ function M.render(model)
     by_group[g] = by_group[g] or {}
     local out = by_group[g]
     local s = k.schema
-    -- apiVersion, kind and metadata come from klua.Object (lua/types/object.lua)
-    -- unless the schema says more about metadata than "an object".
-    local skip = { apiVersion = true, kind = true }
-    local md = type(s.properties) == "table" and s.properties.metadata
-    if type(md) ~= "table" or not (md["$ref"] or md.allOf or md.properties) then
-      skip.metadata = true
-    end
+    -- apiVersion, kind and metadata come from klua.Object (lua/types/object.lua);
+    -- metadata too: an object klua hands over always has it, whatever the
+    -- schema says, and the class is the same from a file or from the cluster.
+    local skip = { apiVersion = true, kind = true, metadata = true }
     render_class(model, class, s, "klua.Object", out, skip)
   end
   for _, g in ipairs(sorted_keys(by_group)) do
