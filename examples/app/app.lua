@@ -8,7 +8,9 @@
 -- only when the cached object differs from what the App asks for.
 local conditions = require "klua.conditions"
 
+---@type klua.ref.apps.v1.Deployment
 local DEPLOYMENT = { apiVersion = "apps/v1", kind = "Deployment" }
+---@type klua.ref.core.v1.Service
 local SERVICE = { apiVersion = "v1", kind = "Service" }
 local FIELD_MANAGER = "klua-app"
 

@@ -73,8 +73,8 @@
 
 ---@class klua.Controller
 ---@field name? string
----@field watch klua.TypeRef
----@field owns? klua.TypeRef[]
+---@field watch klua.Ref<any>     a klua.TypeRef, or a klua.ref.* from klua types
+---@field owns? klua.Ref<any>[]
 ---@field namespace? string
 ---@field selector? string
 ---@field workers? integer
