@@ -150,18 +150,23 @@ static void fetch_done(void *ud, kube_result *res)
  * API server's OpenAPI v3 index. Keeps only api/ and apis/ paths. */
 static int push_cluster_docs(lua_State *L, kube_client *c, loop *l, kl_err *err)
 {
-    kube_result res = {0};
     json_doc idx = {0};
     fetch *fs = NULL;
     size_t n = 0;
     int rc = -1;
-    if (kube_request_sync(c, "GET", "/openapi/v3", NULL, NULL, 0, &res) != 0 ||
-        !kube_result_ok(&res)) {
-        kl_err_set(err, KL_EAPI, "GET /openapi/v3: %s",
-                   res.message[0] ? res.message : "failed");
+    int idx_pending = 1;
+    fetch idxf = {.pending = &idx_pending, .l = l};
+    if (!kube_request(c, "GET", "/openapi/v3", NULL, NULL, 0, fetch_done, &idxf)) {
+        kl_err_set(err, KL_ENOMEM, "starting GET /openapi/v3 failed");
         goto out;
     }
-    if (json_parse(&idx, res.body.data, res.body.len, err) != 0) {
+    loop_run(l);
+    if (idxf.code < 200 || idxf.code > 299) {
+        kl_err_set(err, KL_EAPI, "GET /openapi/v3: %s (%ld)",
+                   idxf.message[0] ? idxf.message : "failed", idxf.code);
+        goto out;
+    }
+    if (json_parse(&idx, idxf.body.data, idxf.body.len, err) != 0) {
         kl_err_wrap(err, "the server's /openapi/v3 answer");
         goto out;
     }
@@ -232,7 +237,7 @@ out:
     }
     free(fs);
     json_doc_free(&idx);
-    kl_buf_free(&res.body);
+    kl_buf_free(&idxf.body);
     return rc;
 }
 
