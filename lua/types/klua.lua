@@ -150,12 +150,18 @@ function Context:get(type, namespace, name) end
 function Context:list(type, opts) end
 
 --- Create an object (apiVersion, kind and metadata in obj). Yields.
----@return table|nil created, klua.Error|nil err
+---@generic T: table
+---@param obj T                 apiVersion, kind, metadata.name (or generateName), namespace
+---@param opts? klua.WriteOptions
+---@return T|nil created, klua.Error|nil err   err.reason "AlreadyExists" when the name is taken
 function Context:create(obj, opts) end
 
 --- Replace an object; obj.metadata.resourceVersion guards against lost
 --- updates (a stale one returns err.reason == "Conflict"). Yields.
----@return table|nil updated, klua.Error|nil err
+---@generic T: table
+---@param obj T                 a whole object, as read (changed)
+---@param opts? klua.WriteOptions|{subresource?: string}
+---@return T|nil updated, klua.Error|nil err
 function Context:update(obj, opts) end
 
 --- Patch an object. `patch` is a table (encoded as JSON) or a JSON string.
@@ -167,10 +173,14 @@ function Context:update(obj, opts) end
 function Context:patch(obj, patch, opts) end
 
 --- Server-side apply of a whole desired object (opts.force defaults to true). Yields.
----@return table|nil applied, klua.Error|nil err
+---@generic T: table
+---@param obj T                 the fields this field manager owns: apiVersion, kind, metadata.name...
+---@param opts? klua.WriteOptions
+---@return T|nil applied, klua.Error|nil err
 function Context:apply(obj, opts) end
 
 --- Delete an object. A missing object is not an error (returns true). Yields.
+---@param obj table             names the target: apiVersion, kind, metadata.namespace/name
 ---@param opts? klua.DeleteOptions
 ---@return boolean|nil ok, klua.Error|nil err
 function Context:delete(obj, opts) end
@@ -221,3 +231,7 @@ function Context:secret(name) end
 --   require "klua.github" -> the GitHub REST client used by lua/comment.lua
 --   require "klua.conditions" -> set(list, {type=, status=, reason=, message=, observedGeneration=}, now)
 --                                 returns new_list, changed; get(list, type); is_true(list, type)
+-- Their annotations: klua.json in lua/types/klua/json.lua; klua.github and
+-- klua.conditions in their sources (lua/lib/klua/), which a checker reads as a
+-- library (the repository's .luarc.json, `klua check --types`). Kinds:
+-- lua/types/object.lua (klua.Object, klua.Ref<T>) and what `klua types` writes.
