@@ -79,6 +79,12 @@ def test_types_are_deterministic(tmp_path):
         assert p.returncode == 0, p.stderr
     a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
     assert a == b and len(a) == 4
+    # fewer schemas into the same folder: what it wrote before and no longer
+    # writes is gone; a file it did not write stays
+    (tmp_path / "a" / "mine.lua").write_text("-- mine\n")
+    p = run_klua("types", "--crds", str(ROOT / "crds"), "-o", str(tmp_path / "a"))
+    assert p.returncode == 0 and "(removed 2 it had written before)" in p.stdout, p.stdout
+    assert sorted(tree(tmp_path / "a")) == ["github.klua.dev.lua", "kinds.lua", "mine.lua"]
 
 
 def test_types_bad_input_is_an_error_naming_the_file(tmp_path):
