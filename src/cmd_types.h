@@ -4,8 +4,9 @@
  * files with --crds, and/or every CRD and built-in kind from the API
  * server's /openapi/v3 with --from-cluster), turns them into LuaLS/EmmyLua
  * annotations with klua.typegen, and writes them into -o DIR (the same
- * schemas give the same bytes). argv[0] is the subcommand name; returns
- * the exit code.
+ * schemas give the same bytes; files an earlier run wrote that this one
+ * does not are removed). argv[0] is the subcommand name; returns the exit
+ * code.
  * Uses: tool_lua, kubeconfig, kube, http, loop, json, Lua.
  */
 #ifndef KLUA_CMD_TYPES_H
