@@ -1,8 +1,10 @@
 /* main.c - the klua command line.
  *
- * Provides: `klua run`, `klua check`, `klua server-version`, --version and
- * --help. Subcommands live in their own modules (run.c); this file only
- * dispatches and prints usage. Uses: run, kubeconfig, kube, loop, http.
+ * Provides: `klua run`, `klua check`, `klua init`, `klua types`,
+ * `klua server-version`, --version and --help. Subcommands live in their own
+ * modules (run.c, cmd_check_types.c, cmd_init.c, cmd_types.c); this file
+ * only dispatches and prints usage. Uses: run, cmd_*, kubeconfig, kube,
+ * loop, http.
  */
 #include "cmd_check_types.h"
 #include "cmd_init.h"
@@ -39,7 +41,7 @@ static const char usage_text[] =
     "  klua --version                   print klua's version\n"
     "  klua --help                      this text\n"
     "\n"
-    "Connection flags (run, server-version):\n"
+    "Connection flags (run, types --from-cluster, server-version):\n"
     "  --kubeconfig FILE   kubeconfig to use (else $KUBECONFIG, in-cluster, ~/.kube/config)\n"
     "  --context NAME      kubeconfig context (else the current context)\n"
     "\n"
