@@ -383,9 +383,13 @@ def test_alert_retries_a_failed_page_with_the_same_key(example_crds, klua_factor
         assert pager.count() == 3
         assert {p["key"] for p in pager.pages} == {o["metadata"]["uid"]}
         assert pager.pages[0]["body"]["severity"] == "warning"   # the CRD's default
-        events = example_crds.get_json("events.events.k8s.io", "-n", namespace,
-                                       "--field-selector", "regarding.name=flaky")["items"]
-        assert any(e["reason"] == "ReconcileError" and "HTTP 503" in e["note"] for e in events)
+        # the failures were recorded as Warning Events (posted without waiting)
+        def warned():
+            events = example_crds.get_json("events.events.k8s.io", "-n", namespace,
+                                           "--field-selector", "regarding.name=flaky")["items"]
+            return any(e["reason"] == "ReconcileError" and e["type"] == "Warning" and
+                       "HTTP 503" in (e.get("note") or "") for e in events)
+        wait_for(warned, 30, what="a ReconcileError Event naming HTTP 503")
     finally:
         pager.stop()
 
