@@ -179,7 +179,11 @@ static const char *crd =
     "                type: array\n"
     "                items: {type: object, properties: {port: {type: integer}}}\n"
     "              port: {x-kubernetes-int-or-string: true}\n"
-    "              x-extra: {type: boolean}\n";
+    "              x-extra: {type: boolean}\n"
+    "              q: {oneOf: [{type: string}, {type: number}]}\n"
+    "              pct: {type: string, format: int-or-string}\n"
+    "              raw: {x-kubernetes-preserve-unknown-fields: true}\n"
+    "              obj: {type: object}\n";
 
 TEST(typegen_renders_a_crd_schema)
 {
@@ -208,6 +212,10 @@ TEST(typegen_renders_a_crd_schema)
               != NULL);
         CHECK(strstr(g, "---@field port? integer|string\n") != NULL);
         CHECK(strstr(g, "---@field [\"x-extra\"]? boolean\n") != NULL);
+        CHECK(strstr(g, "---@field q? string|number\n") != NULL);
+        CHECK(strstr(g, "---@field pct? integer|string\n") != NULL);
+        CHECK(strstr(g, "---@field raw? any\n") != NULL);
+        CHECK(strstr(g, "---@field obj? table<string, any>\n") != NULL);
     }
     lua_close(L);
 }

@@ -112,7 +112,19 @@ local function type_of(model, s, name, out)
   if type(s) ~= "table" then return "any" end
   local r = ref_name(model, s)
   if r then return r end
-  if s["x-kubernetes-int-or-string"] then return "integer|string" end
+  if s["x-kubernetes-int-or-string"] or s.format == "int-or-string" then
+    return "integer|string"
+  end
+  -- oneOf / anyOf of alternatives (Quantity: string or number): their union
+  local alts = type(s.oneOf) == "table" and s.oneOf or type(s.anyOf) == "table" and s.anyOf
+  if alts and #alts > 0 and not s.type and not s.properties then
+    local seen, parts = {}, {}
+    for i, a in ipairs(alts) do
+      local at = type_of(model, a, name .. ".alt" .. i, out)
+      if not seen[at] then seen[at] = true parts[#parts + 1] = at end
+    end
+    return table.concat(parts, "|")
+  end
   local t = s.type
   if type(s.enum) == "table" and #s.enum > 0 then
     local lits, all = {}, true
@@ -140,6 +152,7 @@ local function type_of(model, s, name, out)
   if type(ap) == "table" then
     return "table<string, " .. type_of(model, ap, name .. ".value", out) .. ">"
   end
+  if t == nil then return "any" end -- no type (JSON, preserved unknown fields): any value
   return "table<string, any>"
 end
 
