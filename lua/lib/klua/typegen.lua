@@ -83,9 +83,14 @@ local function is_ident(k)
   })[k]
 end
 
+-- A string as a one-line literal ("%q" would break a line at a newline).
+local function quote(v)
+  return '"' .. v:gsub('[%c"\\]', function(c) return string.format("\\%03d", c:byte()) end) .. '"'
+end
+
 local function literal(v)
   if type(v) == "string" then
-    return string.format("%q", v)
+    return quote(v)
   elseif math.type(v) == "integer" or type(v) == "boolean" then
     return tostring(v)
   end
@@ -172,7 +177,7 @@ render_class = function(model, name, s, parent, out, skip)
   for _, k in ipairs(sorted_keys(props)) do
     if not (skip and skip[k]) then
       local ty = type_of(model, props[k], name .. "." .. sanitize(k), nested)
-      local key = is_ident(k) and k or string.format("[%q]", k)
+      local key = is_ident(k) and k or "[" .. quote(k) .. "]"
       local d = one_line(type(props[k]) == "table" and props[k].description)
       lines[#lines + 1] = "---@field " .. key .. (required[k] and "" or "?") .. " " .. ty ..
         (d and (" # " .. d) or "")
