@@ -134,6 +134,10 @@ local controller = {
     return nil
   end,
 }
+
+---@param spec github.klua.dev.v1.Comment.spec
+local function describe_spec(spec) return spec.repository end
+describe_spec({ repository = "o/r", issue = "7", message = "hi" })
 return controller
 """
 
@@ -151,10 +155,12 @@ def test_check_types_reports_a_typo_and_a_wrong_type_with_file_and_line(tmp_path
     bad = scripts / "bad.lua"
     assert f"error: {bad}:5:24: Undefined field `mesage`." in p.stderr, p.stderr
     assert f"error: {bad}:6:5: Cannot assign `integer` to `string`." in p.stderr, p.stderr
-    assert len(p.stderr.strip().splitlines()) == 2, p.stderr
+    assert f"error: {bad}:14:37: Cannot assign `string` to `integer`." in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 3, p.stderr
     # fixed, it checks clean
     (scripts / "bad.lua").write_text(BAD_SCRIPT.replace("mesage", "message")
-                                     .replace("obj.spec.message = 42", "obj.spec.message = 'x'"))
+                                     .replace("obj.spec.message = 42", "obj.spec.message = 'x'")
+                                     .replace('issue = "7"', "issue = 7"))
     p = run_klua("check", "--types", str(types), str(scripts))
     assert p.returncode == 0, p.stderr
     assert f"types ok: {scripts}" in p.stdout
