@@ -2,7 +2,7 @@
  *
  * Provides: controller_new/start/shutdown/free, the dispatcher, and
  * controller_gate (leader election holds dispatching behind it).
- * Uses: lua_host (state, tasks, budget), lua_ctx (ctx, events), lua_json
+ * Uses: lua_host (state, tasks, budget), lua_ctx (ctx), event (ReconcileError Events), lua_json
  * (objects to Lua), informer/store (cache), workqueue, rest (discovery),
  * json (owner references), loop, log.
  *
@@ -16,6 +16,7 @@
  */
 #include "controller.h"
 
+#include "event.h"
 #include "json.h"
 #include "log.h"
 #include "lua_json.h"
@@ -648,10 +649,11 @@ static void record_error(reconcile *rc, const char *msg)
     const lua_controller_decl *decl = rc->v->decl;
     kl_log(KL_LOG_ERROR, "reconcile failed", "controller", c->name, "key", rc->key, "error", msg,
            NULL);
-    lua_ctx_object_ref o = {decl->watch.api_version, decl->watch.kind, rc->ns, rc->name,
-                            rc->uid, rc->rv};
+    event_object o = {decl->watch.api_version, decl->watch.kind, rc->ns, rc->name, rc->uid,
+                      rc->rv};
     if (c->d.shared)
-        lua_ctx_post_event(c->d.shared, &o, "Warning", "ReconcileError", "Reconcile", msg);
+        event_post(lua_ctx_shared_events(c->d.shared), &o, "Warning", "ReconcileError",
+                   "Reconcile", msg);
     sync_ready(c, rc->key, msg);
     backoff(c, rc->key);
 }

@@ -11,13 +11,16 @@
  * nil, klua.Error; misuse raises.
  * lua_ctx_shared holds what every ctx shares: loop, clients, a cache of
  * resolved resources (filled at start-up from discovery, then lazily and
- * asynchronously for other kinds), secrets, the host name for events.
- * Uses: rest, kube, http, store, labels, loop, lua_json, log, json, buf.
+ * asynchronously for other kinds), secrets, the Event recorder.
+ * The parts: lua_ctx_op (plumbing), lua_ctx_kube (verbs), lua_ctx_io (I/O,
+ * logs), lua_ctx_discovery (resources); this header is their public face.
+ * Uses: event, rest, kube, http, store, loop.
  */
 #ifndef KLUA_LUA_CTX_H
 #define KLUA_LUA_CTX_H
 
 #include "err.h"
+#include "event.h"
 #include "http.h"
 #include "loop.h"
 #include "rest.h"
@@ -59,15 +62,9 @@ void lua_ctx_bind(lua_ctx *c, lua_State *co);
 void lua_ctx_end(lua_ctx *c);
 int lua_ctx_waiting(const lua_ctx *c);   /* a call is in flight */
 
-/* An object an Event is about. */
-typedef struct lua_ctx_object_ref {
-    const char *api_version, *kind, *ns, *name, *uid, *rv;
-} lua_ctx_object_ref;
-
-/* Post an events.k8s.io/v1 Event, fire and forget (failures are logged at
- * debug level). note is truncated to 1 KB. */
-void lua_ctx_post_event(lua_ctx_shared *s, const lua_ctx_object_ref *obj, const char *type,
-                        const char *reason, const char *action, const char *note);
+/* The Event recorder the ctx uses (ctx:event), for the controller's own
+ * Events too (owned by s). */
+event_recorder *lua_ctx_shared_events(lua_ctx_shared *s);
 
 /* Push a klua.Error table {code, reason, message} (tostring: "reason:
  * message (code)"). May raise (memory). */
