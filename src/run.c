@@ -39,6 +39,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,10 @@
 #include <sys/stat.h>
 
 #define DRAIN_MS 10000
+/* --qps bounds: below 0.01/s a token takes minutes (a typo, not a limit);
+ * above 10^6/s throttling is meaningless. */
+#define QPS_MIN 0.01
+#define QPS_MAX 1e6
 /* The poll publishes API counters into the metrics and watches the
  * shutdown drain; readiness does not wait for it. */
 #define POLL_MS 100
@@ -347,12 +352,38 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name, i
     return argv[++*i];
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out)
+/* The accepted range of the flag being parsed, for the error message. */
+typedef struct flag_range {
+    double lo, hi;
+    long ilo, ihi;
+    int integer;
+} flag_range;
+
+static int parse_int(const char *s, long lo, long hi, long *out, flag_range *range)
 {
     char *end;
+    range->ilo = lo;
+    range->ihi = hi;
+    range->integer = 1;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A finite decimal number in [lo, hi] ("inf", "nan", 1e-300 are refused:
+ * the token bucket divides by it). */
+static int parse_number(const char *s, double lo, double hi, double *out, flag_range *range)
+{
+    char *end;
+    range->lo = lo;
+    range->hi = hi;
+    range->integer = 0;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
         return -1;
     *out = v;
     return 0;
@@ -364,6 +395,7 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         int missing = 0;
         const char *v;
         long num;
+        flag_range range = {0};
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(run_usage, stdout);
             return 1;
@@ -392,38 +424,38 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         STR_FLAG("--leader-election-id", le_id)
 #undef STR_FLAG
         if ((v = flag_value(argc, argv, &i, "--workers", &missing))) {
-            if (parse_int(v, 1, 1024, &num) != 0)
+            if (parse_int(v, 1, 1024, &num, &range) != 0)
                 goto bad_value;
             f->workers = (int)num;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "-v", &missing)) ||
             (v = flag_value(argc, argv, &i, "--v", &missing))) {
-            if (parse_int(v, 0, 10, &num) != 0)
+            if (parse_int(v, 0, 10, &num, &range) != 0)
                 goto bad_value;
             f->verbosity = (int)num;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--burst", &missing))) {
-            if (parse_int(v, 1, 100000, &num) != 0)
+            if (parse_int(v, 1, 100000, &num, &range) != 0)
                 goto bad_value;
             f->burst = (int)num;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--lua-memory", &missing))) {
-            if (parse_int(v, 1, 65536, &num) != 0)
+            if (parse_int(v, 1, 65536, &num, &range) != 0)
                 goto bad_value;
             f->limits.mem_limit = (size_t)num << 20;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--lua-budget", &missing))) {
-            if (parse_int(v, 1000, 0x7fffffffffffffffL, &num) != 0)
+            if (parse_int(v, 1000, 0x7fffffffffffffffL, &num, &range) != 0)
                 goto bad_value;
             f->limits.budget = (uint64_t)num;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--lua-timeout", &missing))) {
-            if (parse_int(v, 1, 3600000, &num) != 0)
+            if (parse_int(v, 1, 3600000, &num, &range) != 0)
                 goto bad_value;
             f->limits.run_ms = (uint64_t)num;
             continue;
@@ -436,15 +468,13 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         else if ((v = flag_value(argc, argv, &i, "--leader-retry-period", &missing)))
             dur = &f->le_retry_ms;
         if (dur) {
-            if (parse_int(v, 1, 86400, &num) != 0)
+            if (parse_int(v, 1, 86400, &num, &range) != 0)
                 goto bad_value;
             *dur = num * 1000;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--qps", &missing))) {
-            char *end;
-            f->qps = strtod(v, &end);
-            if (end == v || *end || !(f->qps > 0))
+            if (parse_number(v, QPS_MIN, QPS_MAX, &f->qps, &range) != 0)
                 goto bad_value;
             continue;
         }
@@ -453,9 +483,18 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         else
             fprintf(stderr, "klua run: unknown flag %s (see klua run --help)\n", argv[i]);
         return 2;
-    bad_value:
-        fprintf(stderr, "klua run: invalid value \"%s\" for %s\n", v, argv[i - 1]);
+    bad_value: {
+        /* "--flag value" (v is argv[i]) or "--flag=value": name the flag alone */
+        const char *flag = v == argv[i] ? argv[i - 1] : argv[i];
+        int flen = (int)strcspn(flag, "=");
+        if (range.integer)
+            fprintf(stderr, "klua run: invalid value \"%s\" for %.*s: want an integer from %ld "
+                            "to %ld\n", v, flen, flag, range.ilo, range.ihi);
+        else
+            fprintf(stderr, "klua run: invalid value \"%s\" for %.*s: want a number from %g to "
+                            "%g\n", v, flen, flag, range.lo, range.hi);
         return 2;
+    }
     }
     if (!f->scripts) {
         fprintf(stderr, "klua run: --scripts DIR is required (see klua run --help)\n");
