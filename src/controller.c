@@ -643,10 +643,15 @@ static void backoff(controller *c, const char *key)
     metrics_workqueue_add(c->name);
 }
 
-static void record_error(reconcile *rc, const char *msg)
+static void record_error(reconcile *rc, const char *raw)
 {
     controller *c = rc->c;
     const lua_controller_decl *decl = rc->v->decl;
+    char msg[4096];   /* the log line, the Event and the condition carry no secret */
+    if (c->d.shared)
+        lua_ctx_shared_redact(c->d.shared, raw, msg, sizeof msg);
+    else
+        snprintf(msg, sizeof msg, "%s", raw);
     kl_log(KL_LOG_ERROR, "reconcile failed", "controller", c->name, "key", rc->key, "error", msg,
            NULL);
     event_object o = {decl->watch.api_version, decl->watch.kind, rc->ns, rc->name, rc->uid,

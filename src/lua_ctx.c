@@ -1,9 +1,10 @@
 /* lua_ctx.c - the ctx object (see lua_ctx.h).
  *
- * Provides: lua_ctx_shared (new, free, secrets), lua_ctx_push and the
+ * Provides: lua_ctx_shared (new, free, --allow-env), lua_ctx_push and the
  * Context metatable, lua_ctx_bind/end/waiting.
  * Uses: lua_ctx_kube and lua_ctx_io (the methods), lua_ctx_discovery (the
- * resource cache), lua_ctx_op (plumbing), event (the recorder).
+ * resource cache), lua_ctx_secret (secrets), lua_ctx_op (plumbing), event
+ * (the recorder).
  *
  * The ctx is split by area: lua_ctx_op (the call in flight: yield, resume,
  * continuation), lua_ctx_kube (Kubernetes verbs), lua_ctx_io (http, sleep,
@@ -16,6 +17,7 @@
 #include "lua_ctx_io.h"
 #include "lua_ctx_kube.h"
 #include "lua_ctx_op.h"
+#include "lua_ctx_secret.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -46,34 +48,30 @@ void lua_ctx_shared_free(lua_ctx_shared *s)
     if (!s)
         return;
     lua_ctx_resources_free(s);
-    for (size_t i = 0; i < s->nsecrets * 2; i++)
-        free(s->secrets[i]);
-    free(s->secrets);
+    lua_ctx_secrets_free(s);
+    for (size_t i = 0; i < s->nenv_allow; i++)
+        free(s->env_allow[i]);
+    free(s->env_allow);
+    for (size_t i = 0; i < s->nenv_refused; i++)
+        free(s->env_refused[i]);
+    free(s->env_refused);
     event_recorder_free(s->events);
     free(s);
 }
 
 event_recorder *lua_ctx_shared_events(lua_ctx_shared *s) { return s->events; }
 
-int lua_ctx_shared_set_secret(lua_ctx_shared *s, const char *name, const char *value)
+int lua_ctx_shared_allow_env(lua_ctx_shared *s, const char *pattern)
 {
-    char **n = realloc(s->secrets, (s->nsecrets + 1) * 2 * sizeof *n);
+    char **n = realloc(s->env_allow, (s->nenv_allow + 1) * sizeof *n);
     if (!n)
         return -1;
-    s->secrets = n;
-    char *k = strdup(name), *v = strdup(value);
-    if (!k || !v) {
-        free(k);
-        free(v);
+    s->env_allow = n;
+    if (!(n[s->nenv_allow] = strdup(pattern)))
         return -1;
-    }
-    s->secrets[s->nsecrets * 2] = k;
-    s->secrets[s->nsecrets * 2 + 1] = v;
-    s->nsecrets++;
+    s->nenv_allow++;
     return 0;
 }
-
-/* ---- errors ---- */
 
 /* ---- the object ---- */
 
@@ -121,6 +119,9 @@ lua_ctx *lua_ctx_push(lua_State *L, lua_ctx_shared *s, const lua_ctx_cache *cach
     lua_ctx *c = lua_newuserdatauv(L, sizeof *c, 1);     /* [c] */
     memset(c, 0, sizeof *c);
     c->s = s;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);  /* [c, main] */
+    c->L = lua_tothread(L, -1);
+    lua_pop(L, 1);                                       /* [c] */
     if (cache)
         c->cache = *cache;
     c->resume = resume;
@@ -172,6 +173,7 @@ void lua_ctx_bind(lua_ctx *c, lua_State *co) { c->co = co; }
 void lua_ctx_end(lua_ctx *c)
 {
     lua_ctx_cancel(c);
+    lua_ctx_release(c);
     c->ended = 1;
     c->co = NULL;
 }

@@ -37,8 +37,21 @@ lua_ctx_shared *lua_ctx_shared_new(loop *l, kube_client *kc, http_client *http, 
 void lua_ctx_shared_free(lua_ctx_shared *s);
 /* Remember a resolved resource (copied), so ctx calls on it need no discovery. */
 int lua_ctx_shared_add_resource(lua_ctx_shared *s, const kube_resource *r);
-/* A secret scripts read with ctx:secret(name) (value copied; never logged). */
+/* A secret scripts read with ctx:secret(name) (value copied; never
+ * logged), replacing one of the same name. */
 int lua_ctx_shared_set_secret(lua_ctx_shared *s, const char *name, const char *value);
+/* A secret read from a file now and again whenever the file changes
+ * (--secret NAME=FILE). Fails when the file cannot be read or is empty;
+ * the message names the secret and the file, never the value. */
+int lua_ctx_shared_add_secret_file(lua_ctx_shared *s, const char *name, const char *path,
+                                   kl_err *err);
+/* Copy text to out (NUL-terminated, cut to outsz) with every secret value
+ * replaced by "[redacted]": for messages a script's error makes klua write
+ * (logs, Events, conditions). */
+void lua_ctx_shared_redact(const lua_ctx_shared *s, const char *text, char *out, size_t outsz);
+/* Let ctx:getenv read variables whose name matches the glob pattern
+ * (fnmatch; --allow-env). Without any, ctx:getenv reads nothing. */
+int lua_ctx_shared_allow_env(lua_ctx_shared *s, const char *pattern);
 
 /* How a controller exposes its informer caches to ctx:get / ctx:list. */
 typedef struct lua_ctx_cache {

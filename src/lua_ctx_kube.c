@@ -15,11 +15,16 @@
 #include "log.h"
 #include "lua_ctx_discovery.h"
 #include "lua_ctx_op.h"
+#include "lua_ctx_secret.h"
 #include "lua_json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ctx:event's reason and note are cut here before building (the note is
+ * cut again to 1 KB by event_build). */
+#define EVENT_TEXT_MAX 4096
 
 enum kube_op { OP_NONE, OP_GET, OP_LIST, OP_CREATE, OP_UPDATE, OP_PATCH, OP_DELETE };
 
@@ -480,7 +485,8 @@ static int l_event(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     const char *type = luaL_checkstring(L, 3);
     const char *reason = luaL_checkstring(L, 4);
-    const char *note = luaL_optstring(L, 5, "");
+    size_t note_len = 0;
+    const char *note = luaL_optlstring(L, 5, "", &note_len);
     if (strcmp(type, "Normal") != 0 && strcmp(type, "Warning") != 0)
         return luaL_error(L, "ctx:event: type must be \"Normal\" or \"Warning\" (got \"%s\")", type);
     event_object o = {0};
@@ -495,6 +501,9 @@ static int l_event(lua_State *L)
     }
     if (!o.api_version || !o.kind || !o.name)
         return luaL_error(L, "ctx:event: obj needs apiVersion, kind and metadata.name");
+    /* An Event is public: no secret value goes into it */
+    reason = lua_ctx_push_redacted(L, c->s, reason, strlen(reason), EVENT_TEXT_MAX);
+    note = lua_ctx_push_redacted(L, c->s, note, note_len, EVENT_TEXT_MAX);
     if (event_build(c->s->events, &c->body, &o, type, reason, "Reconcile", note) != 0)
         return luaL_error(L, "ctx:event: out of memory");
     snprintf(c->req_ns, sizeof c->req_ns, "%s", event_namespace(&o));

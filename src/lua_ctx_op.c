@@ -8,6 +8,8 @@
  */
 #include "lua_ctx_op.h"
 
+#include "lua_host.h"
+
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,11 +88,47 @@ void lua_ctx_reset(lua_ctx *c)
         free(c->hdrs);
         c->hdrs = NULL;
     }
+    c->req_body = NULL;
+    c->req_len = 0;
+    c->too_large = 0;
     c->code = 0;
     c->reason[0] = c->message[0] = '\0';
-    kl_buf_reset(&c->rbody);
+    lua_ctx_release(c);
+}
+
+int lua_ctx_charge(lua_ctx *c, size_t *counter, size_t n)
+{
+    if (c->L && lua_host_charge(c->L, n) != 0)
+        return -1;
+    *counter += n;
+    return 0;
+}
+
+void lua_ctx_discharge(lua_ctx *c, size_t *counter)
+{
+    if (c->L && *counter)
+        lua_host_discharge(c->L, *counter);
+    *counter = 0;
+}
+
+void lua_ctx_uncharge(lua_ctx *c, size_t *counter, size_t n)
+{
+    if (n > *counter)
+        n = *counter;
+    if (c->L && n)
+        lua_host_discharge(c->L, n);
+    *counter -= n;
+}
+
+void lua_ctx_release(lua_ctx *c)
+{
+    /* rbody is freed, not kept: what a large answer held goes back at once */
+    kl_buf_free(&c->rbody);
     kl_buf_reset(&c->rheaders);
     c->nrheaders = 0;
+    lua_ctx_discharge(c, &c->resp_charged);
+    if (!c->hreq)
+        lua_ctx_discharge(c, &c->req_charged);
 }
 
 void lua_ctx_cancel(lua_ctx *c)
@@ -100,11 +138,12 @@ void lua_ctx_cancel(lua_ctx *c)
     if (c->call)
         kube_cancel(c->call);
     if (c->hreq)
-        http_cancel(c->hreq);
+        http_cancel(c->hreq);    /* frees its copy of the request */
     c->timer = 0;
     c->call = NULL;
     c->hreq = NULL;
     c->waiting = 0;
+    lua_ctx_discharge(c, &c->req_charged);
 }
 
 void lua_ctx_finish(lua_ctx *c)

@@ -25,6 +25,8 @@
 
 #define LUA_CTX_MT "klua.Context"
 
+typedef struct lua_ctx_secret lua_ctx_secret;
+
 struct lua_ctx_shared {
     loop *l;
     kube_client *kc;
@@ -32,8 +34,12 @@ struct lua_ctx_shared {
     event_recorder *events;
     kube_resource **res;      /* resolved resources, stable pointers (lua_ctx_discovery.c) */
     size_t nres;
-    char **secrets;           /* name, value pairs */
+    lua_ctx_secret *secrets;  /* lua_ctx_secret.c */
     size_t nsecrets;
+    char **env_allow;         /* --allow-env globs; none: the defaults */
+    size_t nenv_allow;
+    char **env_refused;       /* names already warned about (bounded) */
+    size_t nenv_refused;
 };
 
 typedef struct lua_ctx lua_ctx;
@@ -47,6 +53,7 @@ struct lua_ctx {
     void (*resume)(void *ud);
     void *resume_ud;
     lua_State *co;
+    lua_State *L;             /* the script's state: C memory is charged to it */
     int ended;
     char controller[64], ns[256], name[256];
 
@@ -66,6 +73,11 @@ struct lua_ctx {
     kl_buf body, selector;
     char method[16];          /* ctx:http */
     char *url, **hdrs;        /* ctx:http: owned until the answer */
+    const char *req_body;     /* ctx:http: the script's string, valid during the call */
+    size_t req_len;
+    size_t req_charged;       /* C memory charged for the request in flight */
+    size_t resp_charged;      /* ... for rbody (ctx:http) */
+    int too_large;            /* ctx:http: the answer passed the memory cap */
     long timeout_ms;
     int resolving;
     lua_ctx_start_fn after_resolve;
@@ -88,6 +100,15 @@ void lua_ctx_cancel(lua_ctx *c);
 /* The answer is in: resume the coroutine unless we are still inside the
  * Lua call that started it. Nothing may touch c after this returns. */
 void lua_ctx_finish(lua_ctx *c);
+/* C memory held for the script: lua_ctx_charge counts n more bytes in
+ * *counter (0, or -1 when they would pass the script's memory cap);
+ * lua_ctx_discharge gives back all of *counter. */
+int lua_ctx_charge(lua_ctx *c, size_t *counter, size_t n);
+void lua_ctx_discharge(lua_ctx *c, size_t *counter);
+/* Give back n of the bytes in *counter. */
+void lua_ctx_uncharge(lua_ctx *c, size_t *counter, size_t n);
+/* Free the buffers of the call's answer and request, giving back their charge. */
+void lua_ctx_release(lua_ctx *c);
 /* Record a failed answer; reason NULL or "" = the code's usual reason. */
 void lua_ctx_set_answer(lua_ctx *c, long code, const char *reason, const char *message);
 /* Start the prepared call with start(c) and wait for it; push makes the
