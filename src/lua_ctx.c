@@ -2,18 +2,17 @@
  *
  * Provides: lua_ctx_shared (new, free, --allow-env), lua_ctx_push and the
  * Context metatable, lua_ctx_bind/end/waiting.
- * Uses: lua_ctx_kube and lua_ctx_io (the methods), lua_ctx_discovery (the
- * resource cache), lua_ctx_secret (secrets), lua_ctx_op (plumbing), event
+ * Uses: lua_ctx_kube and lua_ctx_io (the methods), lua_ctx_secret (secrets), lua_ctx_op (plumbing), event
  * (the recorder).
  *
  * The ctx is split by area: lua_ctx_op (the call in flight: yield, resume,
  * continuation), lua_ctx_kube (Kubernetes verbs), lua_ctx_io (http, sleep,
- * environment, secrets, logs), lua_ctx_discovery (kinds to resources).
+ * environment, logs), lua_ctx_secret (secrets), lua_ctx_discovery (kinds
+ * to resources, through the discovery service).
  * This file puts them together into the object a reconcile receives.
  */
 #include "lua_ctx.h"
 
-#include "lua_ctx_discovery.h"
 #include "lua_ctx_io.h"
 #include "lua_ctx_kube.h"
 #include "lua_ctx_op.h"
@@ -47,7 +46,6 @@ void lua_ctx_shared_free(lua_ctx_shared *s)
 {
     if (!s)
         return;
-    lua_ctx_resources_free(s);
     lua_ctx_secrets_free(s);
     for (size_t i = 0; i < s->nenv_allow; i++)
         free(s->env_allow[i]);
@@ -60,6 +58,8 @@ void lua_ctx_shared_free(lua_ctx_shared *s)
 }
 
 event_recorder *lua_ctx_shared_events(lua_ctx_shared *s) { return s->events; }
+
+void lua_ctx_shared_set_discovery(lua_ctx_shared *s, discovery *d) { s->disco = d; }
 
 int lua_ctx_shared_allow_env(lua_ctx_shared *s, const char *pattern)
 {

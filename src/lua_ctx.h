@@ -9,16 +9,18 @@
  * resume the coroutine, and the continuation pushes the results (so the
  * same code runs when an answer is immediate). Operational failures return
  * nil, klua.Error; misuse raises.
- * lua_ctx_shared holds what every ctx shares: loop, clients, a cache of
- * resolved resources (filled at start-up from discovery, then lazily and
- * asynchronously for other kinds), secrets, the Event recorder.
+ * lua_ctx_shared holds what every ctx shares: loop, clients, the discovery
+ * service (kinds outside the controller's caches are resolved through it,
+ * waiting like any other I/O), secrets, the environment allowlist, the
+ * Event recorder.
  * The parts: lua_ctx_op (plumbing), lua_ctx_kube (verbs), lua_ctx_io (I/O,
  * logs), lua_ctx_discovery (resources); this header is their public face.
- * Uses: event, rest, kube, http, store, loop.
+ * Uses: discovery, event, rest, kube, http, store, loop.
  */
 #ifndef KLUA_LUA_CTX_H
 #define KLUA_LUA_CTX_H
 
+#include "discovery.h"
 #include "err.h"
 #include "event.h"
 #include "http.h"
@@ -35,8 +37,10 @@ typedef struct lua_ctx lua_ctx;
  * return nil, err (ConnectionError). */
 lua_ctx_shared *lua_ctx_shared_new(loop *l, kube_client *kc, http_client *http, kl_err *err);
 void lua_ctx_shared_free(lua_ctx_shared *s);
-/* Remember a resolved resource (copied), so ctx calls on it need no discovery. */
-int lua_ctx_shared_add_resource(lua_ctx_shared *s, const kube_resource *r);
+/* The discovery service ctx calls resolve kinds through (borrowed; must
+ * outlive s). Without one, kinds outside the controller's caches answer
+ * nil, err (ConnectionError). */
+void lua_ctx_shared_set_discovery(lua_ctx_shared *s, discovery *d);
 /* A secret scripts read with ctx:secret(name) (value copied; never
  * logged), replacing one of the same name. */
 int lua_ctx_shared_set_secret(lua_ctx_shared *s, const char *name, const char *value);

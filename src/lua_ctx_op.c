@@ -4,7 +4,8 @@
  * Provides: lua_ctx_reset, lua_ctx_cancel, lua_ctx_finish,
  * lua_ctx_set_answer, lua_ctx_op_begin, lua_ctx_check, lua_ctx_copy_field,
  * lua_ctx_reason_for, lua_ctx_push_error.
- * Uses: rest/kube and http (cancelling), loop (timers), buf.
+ * Uses: rest/kube, http and discovery (cancelling), loop (timers),
+ * lua_host (charging C memory), buf.
  */
 #include "lua_ctx_op.h"
 
@@ -139,6 +140,9 @@ void lua_ctx_cancel(lua_ctx *c)
         kube_cancel(c->call);
     if (c->hreq)
         http_cancel(c->hreq);    /* frees its copy of the request */
+    if (c->dreq)
+        discovery_cancel(c->dreq);
+    c->dreq = NULL;
     c->timer = 0;
     c->call = NULL;
     c->hreq = NULL;

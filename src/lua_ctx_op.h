@@ -9,12 +9,13 @@
  * came before we yielded) or in the continuation. Also the argument
  * helpers every method uses, and the C memory a ctx holds for its script
  * (charged to the script's memory cap, see lua_host_charge).
- * Uses: lua_ctx.h (public types), event, rest, http, loop, buf.
+ * Uses: lua_ctx.h (public types), discovery, event, rest, http, loop, buf.
  */
 #ifndef KLUA_LUA_CTX_OP_H
 #define KLUA_LUA_CTX_OP_H
 
 #include "buf.h"
+#include "discovery.h"
 #include "event.h"
 #include "http.h"
 #include "loop.h"
@@ -32,8 +33,7 @@ struct lua_ctx_shared {
     kube_client *kc;
     http_client *http;
     event_recorder *events;
-    kube_resource **res;      /* resolved resources, stable pointers (lua_ctx_discovery.c) */
-    size_t nres;
+    discovery *disco;         /* kinds to resources (borrowed), or NULL */
     lua_ctx_secret *secrets;  /* lua_ctx_secret.c */
     size_t nsecrets;
     char **env_allow;         /* --allow-env globs; none: the defaults */
@@ -63,6 +63,7 @@ struct lua_ctx {
     loop_timer_id timer;
     kube_call *call;
     http_request *hreq;
+    discovery_req *dreq;      /* a kind being looked up */
     char api_version[256], kind[128];
     const kube_resource *r;
     int op;                   /* which call, in the area file's own terms */

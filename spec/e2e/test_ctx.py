@@ -38,6 +38,17 @@ return {
       end
       local r, err = ctx:http{ url = base .. "/echo", method = "POST", body = body }
       result = err and ("err " .. err.reason) or ("ok " .. r.status)
+    elseif d.action == "kinds" then
+      -- kinds this controller does not watch: resolved through discovery
+      local ns, name = cm.metadata.namespace, cm.metadata.name .. "-s"
+      local made, cerr = ctx:create{ apiVersion = "v1", kind = "Secret",
+        metadata = { name = name, namespace = ns }, stringData = { a = "b" } }
+      local got, gerr = ctx:get({ apiVersion = "v1", kind = "Secret" }, ns, name)
+      local deps, lerr = ctx:list({ apiVersion = "apps/v1", kind = "Deployment" }, { namespace = ns })
+      local ok, msg = pcall(ctx.get, ctx, { apiVersion = "nothing.klua.dev/v1", kind = "Thing" }, ns, "x")
+      result = table.concat({ made and "created" or tostring(cerr),
+        got and got.metadata.name or tostring(gerr), deps and ("deployments " .. #deps) or tostring(lerr),
+        tostring(ok), (tostring(msg):gsub("^.-: ", "", 1)) }, " | ")
     elseif d.action == "env" then
       result = tostring(ctx:getenv(d.var))
     elseif d.action == "secret" then
@@ -203,6 +214,16 @@ def test_http_request_body_bounded_and_user_agent(cluster, namespace, klua_facto
     assert _probe(cluster, namespace, "midreq", action="echo", body_mib=3) == "ok 200"
     assert stub.echoes[-1]["body_len"] == 3 << 20
     k.stop()
+
+
+def test_kinds_outside_the_caches_resolve_through_discovery(cluster, namespace, klua_factory,
+                                                          tmp_path, stub):
+    """ctx calls on kinds the controller does not watch find them through the discovery
+    service; a kind the server does not serve is a raised error naming it."""
+    _start(klua_factory, tmp_path, stub, namespace)
+    got = _probe(cluster, namespace, "k1", action="kinds")
+    assert got == ("created | k1-s | deployments 0 | false | no resource for kind Thing in "
+                   "nothing.klua.dev/v1 (is the CRD installed?)"), got
 
 
 def test_allow_env_is_an_allowlist(cluster, namespace, klua_factory, tmp_path, stub):
