@@ -118,6 +118,10 @@
 ---@field headers table<string,string>   names lower-cased
 ---@field body string
 
+--- Structured log lines on klua's stderr (at most 8 fields; the message, each
+--- field name and each value is cut at 16 KiB, and secret values are replaced
+--- by "[redacted]"). The line counts against the script's memory cap while it
+--- is written.
 ---@class klua.Log
 ---@field info fun(msg: string, fields?: table<string, any>)
 ---@field warn fun(msg: string, fields?: table<string, any>)
