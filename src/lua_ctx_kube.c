@@ -286,8 +286,9 @@ static int l_list(lua_State *L)
         luaL_checktype(L, 3, LUA_TTABLE);
         lua_ctx_copy_field(L, 3, "namespace", c->req_ns, sizeof c->req_ns, "ctx:list");
         lua_ctx_copy_field(L, 3, "owner", owner, sizeof owner, "ctx:list");
-        if (lua_getfield(L, 3, "selector") == LUA_TSTRING)
-            kl_buf_puts(&c->selector, lua_tostring(L, -1));
+        if (lua_getfield(L, 3, "selector") == LUA_TSTRING &&
+            kl_buf_puts(&c->selector, lua_tostring(L, -1)) != 0)
+            return luaL_error(L, "ctx:list: out of memory");
         lua_pop(L, 1);
     }
     const store *st = NULL;
@@ -377,7 +378,8 @@ static int l_patch(lua_State *L)
     if (lua_type(L, 3) == LUA_TSTRING) {
         size_t n;
         const char *p = lua_tolstring(L, 3, &n);
-        kl_buf_append(&c->body, p, n);
+        if (kl_buf_append(&c->body, p, n) != 0)
+            return luaL_error(L, "ctx:patch: out of memory");
     } else {
         luaL_checktype(L, 3, LUA_TTABLE);
         encode_arg(L, c, 3, "ctx:patch");
@@ -436,11 +438,13 @@ static int l_patch_status(lua_State *L)
     lua_ctx *c = lua_ctx_check(L);
     read_target(L, c, 2, 1, "ctx:patch_status");
     luaL_checktype(L, 3, LUA_TTABLE);
-    kl_buf_puts(&c->body, "{\"status\":");
+    if (kl_buf_puts(&c->body, "{\"status\":") != 0)
+        return luaL_error(L, "ctx:patch_status: out of memory");
     kl_err err = {0};
     if (lua_json_encode(L, 3, &c->body, &err) != 0)
         return luaL_error(L, "ctx:patch_status: %s", err.msg);
-    kl_buf_putc(&c->body, '}');
+    if (kl_buf_putc(&c->body, '}') != 0)
+        return luaL_error(L, "ctx:patch_status: out of memory");
     c->ptype = KUBE_PATCH_MERGE;
     c->op = OP_PATCH;
     return lua_ctx_op_begin(L, c, start_status, push_kube_answer, "patch_status");
