@@ -33,7 +33,7 @@
 
 /* Grow the response body's buffer to hold need bytes, charging the growth
  * to the script's memory cap first: doubling while the cap allows, then
- * only as much as needed. -1: past the cap; -2: out of memory. */
+ * by a quarter. -1: past the cap; -2: out of memory. */
 static int grow_body(lua_ctx *c, size_t need)
 {
     kl_buf *b = &c->rbody;
@@ -43,12 +43,14 @@ static int grow_body(lua_ctx *c, size_t need)
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     if (lua_ctx_charge(c, &c->resp_charged, cap - b->cap) != 0) {
-        /* near the cap: take all the room left at once (growing by the
-         * chunk would copy the body again for every chunk) */
+        /* near the cap: grow by a quarter (by the chunk would copy the body
+         * again for every chunk), never taking more room than that from
+         * the script's other reconciles */
         size_t room = c->L ? lua_host_mem_room(c->L) : 0;
         if (room < need - b->cap)
             return -1;
-        cap = b->cap + room;
+        size_t want = need + need / 4;
+        cap = want - b->cap <= room ? want : b->cap + room;
         if (lua_ctx_charge(c, &c->resp_charged, cap - b->cap) != 0)
             return -1;
     }
