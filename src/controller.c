@@ -3,13 +3,11 @@
  * Provides: controller_new/start/replace/shutdown/free, the dispatcher and
  * the reconciles.
  * Uses: controller_version (loaded versions and their runner),
- * controller_result (what a result means),
  * controller_binding (kinds resolved through discovery, informers, owner
- * mapping), controller_status (the Ready condition), lua_host (tasks,
- * budget), controller_gate (leader election), lua_ctx (ctx), event
- * (ReconcileError Events),
- * lua_json (objects to Lua), store,
- * workqueue, metrics, loop, log.
+ * mapping), controller_result (what a result means), controller_status
+ * (the Ready condition), controller_gate (leader election), lua_host
+ * (tasks, budget), lua_ctx (ctx, events), lua_json (objects to Lua),
+ * store, workqueue, metrics, loop, log.
  *
  * Vocabulary from sample-controller: enqueue, handleObject (owners, in
  * controller_binding), processNextWorkItem (dispatch), syncHandler (the
@@ -26,8 +24,8 @@
 
 #include "controller_binding.h"
 #include "controller_result.h"
-#include "controller_version.h"
 #include "controller_status.h"
+#include "controller_version.h"
 #include "event.h"
 #include "log.h"
 #include "lua_json.h"

@@ -285,6 +285,31 @@ TEST(records_stay_valid_across_refreshes)
     discovery_free(d);
 }
 
+TEST(no_answer_is_an_error_and_not_cached)
+{
+    if (!ready())
+        return;
+    kl_err err = {0};
+    kube_rest_config cfg = {0};
+    cfg.server = strdup("https://127.0.0.1:1");
+    kube_client_opts co = {0, 0, 1, 5000};   /* max_retries 1: refused is reported fast */
+    kube_client *c = kube_client_new(g_loop, g_http, &cfg, &co, &err);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    discovery_opts o = {50};
+    discovery *d = discovery_new(c, &o, NULL);
+    answer a = lookup(d, "v1", "ConfigMap");
+    CHECK(a.r == NULL && a.err.code == KL_EIO);
+    CHECK(strncmp(a.err.msg, "discovery GET https://127.0.0.1:1/api/v1 failed: cannot connect",
+                  62) == 0);
+    answer b = lookup(d, "v1", "ConfigMap");   /* asked again: a new fetch */
+    CHECK(b.r == NULL && b.err.code == KL_EIO);
+    CHECK(discovery_get_stats(d).fetches == 2);
+    discovery_free(d);
+    kube_client_free(c);
+}
+
 int main(void)
 {
     kl_err err = {0};
@@ -312,6 +337,7 @@ int main(void)
     RUN(cancelled_lookup_is_not_answered);
     RUN(missing_kind_refreshes_at_a_bounded_rate);
     RUN(records_stay_valid_across_refreshes);
+    RUN(no_answer_is_an_error_and_not_cached);
     kube_client_free(g_c);
     http_client_free(g_http);
     loop_free(g_loop);
