@@ -68,6 +68,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.request
 import uuid
 
@@ -131,7 +132,7 @@ class Kube:
     def list(self, path, selector=None):
         """A quorum read: no resourceVersion, so etcd answers, not a cache."""
         q = "?labelSelector=" + urllib.request.quote(selector) if selector else ""
-        return self.call("GET", path + q)["items"]
+        return self.call("GET", path + q).get("items") or []
 
     def ready(self):
         try:
@@ -319,6 +320,11 @@ class Replica:
         env.pop("GITHUB_TOKEN", None)
         env.update({"GITHUB_API_URL": self.run.github.url, "KLUA_GITHUB_MIN_GAP": "0.02",
                     "KLUA_CHAOS_REPLICA": self.name})
+        # as spec/run.sh sets them: a sanitizer build reports at its first error
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        env.setdefault("LSAN_OPTIONS", f"suppressions={ROOT}/spec/support/lsan.supp:"
+                                       "print_suppressions=0")
         cmd = [a.klua, "run", "--scripts", str(self.run.scripts),
                "--kubeconfig", str(self.run.kubeconfig), "--namespace", NS,
                "--github-token-file", str(tokfile),
@@ -450,7 +456,7 @@ class Run:
             except (ApiError, OSError):
                 return False
             return any(c["type"] == "Established" and c["status"] == "True"
-                       for c in crd.get("status", {}).get("conditions", []))
+                       for c in (crd.get("status") or {}).get("conditions") or [])
         if not until(established, 60):
             raise RuntimeError("the Comment CRD was not established")
         # the resource must also be served before the workload posts to it
@@ -569,9 +575,13 @@ class Run:
         if self.args.pause:
             kinds.append(("pause", 1))
         names, weights = zip(*kinds)
+        # every kind once first, in a random order, so that even a short run
+        # has each; then at random by weight
+        first = list(names)
+        rng.shuffle(first)
         lo, hi = self.args.fault_gap
         while not self.stop_chaos.wait(rng.uniform(lo, hi)):
-            kind = rng.choices(names, weights)[0]
+            kind = first.pop() if first else rng.choices(names, weights)[0]
             try:
                 if self.fault(kind, rng) is not False:
                     self.faults[kind] += 1
@@ -849,6 +859,7 @@ class Run:
             self.check_caches()
             ok = True
         except Exception as e:   # the run itself broke: say so, clean up, fail
+            traceback.print_exc()
             self.failures.append(f"the chaos driver failed: {type(e).__name__}: {e}")
         finally:
             self.teardown()
