@@ -28,15 +28,17 @@ def figures(out):
     return got
 
 
-def test_chaos_short_run_keeps_every_invariant(tmp_path):
+def test_chaos_short_run_keeps_every_invariant():
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 2**31))
     seconds = os.environ.get("CHAOS_SECONDS", "60")
+    # not in tmp_path: a failing run's logs must outlive pytest's clean-up
+    # (the driver removes the folder itself when the run passes)
+    work = ROOT / "build/test-logs" / f"chaos-{seed}"
     cmd = [sys.executable, "-u", str(ROOT / "spec/support/chaos.py"), "--seconds", seconds,
-           "--seed", str(seed), "--dir", str(tmp_path / "chaos"), "--klua", KLUA,
-           "--settle", "90"]
+           "--seed", str(seed), "--dir", str(work), "--klua", KLUA, "--settle", "90"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=float(seconds) + 400)
     out = p.stdout + p.stderr[-3000:]
-    replay = f"replay with CHAOS_SEED={seed} CHAOS_SECONDS={seconds} (logs in {tmp_path}/chaos/logs)"
+    replay = f"replay with CHAOS_SEED={seed} CHAOS_SECONDS={seconds} (logs in {work}/logs)"
     failed = [line for line in out.splitlines() if "FAILED" in line]
     assert p.returncode == 0, f"the chaos run found problems; {replay}:\n" + (
         "\n".join(failed) if failed else "") + "\n\n" + out[-6000:]
