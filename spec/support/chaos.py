@@ -42,7 +42,7 @@ figure line each ("chaos: ..."):
   klua      no unexpected exit, no sanitizer report
 
 Usage: chaos.py [--seconds N] [--seed S] [--dir DIR] [--klua BIN] [--settle N]
-                [--pause] [--keep]
+                [--faults cut,block,...] [--pause] [--keep]   (--help for the rest)
 Environment: CHAOS_SECONDS, CHAOS_SEED, KLUA_BIN (defaults for the flags).
 Exit status 0 when every invariant holds, 1 otherwise (the log folder is
 kept then), 2 on bad usage. The seed is printed first: CHAOS_SEED=S with the
@@ -576,10 +576,10 @@ class Run:
 
     def fault_loop(self):
         rng = random.Random(f"{self.seed}-faults")
-        kinds = [("cut", 3), ("block", 1), ("apiserver", 1), ("compact", 1.5), ("kill", 1.5),
-                 ("leader", 1.5), ("github", 1.5)]
-        if self.args.pause:
-            kinds.append(("pause", 1))
+        kinds = [(k, w) for k, w in FAULT_WEIGHTS if k in self.args.faults
+                 and (k != "pause" or self.args.pause)]
+        if not kinds:
+            return
         names, weights = zip(*kinds)
         # every kind once first, in a random order, so that even a short run
         # has each; then at random by weight
@@ -925,6 +925,10 @@ class Run:
                 pass
 
 
+FAULT_WEIGHTS = (("cut", 3), ("block", 1), ("apiserver", 1), ("compact", 1.5), ("kill", 1.5),
+                 ("leader", 1.5), ("github", 1.5), ("pause", 1))
+
+
 def unexpected_exit(name, rc, log):
     """The failure message for a replica that exited when it should not have."""
     text = log.read_text(errors="replace")
@@ -969,10 +973,17 @@ def main(argv=None):
                     help="seconds between workload operations")
     ap.add_argument("--pause", action="store_true",
                     help="also SIGSTOP the leader past its lease (overlaps are then possible)")
+    ap.add_argument("--faults", default=",".join(k for k, _ in FAULT_WEIGHTS),
+                    type=lambda v: set(v.split(",")),
+                    help="the fault kinds to use, comma-separated (default: all; pause "
+                         "needs --pause too)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder after a pass")
     args = ap.parse_args(argv)
     if args.seconds <= 0 or not os.access(args.klua, os.X_OK):
         ap.error(f"need --seconds > 0 and an executable klua ({args.klua})")
+    unknown = args.faults - {k for k, _ in FAULT_WEIGHTS}
+    if unknown:
+        ap.error(f"unknown fault kinds {sorted(unknown)}")
     run = Run(args)
 
     def interrupted(*_):
