@@ -879,7 +879,7 @@ class Run:
         if ok:
             self.check_klua()
         say(f"wall={time.monotonic() - t0:.0f}s failures={len(self.failures)}")
-        for f in self.failures:
+        for f in grouped(self.failures):
             say(f"FAILED: {f}")
         if self.failures:
             say(f"replay: CHAOS_SEED={self.seed} CHAOS_SECONDS={a.seconds} make chaos "
@@ -941,6 +941,22 @@ def unexpected_exit(name, rc, log):
                 f"server that is still starting serves an incomplete discovery, and klua takes "
                 f"the missing {m.group(2)} as final instead of retrying (log {log})")
     return f"klua {name} exited with status {rc} on its own (log {log}): {tail}"
+
+
+def grouped(failures):
+    """The failures, with repeats of one klua bug (by replica) said once."""
+    out, bugs = [], {}
+    for f in failures:
+        m = re.match(r"^KLUA BUG: klua (\S+) (.*) \(log (\S+)\)$", f)
+        if m:
+            if m.group(2) not in bugs:
+                bugs[m.group(2)] = []
+                out.append(m.group(2))
+            bugs[m.group(2)].append((m.group(1), m.group(3)))
+        else:
+            out.append(f)
+    return [f"KLUA BUG, {len(bugs[f])} times (replicas {', '.join(n for n, _ in bugs[f][:8])}; "
+            f"log {bugs[f][0][1]}): klua {f}" if f in bugs else f for f in out]
 
 
 def delivered(o):
