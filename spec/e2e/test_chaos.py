@@ -15,11 +15,13 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import KLUA, ROOT
 
 
 def figures(out):
-    """Every "chaos: ... k=v ..." line, merged into one dict (later lines win)."""
+    """From the "chaos: ... k=v ..." lines: each key with its values, in order."""
     got = {}
     for line in out.splitlines():
         if line.startswith("chaos: ") and "FAILED" not in line:
@@ -36,9 +38,15 @@ def test_chaos_short_run_keeps_every_invariant():
     work = ROOT / "build/test-logs" / f"chaos-{seed}"
     cmd = [sys.executable, "-u", str(ROOT / "spec/support/chaos.py"), "--seconds", seconds,
            "--seed", str(seed), "--dir", str(work), "--klua", KLUA, "--settle", "90"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=float(seconds) + 400)
-    out = p.stdout + p.stderr[-3000:]
     replay = f"replay with CHAOS_SEED={seed} CHAOS_SECONDS={seconds} (logs in {work}/logs)"
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = p.communicate(timeout=float(seconds) + 400)
+    except subprocess.TimeoutExpired:
+        p.terminate()   # the driver stops its control plane on SIGTERM
+        stdout, stderr = p.communicate(timeout=180)
+        pytest.fail(f"the chaos run did not finish in time; {replay}\n{stdout[-4000:]}")
+    out = stdout + stderr[-3000:]
     failed = [line for line in out.splitlines() if "FAILED" in line]
     assert p.returncode == 0, f"the chaos run found problems; {replay}:\n" + (
         "\n".join(failed) if failed else "") + "\n\n" + out[-6000:]
