@@ -842,8 +842,8 @@ class Run:
         try:
             self.setup()
             threads = [threading.Thread(target=self.supervise, daemon=True)]
-            chaos = [threading.Thread(target=self.fault_loop, daemon=True),
-                     threading.Thread(target=self.workload, daemon=True)]
+            chaos = self.threads = [threading.Thread(target=self.fault_loop, daemon=True),
+                                    threading.Thread(target=self.workload, daemon=True)]
             self.github.call("POST", "/_fake/chaos", {
                 "seed": self.seed, "5xx": 0.04, "429": 0.02, "slow": 0.05, "drop": 0.02,
                 "drop_apply": 0.03, "delay": [0.2, 1.5], "retry_after": 1})
@@ -891,6 +891,8 @@ class Run:
 
     def teardown(self):
         self.stop_chaos.set()
+        for t in self.threads:   # a fault in progress (an API server restart) ends first
+            t.join(120)
         with self.lock:
             self.restarting = False
         for r in self.replicas:
@@ -912,6 +914,8 @@ class Run:
                 stop_proc(p.proc)
         if self.apiserver is not None and self.apiserver.child is not None:
             pass   # cluster.sh down stops it (its pid file names it); reaped below
+        for tok in self.dir.glob("token-*"):
+            tok.unlink()
         if (self.cdir / ".klua-cluster").exists():
             for f in ("apiserver.log", "etcd.log", "audit.log"):
                 if (self.cdir / f).exists():
