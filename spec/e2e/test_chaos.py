@@ -52,7 +52,8 @@ def test_chaos_short_run_keeps_every_invariant():
         "\n".join(failed) if failed else "") + "\n\n" + out[-6000:]
     f = figures(out)
     # every kind of fault struck at least once, and replicas really died
-    for kind in ("cut", "block", "apiserver", "compact", "kill", "leader", "github"):
+    for kind in ("cut", "block", "partition", "apiserver", "compact", "kill", "leader",
+                 "github"):
         assert int(f[kind][0]) >= 1, f"no {kind} fault in the run; {replay}\n{out}"
     assert int(f["starts"][0]) >= 4, out
     # the invariants, as figures

@@ -10,8 +10,10 @@ while a workload creates, edits and deletes Comments and asks for counter
 increments, and these faults strike at random moments:
 
   cut         every connection between klua and the API server cut (cutproxy.py:
-              klua's kubeconfig points at the proxy), watches included
+              each replica's kubeconfig points at a proxy of its own), watches included
   block       the API server unreachable for a while (new connections refused)
+  partition   the leader alone cut off from the API server (not from GitHub) for
+              longer than its lease: it must stop acting before the other takes over
   apiserver   the API server killed (SIGKILL or SIGTERM) and started again on the
               same directory, ports and certificates
   compact     etcd compacted to its current revision (cluster.sh compact)
@@ -230,10 +232,10 @@ class GitHub:
 
 
 class Proxy:
-    def __init__(self, logdir, api_port):
+    def __init__(self, logdir, slot, api_port):
         self.proc, ports = start_helper(
             [sys.executable, "-u", str(ROOT / "spec/support/cutproxy.py"), "--target",
-             f"127.0.0.1:{api_port}"], logdir / "cutproxy.out", ["PORT", "CONTROL"])
+             f"127.0.0.1:{api_port}"], logdir / f"cutproxy-{slot}.out", ["PORT", "CONTROL"])
         self.port, self.control = ports["PORT"], ports["CONTROL"]
 
     def call(self, method, path):
@@ -326,7 +328,7 @@ class Replica:
         env.setdefault("LSAN_OPTIONS", f"suppressions={ROOT}/spec/support/lsan.supp:"
                                        "print_suppressions=0")
         cmd = [a.klua, "run", "--scripts", str(self.run.scripts),
-               "--kubeconfig", str(self.run.kubeconfig), "--namespace", NS,
+               "--kubeconfig", str(self.run.kubeconfigs[self.slot]), "--namespace", NS,
                "--github-token-file", str(tokfile),
                "--leader-elect", "--leader-election-namespace", NS,
                "--leader-lease-duration", str(a.lease), "--leader-renew-deadline", str(a.renew),
@@ -385,8 +387,7 @@ class Run:
         self.stop_chaos = threading.Event()
         self.stop_all = threading.Event()
         self.lock = threading.Lock()
-        self.faults = {k: 0 for k in ("cut", "block", "apiserver", "compact", "kill", "leader",
-                                      "github", "pause")}
+        self.faults = {k: 0 for k, _ in FAULT_WEIGHTS}
         self.starts = 0
         self.comments = {}      # name -> {"message", "deleted", "policy"}
         self.increments = []    # names the API server confirmed
@@ -394,7 +395,8 @@ class Run:
         self.pauses = []        # (replica name, start, end) of SIGSTOPs
         self.threads = []
         self.replicas = []
-        self.github = self.proxy = self.kube = self.apiserver = None
+        self.github = self.kube = self.apiserver = None
+        self.proxies = []
 
     # -- set-up ----------------------------------------------------------------
 
@@ -438,12 +440,17 @@ class Run:
                 "data": {"value": "0"} if role == "counter" else {}})
 
         self.github = GitHub(self.logdir)
-        self.proxy = Proxy(self.logdir, self.env["KLUA_APISERVER_PORT"])
-        self.kubeconfig = self.dir / "kubeconfig-proxy"
+        # one proxy per replica: both can be cut at once, or the leader alone
         text = (self.cdir / "kubeconfig").read_text()
-        self.kubeconfig.write_text(re.sub(r"server: https://127\.0\.0\.1:\d+",
-                                          f"server: https://127.0.0.1:{self.proxy.port}", text))
-        os.chmod(self.kubeconfig, 0o600)
+        self.kubeconfigs = []
+        for slot in range(2):
+            proxy = Proxy(self.logdir, slot, self.env["KLUA_APISERVER_PORT"])
+            self.proxies.append(proxy)
+            kc = self.dir / f"kubeconfig-proxy-{slot}"
+            kc.write_text(re.sub(r"server: https://127\.0\.0\.1:\d+",
+                                 f"server: https://127.0.0.1:{proxy.port}", text))
+            os.chmod(kc, 0o600)
+            self.kubeconfigs.append(kc)
         self.replicas = [Replica(i, self) for i in range(2)]
         for r in self.replicas:
             r.start()
@@ -516,16 +523,30 @@ class Run:
     def fault(self, kind, rng):
         ev = self.events
         if kind == "cut":
-            n = self.proxy.call("POST", "/cut")["cut"]
+            n = sum(p.call("POST", "/cut")["cut"] for p in self.proxies)
             note(ev, f"fault cut: {n} connections")
         elif kind == "block":
             secs = rng.uniform(0.5, 3.0)
             note(ev, f"fault block {secs:.1f}s")
-            self.proxy.call("POST", "/block")
+            for p in self.proxies:
+                p.call("POST", "/block")
             try:
                 self.stop_chaos.wait(secs)
             finally:
-                self.proxy.call("POST", "/unblock")
+                for p in self.proxies:
+                    p.call("POST", "/unblock")
+        elif kind == "partition":
+            with self.lock:
+                r = self.leader()
+            if r is None:
+                return False
+            secs = self.args.lease + rng.uniform(1, 3)
+            note(ev, f"fault partition {r.name} from the API server for {secs:.1f}s")
+            self.proxies[r.slot].call("POST", "/block")
+            try:
+                self.stop_chaos.wait(secs)
+            finally:
+                self.proxies[r.slot].call("POST", "/unblock")
         elif kind == "apiserver":
             # SIGTERM: a graceful shutdown takes the API server ~15 s; mostly SIGKILL
             sig = rng.choice((signal.SIGKILL, signal.SIGKILL, signal.SIGTERM))
@@ -591,6 +612,8 @@ class Run:
             try:
                 if self.fault(kind, rng) is not False:
                     self.faults[kind] += 1
+                elif kind in names and not self.faults[kind]:
+                    first.insert(0, kind)   # nobody to strike now (no leader): later
             except (OSError, RuntimeError, ApiError, subprocess.SubprocessError) as e:
                 note(self.events, f"fault {kind} failed: {e}")
                 if kind == "apiserver":
@@ -646,8 +669,9 @@ class Run:
     # -- settle and check --------------------------------------------------------------
 
     def heal(self):
-        """Every fault off: the proxy forwards, the API server runs, GitHub answers."""
-        self.proxy.call("POST", "/unblock")
+        """Every fault off: the proxies forward, the API server runs, GitHub answers."""
+        for p in self.proxies:
+            p.call("POST", "/unblock")
         if not self.apiserver.running():
             self.apiserver.start(self.kube)
         self.github.call("POST", "/_fake/chaos", {})
@@ -909,7 +933,7 @@ class Run:
             with self.lock:
                 r.reap()
         self.stop_all.set()
-        for p in (self.github, self.proxy):
+        for p in [self.github] + self.proxies:
             if p is not None:
                 stop_proc(p.proc)
         if self.apiserver is not None and self.apiserver.child is not None:
@@ -929,8 +953,8 @@ class Run:
                 pass
 
 
-FAULT_WEIGHTS = (("cut", 3), ("block", 1), ("apiserver", 1), ("compact", 1.5), ("kill", 1.5),
-                 ("leader", 1.5), ("github", 1.5), ("pause", 1))
+FAULT_WEIGHTS = (("cut", 3), ("block", 1), ("partition", 1), ("apiserver", 1), ("compact", 1.5),
+                 ("kill", 1.5), ("leader", 1.5), ("github", 1.5), ("pause", 1))
 
 
 def unexpected_exit(name, rc, log):
@@ -959,7 +983,7 @@ def grouped(failures):
             bugs[m.group(2)].append((m.group(1), m.group(3)))
         else:
             out.append(f)
-    return [f"KLUA BUG, {len(bugs[f])} times (replicas {', '.join(n for n, _ in bugs[f][:8])}; "
+    return [f"KLUA BUG, {len(bugs[f])} time{'s' if len(bugs[f]) > 1 else ''} (replicas {', '.join(n for n, _ in bugs[f][:8])}; "
             f"log {bugs[f][0][1]}): klua {f}" if f in bugs else f for f in out]
 
 
