@@ -64,7 +64,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -148,12 +147,10 @@ class Kube:
             return False
 
 
-def until(pred, timeout, interval=0.2, stop=None):
+def until(pred, timeout, interval=0.2):
     """Polls pred() until truthy (returned) or timeout (returns None)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if stop is not None and stop.is_set():
-            return None
         v = pred()
         if v:
             return v
@@ -389,7 +386,7 @@ class Run:
         self.lock = threading.Lock()
         self.faults = {k: 0 for k, _ in FAULT_WEIGHTS}
         self.starts = 0
-        self.comments = {}      # name -> {"message", "deleted", "policy"}
+        self.comments = {}      # name -> {"deleted": bool, "edits": n}, as the driver made them
         self.increments = []    # names the API server confirmed
         self.failures = []
         self.pauses = []        # (replica name, start, end) of SIGSTOPs
@@ -520,80 +517,92 @@ class Run:
                 return r
         return None
 
-    def fault(self, kind, rng):
-        ev = self.events
-        if kind == "cut":
-            n = sum(p.call("POST", "/cut")["cut"] for p in self.proxies)
-            note(ev, f"fault cut: {n} connections")
-        elif kind == "block":
-            secs = rng.uniform(0.5, 3.0)
-            note(ev, f"fault block {secs:.1f}s")
-            for p in self.proxies:
-                p.call("POST", "/block")
-            try:
-                self.stop_chaos.wait(secs)
-            finally:
-                for p in self.proxies:
-                    p.call("POST", "/unblock")
-        elif kind == "partition":
-            with self.lock:
-                r = self.leader()
+    # Each fault_KIND(rng) strikes once; False means nobody to strike now.
+
+    def fault_cut(self, rng):
+        n = sum(p.call("POST", "/cut")["cut"] for p in self.proxies)
+        note(self.events, f"fault cut: {n} connections")
+
+    def _blocked(self, proxies, secs):
+        for p in proxies:
+            p.call("POST", "/block")
+        try:
+            self.stop_chaos.wait(secs)   # the outage itself
+        finally:
+            for p in proxies:
+                p.call("POST", "/unblock")
+
+    def fault_block(self, rng):
+        secs = rng.uniform(0.5, 3.0)
+        note(self.events, f"fault block {secs:.1f}s")
+        self._blocked(self.proxies, secs)
+
+    def fault_partition(self, rng):
+        with self.lock:
+            r = self.leader()
+        if r is None:
+            return False
+        secs = self.args.lease + rng.uniform(1, 3)
+        note(self.events, f"fault partition {r.name} from the API server for {secs:.1f}s")
+        self._blocked([self.proxies[r.slot]], secs)
+
+    def fault_apiserver(self, rng):
+        # SIGTERM: a graceful shutdown takes the API server ~15 s; mostly SIGKILL
+        sig = rng.choice((signal.SIGKILL, signal.SIGKILL, signal.SIGTERM))
+        down = rng.uniform(0, 2.0)
+        note(self.events, f"fault apiserver {sig.name}, down {down:.1f}s")
+        t = time.monotonic()
+        self.apiserver.kill(sig)
+        time.sleep(down)   # the outage itself, not a wait for a condition
+        self.apiserver.start(self.kube)
+        note(self.events, f"apiserver ready again after {time.monotonic() - t:.1f}s")
+
+    def fault_compact(self, rng):
+        p = subprocess.run(["sh", str(CLUSTER_SH), "compact", str(self.cdir)],
+                           capture_output=True, text=True, timeout=30)
+        note(self.events, f"fault compact: {(p.stdout + p.stderr).strip()}")
+
+    def _kill(self, r, how):
+        if r is None or not r.signal(signal.SIGKILL, f"fault {how} SIGKILL"):
+            note(self.events, f"fault {how}: nobody to kill")
+            return False
+        return True
+
+    def fault_kill(self, rng):
+        with self.lock:
+            return self._kill(rng.choice(self.replicas), "kill")
+
+    def fault_leader(self, rng):
+        with self.lock:
+            return self._kill(self.leader(), "leader")
+
+    def fault_github(self, rng):
+        mode = rng.choice(("5xx", "429", "slow", "drop"))
+        f = {"mode": mode, "count": rng.randint(1, 4)}
+        if mode == "429":
+            f["retry_after"] = rng.randint(1, 2)
+        elif mode == "slow":
+            f["delay"] = round(rng.uniform(0.5, 2.5), 2)
+        elif mode == "drop":
+            f["apply"] = rng.random() < 0.5
+        self.github.call("POST", "/_fake/faults", f)
+        note(self.events, f"fault github {json.dumps(f)}")
+
+    def fault_pause(self, rng):
+        with self.lock:
+            r = self.leader()
             if r is None:
                 return False
-            secs = self.args.lease + rng.uniform(1, 3)
-            note(ev, f"fault partition {r.name} from the API server for {secs:.1f}s")
-            self.proxies[r.slot].call("POST", "/block")
-            try:
-                self.stop_chaos.wait(secs)
-            finally:
-                self.proxies[r.slot].call("POST", "/unblock")
-        elif kind == "apiserver":
-            # SIGTERM: a graceful shutdown takes the API server ~15 s; mostly SIGKILL
-            sig = rng.choice((signal.SIGKILL, signal.SIGKILL, signal.SIGTERM))
-            down = rng.uniform(0, 2.0)
-            note(ev, f"fault apiserver {sig.name}, down {down:.1f}s")
-            t = time.monotonic()
-            self.apiserver.kill(sig)
-            time.sleep(down)   # the outage itself, not a wait for a condition
-            self.apiserver.start(self.kube)
-            note(ev, f"apiserver ready again after {time.monotonic() - t:.1f}s")
-        elif kind == "compact":
-            p = subprocess.run(["sh", str(CLUSTER_SH), "compact", str(self.cdir)],
-                               capture_output=True, text=True, timeout=30)
-            note(ev, f"fault compact: {(p.stdout + p.stderr).strip()}")
-        elif kind in ("kill", "leader"):
-            with self.lock:
-                r = self.leader() if kind == "leader" else rng.choice(self.replicas)
-                if r is None or not r.signal(signal.SIGKILL, f"fault {kind} SIGKILL"):
-                    note(ev, f"fault {kind}: nobody to kill")
-                    return False
-        elif kind == "github":
-            mode = rng.choice(("5xx", "429", "slow", "drop"))
-            f = {"mode": mode, "count": rng.randint(1, 4)}
-            if mode == "429":
-                f["retry_after"] = rng.randint(1, 2)
-            elif mode == "slow":
-                f["delay"] = round(rng.uniform(0.5, 2.5), 2)
-            elif mode == "drop":
-                f["apply"] = rng.random() < 0.5
-            self.github.call("POST", "/_fake/faults", f)
-            note(ev, f"fault github {json.dumps(f)}")
-        elif kind == "pause":
-            with self.lock:
-                r = self.leader()
-                if r is None:
-                    return False
-                pid = r.proc.pid
-            t0 = time.time()
-            secs = self.args.lease + rng.uniform(1, 3)
-            note(ev, f"fault pause {r.name} SIGSTOP for {secs:.1f}s")
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                time.sleep(secs)   # the pause itself
-            finally:
-                os.kill(pid, signal.SIGCONT)
-                self.pauses.append((r.name, t0, time.time()))
-        return True
+            pid = r.proc.pid
+        t0 = time.time()
+        secs = self.args.lease + rng.uniform(1, 3)
+        note(self.events, f"fault pause {r.name} SIGSTOP for {secs:.1f}s")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(secs)   # the pause itself
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            self.pauses.append((r.name, t0, time.time()))
 
     def fault_loop(self):
         rng = random.Random(f"{self.seed}-faults")
@@ -610,7 +619,7 @@ class Run:
         while not self.stop_chaos.wait(rng.uniform(lo, hi)):
             kind = first.pop() if first else rng.choices(names, weights)[0]
             try:
-                if self.fault(kind, rng) is not False:
+                if getattr(self, "fault_" + kind)(rng) is not False:
                     self.faults[kind] += 1
                 elif kind in names and not self.faults[kind]:
                     first.insert(0, kind)   # nobody to strike now (no leader): later
@@ -856,6 +865,33 @@ class Run:
 
     # -- the whole run ---------------------------------------------------------------
 
+    def chaos(self):
+        """The faults and the workload for --seconds; then every fault healed."""
+        self.threads = [threading.Thread(target=self.fault_loop, daemon=True),
+                        threading.Thread(target=self.workload, daemon=True)]
+        self.github.call("POST", "/_fake/chaos", {
+            "seed": self.seed, "5xx": 0.04, "429": 0.02, "slow": 0.05, "drop": 0.02,
+            "drop_apply": 0.03, "delay": [0.2, 1.5], "retry_after": 1})
+        for t in self.threads:
+            t.start()
+        self.stop_chaos.wait(self.args.seconds)
+        self.stop_chaos.set()
+        for t in self.threads:
+            t.join(120)
+        injected = self.github.call("GET", "/_fake/chaos")["injected"]
+        self.heal()
+        say("faults " + " ".join(f"{k}={v}" for k, v in self.faults.items()) + " "
+            + " ".join(f"github_{k}={v}" for k, v in injected.items()))
+
+    def settle(self):
+        t = time.monotonic()
+        if until(lambda: self.pending() == "", self.args.settle, 0.5):
+            say(f"settled in {time.monotonic() - t:.1f}s after the faults stopped")
+            return
+        left = self.pending()
+        say(f"not settled after {self.args.settle}s: {left}")
+        self.failures.append(f"not settled {self.args.settle}s after the faults stopped: {left}")
+
     def main(self):
         a = self.args
         self.watch_cache = random.Random(f"{self.seed}-cluster").random() < 0.5
@@ -865,31 +901,9 @@ class Run:
         ok = False
         try:
             self.setup()
-            threads = [threading.Thread(target=self.supervise, daemon=True)]
-            chaos = self.threads = [threading.Thread(target=self.fault_loop, daemon=True),
-                                    threading.Thread(target=self.workload, daemon=True)]
-            self.github.call("POST", "/_fake/chaos", {
-                "seed": self.seed, "5xx": 0.04, "429": 0.02, "slow": 0.05, "drop": 0.02,
-                "drop_apply": 0.03, "delay": [0.2, 1.5], "retry_after": 1})
-            for t in threads + chaos:
-                t.start()
-            self.stop_chaos.wait(a.seconds)
-            self.stop_chaos.set()
-            for t in chaos:
-                t.join(120)
-            injected = self.github.call("GET", "/_fake/chaos")["injected"]
-            self.heal()
-            say("faults " + " ".join(f"{k}={v}" for k, v in self.faults.items()) + " "
-                + " ".join(f"github_{k}={v}" for k, v in injected.items()))
-            t1 = time.monotonic()
-            left = until(lambda: not self.pending() or None, a.settle, 0.5)
-            settled = left is not None or not self.pending()
-            if settled:
-                say(f"settled in {time.monotonic() - t1:.1f}s after the faults stopped")
-            else:
-                say(f"not settled after {a.settle}s: {self.pending()}")
-                self.failures.append(f"not settled {a.settle}s after the faults stopped: "
-                                     f"{self.pending()}")
+            threading.Thread(target=self.supervise, daemon=True).start()
+            self.chaos()
+            self.settle()
             self.check_comments()
             self.check_counter()
             self.check_leaders()
