@@ -616,7 +616,8 @@ class Run:
         first = list(names)
         rng.shuffle(first)
         lo, hi = self.args.fault_gap
-        while not self.stop_chaos.wait(rng.uniform(lo, hi)):
+        # the first round at twice the pace: a short run should see every kind
+        while not self.stop_chaos.wait(rng.uniform(lo, hi) / (2 if first else 1)):
             kind = first.pop() if first else rng.choices(names, weights)[0]
             try:
                 if getattr(self, "fault_" + kind)(rng) is not False:
