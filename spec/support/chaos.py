@@ -866,10 +866,18 @@ class Run:
 
     # -- the whole run ---------------------------------------------------------------
 
+    def guarded(self, fn):
+        """Runs a driver thread; its crash is a failed run, not a quiet stop."""
+        try:
+            fn()
+        except Exception as e:
+            traceback.print_exc()
+            self.failures.append(f"the driver's {fn.__name__} failed: {type(e).__name__}: {e}")
+
     def chaos(self):
         """The faults and the workload for --seconds; then every fault healed."""
-        self.threads = [threading.Thread(target=self.fault_loop, daemon=True),
-                        threading.Thread(target=self.workload, daemon=True)]
+        self.threads = [threading.Thread(target=self.guarded, args=(f,), daemon=True)
+                        for f in (self.fault_loop, self.workload)]
         self.github.call("POST", "/_fake/chaos", {
             "seed": self.seed, "5xx": 0.04, "429": 0.02, "slow": 0.05, "drop": 0.02,
             "drop_apply": 0.03, "delay": [0.2, 1.5], "retry_after": 1})
@@ -902,7 +910,7 @@ class Run:
         ok = False
         try:
             self.setup()
-            threading.Thread(target=self.supervise, daemon=True).start()
+            threading.Thread(target=self.guarded, args=(self.supervise,), daemon=True).start()
             self.chaos()
             self.settle()
             self.check_comments()
