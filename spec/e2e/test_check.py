@@ -38,7 +38,7 @@ def test_bad_folder_reports_each_script_with_file_and_line():
         f'(did you mean "workers"?',
     ]:
         assert f"error: {want}" in p.stderr, (want, p.stderr)
-    assert len(p.stderr.strip().splitlines()) == 8, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 9, p.stderr
 
 
 def test_warnings_are_reported_but_do_not_fail():
