@@ -144,11 +144,13 @@ int lua_host_resume(lua_host *h, lua_State *co, int nargs, int *nres, lua_host_b
 {
     lua_host_budget *saved_cur = h->cur;
     uint64_t saved_start = h->cur_start_ns;
+    lua_State *saved_running = h->running;
     lua_budget_begin(h, co, b);
     int st = lua_resume(co, h->L, nargs, nres);
     lua_budget_end(h, b);
     h->cur = saved_cur;
     h->cur_start_ns = saved_start;
+    h->running = saved_running;
     return st;
 }
 

@@ -137,6 +137,18 @@ void lua_host_discharge(lua_State *L, size_t n);
 /* Bytes the script may still allocate (0 when at or over the cap). */
 size_t lua_host_mem_room(lua_State *L);
 
+/* 1 when L is a lua_host's state or one of its threads (a module such as
+ * klua.json may also be opened in a plain Lua state). */
+int lua_host_is_host(lua_State *L);
+
+/* Work a C function does for the script that the count hook cannot see
+ * (bytes encoded, elements copied): `units` of about one Lua instruction
+ * each go to the running task's instruction budget, and the CPU deadline
+ * is checked when due. Raises the kill error when the task is (or gets)
+ * killed; call it where a Lua error is acceptable, before or after the
+ * work. No-op outside a task and for a state that is not a host's. */
+void lua_host_work(lua_State *L, uint64_t units);
+
 /* Load a chunk of klua's own Lua code (text) into L with a private
  * environment, so that what a script does to its globals cannot change it.
  * Pushes the function, or the error message (returns the load status). */
