@@ -142,31 +142,33 @@ static void push_tok(lua_State *L, doc_holder *h, int i)
     }
 }
 
-/* Decode s and push the value; with charge, the tokens count against the
- * script's cap while the tables are built. */
+/* Decode s and push the value. With charge (a script's json.decode), the
+ * tokens count against the script's cap while the tables are built, and
+ * the holder is a to-be-closed slot: an error on the way frees them. */
 static int push_doc(lua_State *L, const char *s, size_t len, int charge, kl_err *err)
 {
     luaL_checkstack(L, 8, "JSON decode");
+    charge = charge && lua_host_is_host(L);
     doc_holder *h = push_holder(L);                      /* [holder] */
-    if (json_parse(&h->doc, s, len, err) != 0) {
+    if (charge)
+        lua_toclose(L, -1);
+    int rc = json_parse(&h->doc, s, len, err);
+    if (rc == 0 && charge) {
+        size_t held = (size_t)h->doc.cap * sizeof(json_tok);
+        if (lua_host_charge(L, held) == 0)
+            h->charged = held;
+        else
+            rc = kl_err_set(err, KL_ENOMEM, "memory limit exceeded decoding %zu bytes of JSON "
+                                            "(see --lua-memory)", len);
+    }
+    if (rc == 0)
+        push_tok(L, h, 0);                               /* [holder, value] */
+    if (charge)
+        lua_closeslot(L, rc == 0 ? -2 : -1);             /* releases h */
+    else
         holder_release(L, h);
-        lua_pop(L, 1);
-        return -1;
-    }
-    size_t held = (size_t)h->doc.cap * sizeof(json_tok);
-    if (charge && lua_host_is_host(L)) {
-        if (lua_host_charge(L, held) != 0) {
-            holder_release(L, h);
-            lua_pop(L, 1);
-            return kl_err_set(err, KL_ENOMEM, "memory limit exceeded decoding %zu bytes of JSON",
-                              len);
-        }
-        h->charged = held;
-    }
-    push_tok(L, h, 0);                                   /* [holder, value] */
-    holder_release(L, h);
-    lua_remove(L, -2);                                   /* [value] */
-    return 0;
+    lua_remove(L, rc == 0 ? -2 : -1);                    /* [value] or [] */
+    return rc;
 }
 
 int lua_json_push(lua_State *L, const char *s, size_t len, kl_err *err)

@@ -322,6 +322,39 @@ TEST(json_encode_output_counts_against_the_cap)
     lua_host_free(h);
 }
 
+TEST(json_decode_tokens_count_against_the_cap)
+{
+    /* 1e6 numbers: 2 MB of text, ~20 MB of tokens in C, ~16 MB of table.
+     * Under a 32 MiB cap the tokens and the table together are too much. */
+    lua_host *h = new_host(32u << 20, 1ull << 60, 1ull << 30);
+    char msg[512], out[128];
+    uint64_t cpu;
+    lua_State *L = lua_host_state(h);
+    lua_gc(L, LUA_GCCOLLECT);
+    size_t before = lua_host_mem_used(h);
+    for (int i = 0; i < 3; i++) {
+        int st = run(h,
+                     "local json = require 'klua.json'\n"
+                     "local t = json.decode('[' .. string.rep('1,', 1e6) .. '1]')\n"
+                     "return 'decoded ' .. #t",
+                     msg, sizeof msg, out, sizeof out, &cpu);
+        if (i == 0)
+            printf("# 1e6 numbers under 32 MiB: %s%s\n", out, msg);
+        CHECK(st != LUA_OK && strstr(msg, "memory limit exceeded"));
+    }
+    /* what the failed decodes charged is given back, whichever way they failed */
+    lua_gc(L, LUA_GCCOLLECT);
+    CHECK(lua_host_mem_used(h) < before + (1u << 20));
+    int st = run(h, "local t = require('klua.json').decode('[' .. string.rep('1,', 1e5) .. '1]')"
+                    " return 'decoded ' .. #t",
+                 msg, sizeof msg, out, sizeof out, &cpu);
+    CHECK(st == LUA_OK);
+    CHECK_STR(out, "decoded 100001");
+    lua_gc(L, LUA_GCCOLLECT);
+    CHECK(lua_host_mem_used(h) < before + (1u << 20));
+    lua_host_free(h);
+}
+
 /* Run a test in a child process with an alarm: an escape this file looks
  * for can be an endless loop, which must fail the test, not hang the suite.
  * The child exits normally so that LeakSanitizer checks it. */
@@ -353,6 +386,7 @@ int main(void)
 {
     RUN_ISOLATED(json_encode_output_is_bounded_by_the_memory_cap, 120);
     RUN_ISOLATED(json_encode_output_counts_against_the_cap, 120);
+    RUN_ISOLATED(json_decode_tokens_count_against_the_cap, 120);
     RUN_ISOLATED(a_deadline_kill_stops_every_coroutine_of_the_run, 120);
     RUN_ISOLATED(a_budget_kill_stops_every_coroutine_of_the_run, 120);
     RUN_ISOLATED(a_coroutine_killed_in_one_run_cannot_loop_in_the_next, 60);
