@@ -15,7 +15,16 @@
  * table.insert/remove on huge borders, table.sort, plain and pattern
  * searches) refuse inputs over fixed caps, and pattern calls are first run
  * through a step-counting matcher; __gc metamethods (run with hooks off)
- * are refused. The library tables a script sees (string, table, math, utf8,
+ * are refused. The work such calls do (probe steps, elements moved or
+ * sorted, bytes scanned, bytes allocated, klua.json bytes) is charged to
+ * the same instruction budget, and the CPU clock is read as it accrues, so
+ * a run ends within about one guarded call of its deadline.
+ *
+ * A kill (budget or deadline) ends the whole run, not one coroutine: every
+ * coroutine of the task, whatever catches the error (pcall, xpcall and its
+ * handler, __close, metamethods, callbacks of gsub or sort), raises it
+ * again at its next instruction, and a coroutine that died of a kill is
+ * never closed (its __close handlers would run with hooks off). The library tables a script sees (string, table, math, utf8,
  * coroutine, os) are read-only views, and every required module runs in
  * its own environment, so a script cannot break klua's modules (or its own
  * lib modules) by reassigning a global or a library function.

@@ -78,7 +78,7 @@ typedef struct attack {
 static void expect_killed(lua_host *h, const attack *a, size_t n, const char *limit,
                           uint64_t max_cpu)
 {
-    char msg[512], out[128];
+    char msg[512], out[1024];
     for (size_t i = 0; i < n; i++) {
         uint64_t cpu = 0;
         int st = run(h, a[i].code, msg, sizeof msg, out, sizeof out, &cpu);
@@ -355,6 +355,43 @@ TEST(json_decode_tokens_count_against_the_cap)
     lua_host_free(h);
 }
 
+TEST(coroutines_still_behave_as_in_lua)
+{
+    /* coroutine.resume and coroutine.wrap are klua's own now: the answers
+     * of the standard ones (checked against lua5.4 itself) */
+    lua_host *h = new_host(0, 0, 0);
+    char msg[512], out[1024];
+    uint64_t cpu;
+    int st = run(h,
+    "local cases = {\n"
+    " function() local g = coroutine.wrap(function() for i=1,3 do coroutine.yield(i) end end) return g()..g()..g() end,\n"
+    " function() local g = coroutine.wrap(function() error('boom') end) local ok, e = pcall(g) return e end,\n"
+    " function() local g = coroutine.wrap(function() error('boom') end) local ok, e = pcall(function() return g() end) return e end,\n"
+    " function() local g = coroutine.wrap(function() error({}) end) local ok, e = pcall(g) return type(e) end,\n"
+    " function() local co = coroutine.create(function() end) coroutine.resume(co) return tostring(select(2, coroutine.resume(co))) end,\n"
+    " function() local co = coroutine.create(function(a, b) local c = coroutine.yield(a + b) return c * 2 end) local _, x = coroutine.resume(co, 1, 2) local _, y = coroutine.resume(co, 10) return x .. ',' .. y .. ',' .. coroutine.status(co) end,\n"
+    " function() local g = coroutine.wrap(function() end) g() local ok, e = pcall(g) return e end,\n"
+    " function() local closed = false local g = coroutine.wrap(function() local x <close> = setmetatable({}, {__close=function() closed = true end}) error('x') end) pcall(g) return tostring(closed) end,\n"
+    " function() return coroutine.wrap(function() return tostring(coroutine.isyieldable()) end)() end,\n"
+    " function() local co co = coroutine.create(function() return select(2, coroutine.resume(co)) end) local _, m = coroutine.resume(co) return m end,\n"
+    " function() local ok, e = pcall(coroutine.resume, 42) return e:match('bad argument #1') end,\n"
+    " function() local ok, e = pcall(coroutine.wrap, 42) return e:match('bad argument #1') end,\n"
+    " function() local co = coroutine.create(function() error('in co') end) local ok, e = coroutine.resume(co) return tostring(ok) .. ' ' .. e .. ' ' .. coroutine.status(co) end,\n"
+    " function() local g = coroutine.wrap(function(...) return select('#', ...), ... end) return table.concat({g(1, nil, 3)}, ',', 1, 2) end,\n"
+    "}\n"
+    "local out = {}\n"
+    "for i, f in ipairs(cases) do local ok, r = pcall(f) out[#out+1] = i .. '=' .. tostring(r) end\n"
+    "return table.concat(out, '|')\n",
+                 msg, sizeof msg, out, sizeof out, &cpu);
+    if (st != LUA_OK)
+        printf("# %s\n", msg);
+    CHECK_STR(out, "1=123|2=attack:3: boom|3=attack:4: attack:4: boom|4=table|"
+                   "5=cannot resume dead coroutine|6=3,20,dead|7=cannot resume dead coroutine|"
+                   "8=true|9=true|10=cannot resume non-suspended coroutine|11=bad argument #1|"
+                   "12=bad argument #1|13=false attack:14: in co dead|14=3,1");
+    lua_host_free(h);
+}
+
 /* Run a test in a child process with an alarm: an escape this file looks
  * for can be an endless loop, which must fail the test, not hang the suite.
  * The child exits normally so that LeakSanitizer checks it. */
@@ -392,5 +429,6 @@ int main(void)
     RUN_ISOLATED(a_coroutine_killed_in_one_run_cannot_loop_in_the_next, 60);
     RUN_ISOLATED(guarded_c_work_counts_against_the_deadline, 180);
     RUN_ISOLATED(guarded_c_work_counts_against_the_instruction_budget, 180);
+    RUN_ISOLATED(coroutines_still_behave_as_in_lua, 60);
     DONE();
 }
