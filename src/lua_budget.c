@@ -179,9 +179,3 @@ lua_State *lua_budget_switch(lua_State *L, lua_State *co)
         h->running = co;
     return prev;
 }
-
-void lua_host_work(lua_State *L, uint64_t units)
-{
-    if (lua_host_is_host(L))
-        lua_budget_charge(L, units);
-}

@@ -98,6 +98,12 @@ const lua_controller_decl *lua_host_decl(const lua_host *h) { return &h->decl; }
 const char *lua_host_path(const lua_host *h) { return h->path ? h->path : "?"; }
 size_t lua_host_mem_used(const lua_host *h) { return h->mem_used; }
 
+void lua_host_work(lua_State *L, uint64_t units)
+{
+    if (lua_host_is_host(L))
+        lua_budget_charge(L, units);
+}
+
 int lua_host_call(lua_host *h, lua_CFunction f, void *ud, kl_err *err)
 {
     int saved = h->enforce;
