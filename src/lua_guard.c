@@ -189,8 +189,10 @@ static int safe_char(lua_State *L)
     return lua_guard_call_original(L);
 }
 
-/* utf8.len, utf8.codepoint, utf8.offset scan the string in C: charged by
- * its length (16 bytes a step), whatever the positions. */
+/* utf8.len, utf8.codepoint, utf8.offset scan the string in C, and one
+ * step of a utf8.codes loop may skip any number of continuation bytes:
+ * charged by the string's length (16 bytes a step), whatever the
+ * positions. */
 static int safe_utf8_scan(lua_State *L)
 {
     size_t len;
@@ -430,6 +432,7 @@ int lua_guard_install(lua_State *L)
     lua_guard_wrap_field(L, "len", safe_utf8_scan);
     lua_guard_wrap_field(L, "codepoint", safe_utf8_scan);
     lua_guard_wrap_field(L, "offset", safe_utf8_scan);
+    lua_guard_wrap_field(L, "codes", safe_utf8_scan);
     lua_guard_wrap_field(L, "char", safe_char);
     lua_pop(L, 1);
     lua_getglobal(L, LUA_COLIBNAME);                     /* [coroutine] */

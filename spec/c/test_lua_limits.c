@@ -221,6 +221,9 @@ static const attack c_work[] = {
      "for i = 1, 200 do utf8.len(s) end return 'survived'"},
     {"utf8.offset", "local s = string.rep('a', 8e6)\n"
      "for i = 1, 200 do utf8.offset(s, -1) utf8.offset(s, 8e6) end return 'survived'"},
+    {"utf8.codes", "local s = 'a' .. string.rep('\\x80', 8e6)\n"
+     "for i = 1, 200 do pcall(function() for p, c in utf8.codes(s) do end end) end\n"
+     "return 'survived'"},
     {"gsub output", "local s = string.rep('a', 4e5)\n"
      "for i = 1, 200 do pcall(string.gsub, s, 'a', 'bb') end return 'survived'"},
     {"klua.json.encode", "local json = require 'klua.json'\n"
