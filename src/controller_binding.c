@@ -175,7 +175,7 @@ controller_binding_resolve *controller_binding_resolve_start(discovery *d,
         const lua_typeref *t = i == 0 ? &decl->watch : &decl->owns[i - 1];
         s->r = r;
         s->i = i;
-        if (!(s->req = discovery_lookup(d, t->api_version, t->kind, on_lookup, s)))
+        if (!(s->req = discovery_lookup_patient(d, t->api_version, t->kind, on_lookup, s)))
             goto fail;
         r->pending++;
     }
