@@ -442,7 +442,7 @@ static int start_now(controller *c, controller_binding *b, kl_err *err)
     metrics_controller_started(c->name, c->workers);
     c->started = 1;
     controller_binding_events ev = {enqueue, on_informer_synced, c};
-    if (controller_binding_start(b, c->d.reg, c->cur->decl->selector, &ev, err) != 0)
+    if (controller_binding_start(b, c->d.reg, c->cur->h, c->cur->decl->selector, &ev, err) != 0)
         return kl_err_wrap(err, "%s", controller_script(c));
     wait_for_sync(c);
     return 0;
@@ -462,7 +462,7 @@ static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_er
      * to zero references, so it keeps running and keeps its cache. */
     share_resources(c, nb);
     controller_binding_events ev = {enqueue, on_informer_synced, c};
-    if (controller_binding_start(nb, c->d.reg, decl->selector, &ev, err) != 0) {
+    if (controller_binding_start(nb, c->d.reg, h, decl->selector, &ev, err) != 0) {
         controller_binding_free(nb);
         controller_version_free(v, 0);
         return kl_err_wrap(err, "%s", lua_host_path(h));

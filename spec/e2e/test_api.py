@@ -1,0 +1,140 @@
+"""Reconciler API v1 declarations (issue 10 §1-2) through bin/klua against the
+real API server: watch.predicate, watches with map, finalizer, error_condition,
+selectors checked at load time, the start-up rule.
+
+Reconciles are counted from klua's JSON log (each test script logs one
+"reconciled" line per run). "Did not run" is never read after a sleep: a later
+event on the same watch (or the same workqueue, FIFO, one worker) is the
+barrier, since klua handles a watch's events in order.
+"""
+import json
+import textwrap
+
+from conftest import COMMENTS, comment, wait_for
+
+COUNTER = """
+return {
+  watch = { apiVersion = "github.klua.dev/v1", kind = "Comment"%(predicate)s },
+  workers = 1,
+  reconcile = function(ctx, obj)
+    ctx.log.info("reconciled", { generation = obj.metadata.generation })
+  end,
+}
+"""
+
+
+def write_script(tmp_path, name, text, sub="scripts"):
+    d = tmp_path / sub
+    d.mkdir(exist_ok=True)
+    (d / name).write_text(textwrap.dedent(text))
+    return d
+
+
+def log_records(klua):
+    out = []
+    for line in klua.log().splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def reconciles(klua, key, msg="reconciled"):
+    return [r for r in log_records(klua) if r.get("msg") == msg and r.get("key") == key]
+
+
+def wait_reconciles(klua, key, n, msg="reconciled", timeout=60):
+    def enough():
+        if klua.proc.poll() is not None:
+            raise AssertionError(f"klua exited ({klua.proc.returncode}):\n{klua.log()[-3000:]}")
+        got = reconciles(klua, key, msg)
+        return got if len(got) >= n else None
+    return wait_for(enough, timeout, what=f"{n} x {msg} for {key}")
+
+
+def start(klua_factory, scripts, namespace, *args):
+    k = klua_factory(scripts=scripts, args=["--namespace", namespace, "--log-format", "json",
+                                            *args]).start()
+    k.wait_log(r"caches synced")
+    return k
+
+
+def status_patch(cluster, namespace, name, status):
+    cluster.kubectl("patch", COMMENTS, name, "-n", namespace, "--subresource=status",
+                    "--type=merge", "-p", json.dumps({"status": status}))
+
+
+def spec_patch(cluster, namespace, name, spec):
+    cluster.kubectl("patch", COMMENTS, name, "-n", namespace, "--type=merge",
+                    "-p", json.dumps({"spec": spec}))
+
+
+def label(cluster, namespace, name, kv):
+    cluster.kubectl("label", COMMENTS, name, "-n", namespace, "--overwrite", kv)
+
+
+# ---- watch.predicate ----
+
+def test_default_predicate_status_write_does_not_reconcile(crds, namespace, klua_factory,
+                                                           tmp_path):
+    cluster = crds
+    scripts = write_script(tmp_path, "counter.lua", COUNTER % {"predicate": ""})
+    k = start(klua_factory, scripts, namespace)
+    cluster.apply(comment("a"), namespace)
+    wait_reconciles(k, f"{namespace}/a", 1)
+
+    status_patch(cluster, namespace, "a", {"url": "https://example.invalid/1"})
+    # barrier: an event after the status write on the same watch and queue
+    cluster.apply(comment("barrier"), namespace)
+    wait_reconciles(k, f"{namespace}/barrier", 1)
+    assert len(reconciles(k, f"{namespace}/a")) == 1, "a status-only write re-ran the reconciler"
+
+    spec_patch(cluster, namespace, "a", {"message": "edited"})
+    got = wait_reconciles(k, f"{namespace}/a", 2)
+    assert str(got[1]["generation"]) == "2"
+    # a label is metadata too: it passes the default filter
+    label(cluster, namespace, "a", "tier=x")
+    wait_reconciles(k, f"{namespace}/a", 3)
+
+
+def test_predicate_any_reconciles_status_writes(crds, namespace, klua_factory, tmp_path):
+    cluster = crds
+    scripts = write_script(tmp_path, "counter.lua", COUNTER % {"predicate": ', predicate = "any"'})
+    k = start(klua_factory, scripts, namespace)
+    cluster.apply(comment("a"), namespace)
+    wait_reconciles(k, f"{namespace}/a", 1)
+    status_patch(cluster, namespace, "a", {"url": "https://example.invalid/1"})
+    wait_reconciles(k, f"{namespace}/a", 2)
+
+
+def test_predicate_generation_and_list_and_function(crds, namespace, klua_factory, tmp_path):
+    cluster = crds
+    write_script(tmp_path, "gen.lua", (COUNTER % {"predicate": ', predicate = "generation"'})
+                 .replace('"reconciled"', '"gen"'))
+    write_script(tmp_path, "labels.lua", (COUNTER % {
+        "predicate": ', predicate = { "labels", "annotations" }'}).replace('"reconciled"', '"lab"'))
+    scripts = write_script(tmp_path, "fn.lua", (COUNTER % {
+        "predicate": ", predicate = function(old, new) "
+                     "return (new.metadata.labels or {}).go == 'yes' end"})
+        .replace('"reconciled"', '"fn"'))
+    k = start(klua_factory, scripts, namespace)
+    key = f"{namespace}/a"
+    cluster.apply(comment("a"), namespace)
+    for m in ("gen", "lab", "fn"):
+        wait_reconciles(k, key, 1, m)        # an add always enqueues
+
+    label(cluster, namespace, "a", "go=no")
+    wait_reconciles(k, key, 2, "lab")
+    spec_patch(cluster, namespace, "a", {"message": "edited"})
+    wait_reconciles(k, key, 2, "gen")
+    label(cluster, namespace, "a", "go=yes")
+    wait_reconciles(k, key, 3, "lab")
+    wait_reconciles(k, key, 2, "fn")
+    # every event so far has reached every controller (barriers above): the
+    # counts are final for them
+    assert len(reconciles(k, key, "gen")) == 2, "labels passed the generation predicate"
+    assert len(reconciles(k, key, "fn")) == 2, "the function's false was ignored"
+    cluster.kubectl("annotate", COMMENTS, "a", "-n", namespace, "note=1")
+    wait_reconciles(k, key, 4, "lab")
