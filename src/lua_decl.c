@@ -356,7 +356,7 @@ static int read_watches(lua_host *h, int t, kl_err *err)
         if (rc == 0) {
             int fr = read_function(h, e, "map", &w->map_ref);
             if (fr != 1)
-                rc = decl_fail(h, err, "map", "%s.map must be a function(obj) returning a list "
+                rc = decl_fail(h, err, find_key_line(h->src, "map") ? "map" : "watches", "%s.map must be a function(obj) returning a list "
                                               "of keys of the watched kind (\"ns/name\")", what,
                                NULL);
         }

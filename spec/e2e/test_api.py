@@ -138,3 +138,24 @@ def test_predicate_generation_and_list_and_function(crds, namespace, klua_factor
     assert len(reconciles(k, key, "fn")) == 2, "the function's false was ignored"
     cluster.kubectl("annotate", COMMENTS, "a", "-n", namespace, "note=1")
     wait_reconciles(k, key, 4, "lab")
+
+
+# ---- load-time checks (klua check loads as klua run does) ----
+
+def test_check_refuses_bad_declarations_with_file_and_line():
+    from conftest import ROOT, run_klua
+    bad = ROOT / "spec/lua_fixtures/bad_decl"
+    p = run_klua("check", str(bad))
+    assert p.returncode == 1
+    for want in [
+        f'{bad}/bad_selector.lua:3: selector: invalid label selector "a in (b"',
+        f'{bad}/bad_predicate.lua:3: watch.predicate must be "any", "generation", "labels", '
+        f'"annotations", a list of those, or a function(old, new)',
+        f'{bad}/bad_finalizer.lua:3: finalizer "cleanup" must be a qualified name',
+        f'{bad}/bad_error_condition.lua:3: error_condition must be a condition type',
+        f'{bad}/watches_bad_selector.lua:3: watches[1].selector: invalid label selector',
+        f'{bad}/watches_without_map.lua:3: watches[1].map must be a function(obj)',
+    ]:
+        assert f"error: {want}" in p.stderr, (want, p.stderr)
+    p = run_klua("check", str(ROOT / "spec/lua_fixtures/good/api_v1.lua"))
+    assert p.returncode == 0 and "ok: " in p.stdout, p.stderr
