@@ -159,3 +159,75 @@ def test_check_refuses_bad_declarations_with_file_and_line():
         assert f"error: {want}" in p.stderr, (want, p.stderr)
     p = run_klua("check", str(ROOT / "spec/lua_fixtures/good/api_v1.lua"))
     assert p.returncode == 0 and "ok: " in p.stdout, p.stderr
+
+
+# ---- watches with map ----
+
+MAPPED = """
+return {
+  watch = { apiVersion = "github.klua.dev/v1", kind = "Comment" },
+  watches = {
+    { apiVersion = "v1", kind = "ConfigMap", selector = "klua.dev/map=yes",
+      map = function(cm)
+        local keys = {}
+        for name in string.gmatch((cm.data or {}).comments or "", "[^,]+") do
+          keys[#keys + 1] = cm.metadata.namespace .. "/" .. name
+        end
+        return keys
+      end },
+  },
+  workers = 1,
+  reconcile = function(ctx, obj)
+    ctx.log.info("reconciled", { generation = obj.metadata.generation })
+  end,
+}
+"""
+
+
+def configmap(name, comments, labels=None):
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": labels or {}}, "data": {"comments": comments}}
+
+
+def test_watches_map_enqueues_the_keys_it_returns(crds, namespace, klua_factory, tmp_path):
+    cluster = crds
+    scripts = write_script(tmp_path, "mapped.lua", MAPPED)
+    k = start(klua_factory, scripts, namespace)
+    for n in ("a", "b", "c"):
+        cluster.apply(comment(n), namespace)
+    for n in ("a", "b", "c"):
+        wait_reconciles(k, f"{namespace}/{n}", 1)
+
+    cluster.apply(configmap("unselected", "a"), namespace)          # not selected
+    cluster.apply(configmap("pick", "b,c", {"klua.dev/map": "yes"}), namespace)
+    wait_reconciles(k, f"{namespace}/b", 2)
+    wait_reconciles(k, f"{namespace}/c", 2)
+    cluster.apply(comment("barrier"), namespace)
+    wait_reconciles(k, f"{namespace}/barrier", 1)
+    assert len(reconciles(k, f"{namespace}/a")) == 1, "an unselected or unmapped object enqueued a"
+
+    # an update maps the old and the new version
+    cluster.apply(configmap("pick", "a", {"klua.dev/map": "yes"}), namespace)
+    wait_reconciles(k, f"{namespace}/a", 2)
+    wait_reconciles(k, f"{namespace}/b", 3)
+    wait_reconciles(k, f"{namespace}/c", 3)
+
+
+def test_a_failing_map_is_reported_once_naming_the_script(crds, namespace, klua_factory,
+                                                           tmp_path):
+    cluster = crds
+    scripts = write_script(tmp_path, "broken.lua", MAPPED.replace(
+        "local keys = {}",
+        "if cm.metadata.name ~= 'ok' then error('no map today') end\n        local keys = {}"))
+    k = start(klua_factory, scripts, namespace)
+    cluster.apply(comment("barrier"), namespace)
+    wait_reconciles(k, f"{namespace}/barrier", 1)
+    for i in range(3):
+        cluster.apply(configmap(f"m{i}", "barrier", {"klua.dev/map": "yes"}), namespace)
+    # barrier: a later ConfigMap on the same watch that maps
+    cluster.apply(configmap("ok", "barrier", {"klua.dev/map": "yes"}), namespace)
+    wait_reconciles(k, f"{namespace}/barrier", 2)
+    failed = [r for r in log_records(k) if r.get("msg", "").startswith("script function failed")]
+    assert len(failed) == 1, failed
+    assert "broken.lua:" in failed[0]["error"] and "no map today" in failed[0]["error"], failed
+    assert len(reconciles(k, f"{namespace}/barrier")) == 2
