@@ -18,8 +18,14 @@
  * condition types belong to the script and are left alone). A result
  * other than those above (a string, unknown keys, a negative
  * requeue_after) is an error naming the script's reconcile or finalize.
- * When the script declares finalize, the finalizer "klua.dev/<name>" is
- * added before reconcile and removed after finalize returns nil.
+ * When the script declares finalize, its finalizer (`finalizer`, default
+ * "klua.dev/<name>") is added before reconcile; an object being deleted
+ * goes to finalize, never to reconcile, and loses the finalizer once
+ * finalize returns nil. Without finalize, reconcile sees deleting objects.
+ * A finalizer this process declared before and no longer does (the
+ * finalizers book, controller_finalizers.h) is taken off objects being
+ * deleted first, with a warning naming it; at the first sync, klua.dev/...
+ * finalizers that no script declares are reported.
  *
  * Hot reload: controller_replace swaps in a newly loaded script between
  * reconciles. Reconciles in flight finish on the old Lua state, which is
@@ -37,6 +43,7 @@
 #ifndef KLUA_CONTROLLER_H
 #define KLUA_CONTROLLER_H
 
+#include "controller_finalizers.h"
 #include "controller_gate.h"
 #include "discovery.h"
 #include "err.h"
@@ -66,6 +73,11 @@ typedef struct controller_deps {
     /* Optional: reconciles start only while this gate is open (NULL = no
      * gate; see controller_gate.h). */
     controller_gate *gate;
+    /* Optional: the finalizers of every controller of the process (NULL =
+     * only the script's own finalizer is managed). */
+    controller_finalizers *finalizers;
+    /* --remove-orphan-finalizers (read by whoever makes the book). */
+    int remove_orphan_finalizers;
 } controller_deps;
 
 /* done(ud, c, NULL) when a start or replace has taken effect, or

@@ -89,6 +89,7 @@ struct reload_set {
     reload_started_cb started_cb;
     void *started_ud;
     int start_failed;
+    controller_finalizers *finalizers;   /* every controller's, one book */
 };
 
 /* ---- files ---- */
@@ -346,6 +347,11 @@ int reload_set_start(reload_set *s, const controller_deps *deps, reload_started_
     s->deps = *deps;
     s->started_cb = started;
     s->started_ud = ud;
+    if (!s->deps.finalizers) {
+        if (!(s->finalizers = controller_finalizers_new(deps->remove_orphan_finalizers)))
+            return kl_err_set(err, KL_ENOMEM, "out of memory");
+        s->deps.finalizers = s->finalizers;
+    }
     for (size_t i = 0; i < s->n; i++) {
         entry *e = &s->e[i];
         if (!(e->c = controller_new(e->h, &s->deps, err)))
@@ -868,6 +874,7 @@ void reload_set_free(reload_set *s)
         op_free(o);
     }
     kl_buf_free(&s->ch.what);
+    controller_finalizers_free(s->finalizers);   /* after every controller */
     free(s->dir);
     free(s);
 }

@@ -231,3 +231,123 @@ def test_a_failing_map_is_reported_once_naming_the_script(crds, namespace, klua_
     assert len(failed) == 1, failed
     assert "broken.lua:" in failed[0]["error"] and "no map today" in failed[0]["error"], failed
     assert len(reconciles(k, f"{namespace}/barrier")) == 2
+
+
+# ---- finalizers ----
+
+FINALIZING = """
+return {
+  watch = { apiVersion = "v1", kind = "ConfigMap" },%(extra)s
+  workers = 1,
+  reconcile = function(ctx, obj)
+    ctx.log.info("reconciled", { deleting = obj.metadata.deletionTimestamp ~= nil })
+  end,%(finalize)s
+}
+"""
+FINALIZE = """
+  finalize = function(ctx, obj)
+    ctx.log.info("finalized", {})
+  end,"""
+
+
+def cm(name):
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": {"x": "1"}}
+
+
+def finalizers(cluster, namespace, name):
+    p = cluster.kubectl("get", "configmap", name, "-n", namespace, "-o", "json", check=False)
+    if p.returncode != 0:
+        return None                       # gone
+    return json.loads(p.stdout)["metadata"].get("finalizers") or []
+
+
+def wait_finalizer(cluster, namespace, name, want):
+    wait_for(lambda: want in (finalizers(cluster, namespace, name) or []), 60,
+             what=f"finalizer {want} on {name}")
+
+
+def wait_gone(cluster, namespace, name):
+    wait_for(lambda: finalizers(cluster, namespace, name) is None, 60,
+             what=f"configmap {name} deleted (finalizers: "
+                  f"{finalizers(cluster, namespace, name)})")
+
+
+def test_explicit_finalizer_deleting_objects_go_to_finalize_only(cluster, namespace,
+                                                                 klua_factory, tmp_path):
+    scripts = write_script(tmp_path, "app.lua", FINALIZING % {
+        "extra": '\n  finalizer = "example.com/cleanup",', "finalize": FINALIZE})
+    k = start(klua_factory, scripts, namespace)
+    cluster.apply(cm("a"), namespace)
+    wait_finalizer(cluster, namespace, "a", "example.com/cleanup")
+    cluster.kubectl("delete", "configmap", "a", "-n", namespace, "--wait=false")
+    wait_gone(cluster, namespace, "a")
+    assert len(reconciles(k, f"{namespace}/a", "finalized")) == 1
+    assert all(str(r["deleting"]) == "false" for r in reconciles(k, f"{namespace}/a")), \
+        "reconcile saw an object being deleted although finalize is declared"
+
+
+def test_renamed_script_without_explicit_finalizer_deletes_cleanly(cluster, namespace,
+                                                                   klua_factory, tmp_path):
+    scripts = write_script(tmp_path, "app.lua", FINALIZING % {"extra": "", "finalize": FINALIZE})
+    k = start(klua_factory, scripts, namespace, "--dev")
+    cluster.apply(cm("a"), namespace)
+    wait_finalizer(cluster, namespace, "a", "klua.dev/app")
+    (scripts / "app.lua").rename(scripts / "webapp.lua")
+    wait_finalizer(cluster, namespace, "a", "klua.dev/webapp")   # the new controller runs
+    assert "klua.dev/app" in finalizers(cluster, namespace, "a")
+    cluster.kubectl("delete", "configmap", "a", "-n", namespace, "--wait=false")
+    wait_gone(cluster, namespace, "a")
+    warned = [r for r in log_records(k)
+              if r.get("msg") == "removing a finalizer no script declares any more"]
+    assert [r["finalizer"] for r in warned] == ["klua.dev/app"], warned
+
+
+def test_reload_that_drops_finalize_deletes_cleanly(cluster, namespace, klua_factory, tmp_path):
+    scripts = write_script(tmp_path, "app.lua", FINALIZING % {"extra": "", "finalize": FINALIZE})
+    k = start(klua_factory, scripts, namespace, "--dev")
+    cluster.apply(cm("a"), namespace)
+    wait_finalizer(cluster, namespace, "a", "klua.dev/app")
+    (scripts / "app.lua").write_text(FINALIZING % {"extra": "", "finalize": ""})
+    k.wait_log(r'"changed":"app \(reloaded\)"')
+    cluster.kubectl("delete", "configmap", "a", "-n", namespace, "--wait=false")
+    wait_gone(cluster, namespace, "a")
+    warned = [r for r in log_records(k)
+              if r.get("msg") == "removing a finalizer no script declares any more"]
+    assert [r["finalizer"] for r in warned] == ["klua.dev/app"], warned
+    assert not [r for r in reconciles(k, f"{namespace}/a") if str(r["deleting"]) == "true"], \
+        "reconcile ran on the deleting object before the stale finalizer came off"
+
+
+def test_orphan_finalizers_reported_once_and_removed_on_request(cluster, namespace,
+                                                                klua_factory, tmp_path):
+    scripts = write_script(tmp_path, "plain.lua", FINALIZING % {"extra": "", "finalize": ""})
+    for name, fin in (("ghost1", "klua.dev/ghost"), ("ghost2", "klua.dev/ghost"),
+                      ("other", "example.com/other")):
+        o = cm(name)
+        o["metadata"]["finalizers"] = [fin]
+        cluster.apply(o, namespace)
+    try:
+        k = start(klua_factory, scripts, namespace)
+        for n in ("ghost1", "ghost2", "other"):
+            wait_reconciles(k, f"{namespace}/{n}", 1)
+        orphans = [r for r in log_records(k) if r.get("msg", "").startswith(
+            "finalizer no script declares")]
+        assert len(orphans) == 1, orphans
+        assert orphans[0]["finalizer"] == "klua.dev/ghost" and orphans[0]["objects"] == "2"
+        for n in ("ghost1", "ghost2", "other"):
+            cluster.kubectl("delete", "configmap", n, "-n", namespace, "--wait=false")
+        for n in ("ghost1", "ghost2", "other"):
+            wait_reconciles(k, f"{namespace}/{n}", 2)    # reconcile sees them deleting
+        assert finalizers(cluster, namespace, "ghost1") == ["klua.dev/ghost"]
+        k.stop()
+
+        k2 = start(klua_factory, scripts, namespace, "--remove-orphan-finalizers")
+        wait_gone(cluster, namespace, "ghost1")
+        wait_gone(cluster, namespace, "ghost2")
+        wait_reconciles(k2, f"{namespace}/other", 1)
+        assert finalizers(cluster, namespace, "other") == ["example.com/other"], \
+            "another controller's finalizer was touched"
+    finally:
+        cluster.kubectl("patch", "configmap", "other", "-n", namespace, "--type=merge",
+                        "-p", '{"metadata":{"finalizers":null}}', check=False)
