@@ -120,7 +120,8 @@ static void sync_ready(controller *c, const char *key, const char *errmsg)
 {
     if (c->b)
         controller_status_sync_ready(c->d.kc, controller_binding_watch_resource(c->b),
-                                     controller_binding_watch_store(c->b), key, errmsg);
+                                     controller_binding_watch_store(c->b), key,
+                                     c->cur->decl->error_condition, errmsg);
 }
 
 /* ---- reconciles ---- */

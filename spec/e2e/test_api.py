@@ -351,3 +351,59 @@ def test_orphan_finalizers_reported_once_and_removed_on_request(cluster, namespa
     finally:
         cluster.kubectl("patch", "configmap", "other", "-n", namespace, "--type=merge",
                         "-p", '{"metadata":{"finalizers":null}}', check=False)
+
+
+# ---- error_condition ----
+
+FAILING = """
+local written = {}
+return {
+  watch = { apiVersion = "github.klua.dev/v1", kind = "Comment" },%(decl)s
+  reconcile = function(ctx, obj)
+    if not written[obj.metadata.uid] then
+      local _, err = ctx:patch_status(obj, { conditions = { {
+        type = "Ready", status = "True", reason = "ScriptSaysSo", message = "mine",
+        observedGeneration = obj.metadata.generation,
+        lastTransitionTime = "2026-01-01T00:00:00Z" } } })
+      if err then error("patch_status: " .. tostring(err)) end
+      written[obj.metadata.uid] = true
+    end
+    error("always failing")
+  end,
+}
+"""
+
+
+def conditions_after_failures(cluster, namespace, klua_factory, tmp_path, decl, n=6):
+    scripts = write_script(tmp_path, "failing.lua", FAILING % {"decl": decl})
+    k = start(klua_factory, scripts, namespace)
+    cluster.apply(comment("a"), namespace)
+    # every failure runs klua's condition write; several retries (backoff
+    # 5 ms doubling) leave time for the script's own write to reach the cache
+    wait_for(lambda: len([r for r in log_records(k) if r.get("msg") == "reconcile failed"]) >= n,
+             60, what=f"{n} failed reconciles")
+    k.stop()   # no further writes: the status read next is final
+    o = cluster.get_json(COMMENTS, "a", "-n", namespace)
+    return {c["type"]: c for c in (o.get("status") or {}).get("conditions") or []}
+
+
+def test_error_condition_never_overwrites_the_scripts_condition_of_this_generation(
+        crds, namespace, klua_factory, tmp_path):
+    conds = conditions_after_failures(crds, namespace, klua_factory, tmp_path, "")
+    assert conds["Ready"]["reason"] == "ScriptSaysSo", conds
+    assert set(conds) == {"Ready"}, conds
+
+
+def test_error_condition_names_the_condition_type(crds, namespace, klua_factory, tmp_path):
+    conds = conditions_after_failures(crds, namespace, klua_factory, tmp_path,
+                                      '\n  error_condition = "Synced",')
+    assert conds["Ready"]["reason"] == "ScriptSaysSo", conds
+    assert conds["Synced"]["status"] == "False", conds
+    assert conds["Synced"]["reason"] == "ReconcileError", conds
+    assert "always failing" in conds["Synced"]["message"], conds
+
+
+def test_error_condition_false_writes_no_condition(crds, namespace, klua_factory, tmp_path):
+    conds = conditions_after_failures(crds, namespace, klua_factory, tmp_path,
+                                      "\n  error_condition = false,")
+    assert set(conds) == {"Ready"} and conds["Ready"]["reason"] == "ScriptSaysSo", conds
