@@ -33,6 +33,7 @@ typedef struct owned {
     informer *inf;
     int handler;
     int synced_listener;          /* 0 = none */
+    int failed_listener;          /* 0 = none */
 } owned;
 
 struct controller_binding {
@@ -41,6 +42,7 @@ struct controller_binding {
     informer *watch_inf;
     int watch_handler;
     int watch_synced_listener;    /* 0 = none */
+    int watch_failed_listener;    /* 0 = none */
     owned *owns;                  /* owns, then watches */
     size_t nowns;
     char *ns;                     /* informer namespace, or NULL */
@@ -67,12 +69,15 @@ struct controller_binding_resolve {
 
 /* ---- free ---- */
 
-static void release(controller_binding *b, informer *inf, int handler, int listener)
+static void release(controller_binding *b, informer *inf, int handler, int listener,
+                    int failed_listener)
 {
     if (!inf)
         return;
     if (listener > 0)
         informer_remove_synced_listener(inf, listener);
+    if (failed_listener > 0)
+        informer_remove_failed_listener(inf, failed_listener);
     informer_remove_handler(inf, handler);
     informer_registry_release(b->reg, inf);
 }
@@ -81,9 +86,11 @@ void controller_binding_free(controller_binding *b)
 {
     if (!b)
         return;
-    release(b, b->watch_inf, b->watch_handler, b->watch_synced_listener);
+    release(b, b->watch_inf, b->watch_handler, b->watch_synced_listener,
+            b->watch_failed_listener);
     for (size_t i = 0; i < b->nowns; i++) {
-        release(b, b->owns[i].inf, b->owns[i].handler, b->owns[i].synced_listener);
+        release(b, b->owns[i].inf, b->owns[i].handler, b->owns[i].synced_listener,
+                b->owns[i].failed_listener);
         kube_resource_free(&b->owns[i].res);
         free(b->owns[i].api_version);
         free(b->owns[i].kind);
@@ -325,6 +332,21 @@ static void on_informer_synced(void *ud, informer *inf)
     b->ev.synced(b->ev.ud);
 }
 
+/* A LIST or WATCH the API server refuses (400, 403, 404): the informer
+ * retries with backoff; say once which script needs what. */
+static void on_informer_failed(void *ud, informer *inf, long code, const char *message)
+{
+    controller_binding *b = ud;
+    const kube_resource *r = informer_resource(inf);
+    char c[16];
+    snprintf(c, sizeof c, "%ld", code);
+    kl_log(KL_LOG_ERROR,
+           code == 403 ? "cannot list or watch (forbidden: check klua's RBAC); retrying"
+                       : "cannot list or watch; retrying",
+           "file", lua_host_path(b->h), "resource", r->resource, "group", r->group, "code", c,
+           "error", message, NULL);
+}
+
 /* ---- start and caches ---- */
 
 int controller_binding_start(controller_binding *b, informer_registry *reg, lua_host *h,
@@ -341,7 +363,8 @@ int controller_binding_start(controller_binding *b, informer_registry *reg, lua_
         return kl_err_set(err, KL_ENOMEM, "cannot start the informer for %s", b->kind);
     b->watch_handler = informer_add_handler(b->watch_inf, &wh);
     b->watch_synced_listener = informer_add_synced_listener(b->watch_inf, on_informer_synced, b);
-    if (b->watch_synced_listener < 0)
+    b->watch_failed_listener = informer_add_failed_listener(b->watch_inf, on_informer_failed, b);
+    if (b->watch_synced_listener < 0 || b->watch_failed_listener < 0)
         return kl_err_set(err, KL_ENOMEM, "out of memory");
     for (size_t i = 0; i < b->nowns; i++) {
         owned *o = &b->owns[i];
@@ -352,7 +375,8 @@ int controller_binding_start(controller_binding *b, informer_registry *reg, lua_
             return kl_err_set(err, KL_ENOMEM, "cannot start the informer for %s", o->kind);
         o->handler = informer_add_handler(o->inf, &oh);
         o->synced_listener = informer_add_synced_listener(o->inf, on_informer_synced, b);
-        if (o->synced_listener < 0)
+        o->failed_listener = informer_add_failed_listener(o->inf, on_informer_failed, b);
+        if (o->synced_listener < 0 || o->failed_listener < 0)
             return kl_err_set(err, KL_ENOMEM, "out of memory");
     }
     return 0;

@@ -407,3 +407,21 @@ def test_error_condition_false_writes_no_condition(crds, namespace, klua_factory
     conds = conditions_after_failures(crds, namespace, klua_factory, tmp_path,
                                       "\n  error_condition = false,")
     assert set(conds) == {"Ready"} and conds["Ready"]["reason"] == "ScriptSaysSo", conds
+
+
+# ---- LIST/WATCH refused by the API server ----
+
+def test_forbidden_list_is_reported_once_naming_the_script(cluster, namespace, klua_factory,
+                                                           tmp_path):
+    scripts = write_script(tmp_path, "nosy.lua", FINALIZING % {"extra": "", "finalize": ""})
+    k = klua_factory(scripts=scripts, args=[
+        "--namespace", namespace, "--log-format", "json",
+        "--kubeconfig", str(cluster.dir / "kubeconfig-viewer")]).start()
+
+    def retries():
+        return len([r for r in log_records(k) if r.get("msg") == "watch or list failed, retrying"])
+    wait_for(lambda: retries() >= 3, 60, what="three failed LISTs")
+    refused = [r for r in log_records(k) if r.get("msg", "").startswith("cannot list or watch")]
+    assert len(refused) == 1, refused
+    assert refused[0]["file"].endswith("/nosy.lua") and refused[0]["code"] == "403", refused
+    assert refused[0]["resource"] == "configmaps"
