@@ -425,3 +425,106 @@ def test_forbidden_list_is_reported_once_naming_the_script(cluster, namespace, k
     assert len(refused) == 1, refused
     assert refused[0]["file"].endswith("/nosy.lua") and refused[0]["code"] == "403", refused
     assert refused[0]["resource"] == "configmaps"
+
+
+# ---- the start-up rule ----
+
+BROKEN = "return {\n  watch = { apiVersion = 'v1', kind = 'ConfigMap' },\n  reconcile = function(,\n}\n"
+BAD_SELECTOR = (FINALIZING % {"extra": "", "finalize": ""}).replace(
+    "workers = 1,", 'workers = 1,\n  selector = "a in (b",')
+
+
+def widget_crd(group):
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"widgets.{group}"},
+            "spec": {"group": group, "scope": "Namespaced",
+                     "names": {"plural": "widgets", "singular": "widget", "kind": "Widget",
+                               "listKind": "WidgetList"},
+                     "versions": [{"name": "v1", "served": True, "storage": True,
+                                   "schema": {"openAPIV3Schema": {
+                                       "type": "object",
+                                       "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+WIDGETS = """
+return {
+  watch = { apiVersion = "%s/v1", kind = "Widget" },
+  reconcile = function(ctx, obj) ctx.log.info("reconciled", {}) end,
+}
+"""
+
+
+def test_strict_start_up_lists_every_failing_script_and_exits_1(cluster, namespace,
+                                                                  klua_factory, tmp_path):
+    write_script(tmp_path, "good.lua", FINALIZING % {"extra": "", "finalize": ""})
+    write_script(tmp_path, "broken.lua", BROKEN)
+    scripts = write_script(tmp_path, "selector.lua", BAD_SELECTOR)
+    k = klua_factory(scripts=scripts, args=["--namespace", namespace, "--log-format",
+                                            "json"]).start()
+    assert k.proc.wait(60) == 1
+    failed = {r["file"].rsplit("/", 1)[1]: r["error"] for r in log_records(k)
+              if r.get("msg") == "script not loaded"}
+    assert set(failed) == {"broken.lua", "selector.lua"}, failed
+    assert "selector.lua:5: selector: invalid label selector" in failed["selector.lua"]
+    assert "error: 2 scripts could not start" in k.log()
+
+
+def test_strict_start_up_with_a_missing_kind_exits_1_naming_it(cluster, namespace,
+                                                               klua_factory, tmp_path):
+    write_script(tmp_path, "good.lua", FINALIZING % {"extra": "", "finalize": ""})
+    scripts = write_script(tmp_path, "widgets.lua", WIDGETS % "nowhere.klua.dev")
+    k = klua_factory(scripts=scripts, args=["--namespace", namespace]).start()
+    assert k.proc.wait(60) == 1
+    assert "widgets.lua: watch: no resource for kind Widget" in k.log()
+
+
+def test_dev_skips_failing_scripts_and_retries_them(cluster, namespace, klua_factory,
+                                                    tmp_path):
+    import uuid
+    group = f"e2e{uuid.uuid4().hex[:8]}.klua.dev"
+    write_script(tmp_path, "good.lua", FINALIZING % {"extra": "", "finalize": ""})
+    write_script(tmp_path, "broken.lua", BROKEN)
+    scripts = write_script(tmp_path, "widgets.lua", WIDGETS % group)
+    k = start(klua_factory, scripts, namespace, "--dev")
+    cluster.apply(cm("a"), namespace)
+    wait_reconciles(k, f"{namespace}/a", 1)            # the good one runs
+    k.wait_log(r'"msg":"script not loaded; retried when its files change".*broken\.lua')
+    k.wait_log(r'"msg":"script not started; retried when its kind appears".*widgets\.lua')
+
+    # a CRD installed later: its script starts without a touch or SIGHUP
+    try:
+        cluster.apply(widget_crd(group))
+        cluster.kubectl("wait", "--for", "condition=established", "--timeout=60s",
+                        f"crd/widgets.{group}")
+        k.wait_log(r'"msg":"controller loaded","name":"widgets"')
+        cluster.apply({"apiVersion": f"{group}/v1", "kind": "Widget",
+                       "metadata": {"name": "w"}}, namespace)
+        wait_reconciles(k, f"{namespace}/w", 1)
+        # a fixed script starts on save
+        (scripts / "broken.lua").write_text(
+            (FINALIZING % {"extra": "", "finalize": ""}).replace("return {", 'return {\n  name = "fixed",'))
+        k.wait_log(r'"changed":"[^"]*fixed \(added\)')
+        assert len([r for r in log_records(k) if r.get("msg", "").startswith(
+            "script not loaded")]) == 1, "the same failure was reported again"
+    finally:
+        cluster.kubectl("delete", "crd", f"widgets.{group}", "--wait=false", check=False)
+
+
+def test_sighup_retries_a_script_whose_crd_was_installed_since(cluster, namespace,
+                                                               klua_factory, tmp_path):
+    import signal
+    import uuid
+    group = f"e2e{uuid.uuid4().hex[:8]}.klua.dev"
+    scripts = write_script(tmp_path, "good.lua", FINALIZING % {"extra": "", "finalize": ""})
+    k = start(klua_factory, scripts, namespace)
+    (scripts / "widgets.lua").write_text(WIDGETS % group)
+    k.proc.send_signal(signal.SIGHUP)
+    k.wait_log(r'"msg":"script not loaded".*widgets\.lua.*no resource for kind Widget')
+    try:
+        cluster.apply(widget_crd(group))
+        cluster.kubectl("wait", "--for", "condition=established", "--timeout=60s",
+                        f"crd/widgets.{group}")
+        k.proc.send_signal(signal.SIGHUP)              # the file did not change
+        k.wait_log(r'"changed":"widgets \(added\)"')
+    finally:
+        cluster.kubectl("delete", "crd", f"widgets.{group}", "--wait=false", check=False)
