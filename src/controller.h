@@ -13,9 +13,12 @@
  * error -> add_rate_limited. An error is logged once with the script's
  * file:line and recorded as a Warning Event (reason ReconcileError); when
  * the resource has a status subresource and the object has
- * status.conditions, a Ready=False condition (reason ReconcileError) says
- * so too, and is removed again by the next successful reconcile (other
- * condition types belong to the script and are left alone). A result
+ * status.conditions, an error_condition=False condition ("Ready" unless
+ * declared otherwise or false; reason ReconcileError) says so too, and is
+ * removed again by the next successful reconcile (a condition of that type
+ * the script wrote for this generation, and other types, are the
+ * script's). Updates reach the workqueue through the declared predicates
+ * (controller_binding, predicate.h). A result
  * other than those above (a string, unknown keys, a negative
  * requeue_after) is an error naming the script's reconcile or finalize.
  * When the script declares finalize, its finalizer (`finalizer`, default
