@@ -586,7 +586,8 @@ int klua_run_main(int argc, char **argv)
     run_state rs = {0};
     char *le_ns = NULL, *le_id = NULL;
 
-    if (!(rs.set = reload_set_new(f.scripts, &f.limits, &err)) || reload_set_load(rs.set, f.dev, &err) != 0)
+    if (!(rs.set = reload_set_new(f.scripts, &f.limits, &err)) ||
+        reload_set_load(rs.set, f.dev, &err) != 0)
         goto out;
     if (read_token(f.token_file, &token, &err) != 0)
         goto out;
