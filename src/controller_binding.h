@@ -13,8 +13,9 @@
  * default drops status-only writes); watches[i] are secondary kinds whose
  * objects the script's map function turns into keys of the watched kind.
  * Uses: discovery (resolving kinds), informer (registry, handlers, synced
- * listeners), predicate (filters, map functions), store, rest (kube_resource), lua_host (the declaration), json
- * (owner references), buf, err.
+ * listeners), predicate (filters, map functions), store, rest
+ * (kube_resource), lua_host (the declaration), json (owner references),
+ * log, buf, err.
  */
 #ifndef KLUA_CONTROLLER_BINDING_H
 #define KLUA_CONTROLLER_BINDING_H
@@ -57,9 +58,11 @@ void controller_binding_resolve_cancel(controller_binding_resolve *r);
 
 /* Take the informers (label selector for the watched kind: may be NULL)
  * and add handlers reporting to ev. h is the script the binding was
- * resolved for (its predicates and map functions; it must outlive b). An informer that has synced replays
- * its cache as adds, which enqueues every key. On failure the binding
- * holds what it took; controller_binding_free releases it. */
+ * resolved for (its predicates and map functions; it must outlive b). An
+ * informer that has synced replays its cache as adds, which enqueues every
+ * key. A LIST or WATCH the server refuses (400, 403, 404) is logged once
+ * per run of failures, naming the script. On failure the binding holds
+ * what it took; controller_binding_free releases it. */
 int controller_binding_start(controller_binding *b, informer_registry *reg, lua_host *h,
                              const char *selector, const controller_binding_events *ev,
                              kl_err *err);

@@ -218,9 +218,10 @@ static int read_predicate(lua_host *h, int idx, const char *what, lua_typeref *o
     }
     lua_pop(L, 1);
     if (!ok)
-        return decl_fail(h, err, "predicate", "%s.predicate must be \"any\", \"generation\", "
-                                              "\"labels\", \"annotations\", a list of those, or "
-                                              "a function(old, new) returning a boolean", what, NULL);
+        return decl_fail(h, err, "predicate",
+                         "%s.predicate must be \"any\", \"generation\", \"labels\", "
+                         "\"annotations\", a list of those, or a function(old, new) returning "
+                         "a boolean", what, NULL);
     out->predicate.bits = bits;
     return 0;
 }
@@ -356,9 +357,9 @@ static int read_watches(lua_host *h, int t, kl_err *err)
         if (rc == 0) {
             int fr = read_function(h, e, "map", &w->map_ref);
             if (fr != 1)
-                rc = decl_fail(h, err, find_key_line(h->src, "map") ? "map" : "watches", "%s.map must be a function(obj) returning a list "
-                                              "of keys of the watched kind (\"ns/name\")", what,
-                               NULL);
+                rc = decl_fail(h, err, find_key_line(h->src, "map") ? "map" : "watches",
+                               "%s.map must be a function(obj) returning a list of keys of "
+                               "the watched kind (\"ns/name\")", what, NULL);
         }
         lua_settop(L, list);
     }
