@@ -528,3 +528,23 @@ def test_sighup_retries_a_script_whose_crd_was_installed_since(cluster, namespac
         k.wait_log(r'"changed":"widgets \(added\)"')
     finally:
         cluster.kubectl("delete", "crd", f"widgets.{group}", "--wait=false", check=False)
+
+
+def test_renamed_script_finalizes_objects_already_being_deleted(cluster, namespace,
+                                                                klua_factory, tmp_path):
+    # app.lua's finalize never finishes: the object waits, deleting, with klua.dev/app
+    stuck = FINALIZING % {"extra": "", "finalize": FINALIZE.replace(
+        'ctx.log.info("finalized", {})', 'return { requeue_after = 3600 }')}
+    scripts = write_script(tmp_path, "app.lua", stuck)
+    k = start(klua_factory, scripts, namespace, "--dev")
+    cluster.apply(cm("a"), namespace)
+    wait_finalizer(cluster, namespace, "a", "klua.dev/app")
+    cluster.kubectl("delete", "configmap", "a", "-n", namespace, "--wait=false")
+    wait_for(lambda: cluster.get_json("configmap", "a", "-n", namespace)["metadata"]
+             .get("deletionTimestamp"), 30, what="a being deleted")
+    # renamed, and fixed: the cleanup the stale finalizer stood for still runs
+    # (removed first: webapp starts after app stopped, in this rescan or a later one)
+    (scripts / "app.lua").unlink()
+    (scripts / "webapp.lua").write_text(FINALIZING % {"extra": "", "finalize": FINALIZE})
+    wait_gone(cluster, namespace, "a")
+    assert len(reconciles(k, f"{namespace}/a", "finalized")) == 1

@@ -160,6 +160,32 @@ describe("klua.runner", function()
       assert.same({}, ctx.patches)
     end)
 
+    it("runs finalize first when the object lacks this version's finalizer", function()
+      local ctx = logging_ctx()
+      local finalized = 0
+      local run = runner.new(function() error("reconcile ran") end,
+                             function() finalized = finalized + 1 end, FIN)
+      local r = run(ctx, obj({ deletionTimestamp = "t", finalizers = { "klua.dev/old" } }),
+                    { "klua.dev/old" })
+      assert.is_nil(r)
+      assert.equal(1, finalized)
+      assert.same({ { op = "test", path = "/metadata/finalizers/0", value = "klua.dev/old" },
+                    { op = "remove", path = "/metadata/finalizers/0" } }, ctx.patches[1].patch)
+      -- carrying this version's finalizer too: finalize waits for its own turn
+      ctx = logging_ctx()
+      run(ctx, obj({ deletionTimestamp = "t", finalizers = { "klua.dev/old", FIN } }),
+          { "klua.dev/old" })
+      assert.equal(1, finalized)
+      -- finalize asking to requeue keeps the stale finalizer
+      ctx = logging_ctx()
+      local again = runner.new(function() end, function() return { requeue = true } end, FIN)
+      local r2, fn = again(ctx, obj({ deletionTimestamp = "t", finalizers = { "klua.dev/old" } }),
+                           { "klua.dev/old" })
+      assert.same({ requeue = true }, r2)
+      assert.equal("finalize", fn)
+      assert.same({}, ctx.patches)
+    end)
+
     it("requeues when the finalizers changed under it", function()
       local ctx = logging_ctx(function() return nil, err(422) end)
       local run = runner.new(function() end, nil, FIN)

@@ -28,7 +28,10 @@
 -- finalize), and orphans it was told to remove. Those the object carries
 -- are taken off first (one JSON patch testing each entry), with a warning
 -- naming each; the reconcile then ends: the update that follows brings the
--- object back if anything is left to do.
+-- object back if anything is left to do. When finalize is declared and the
+-- object does not carry this version's finalizer (a script renamed, or its
+-- finalizer renamed, before it reached the object), finalize runs first:
+-- the stale finalizer stood for this cleanup.
 local M = {}
 
 local function index_of(list, v)
@@ -61,6 +64,13 @@ local function remove_finalizer(ctx, obj, idx, finalizer)
                           { op = "remove", path = path } }, { type = "json" })
 end
 
+local function carries_any(obj, names)
+  for _, n in ipairs(names) do
+    if index_of(obj.metadata.finalizers, n) then return true end
+  end
+  return false
+end
+
 local function remove_stale(ctx, obj, stale)
   local found = {}
   for i, f in ipairs(obj.metadata.finalizers or {}) do
@@ -90,9 +100,13 @@ end
 ---@return fun(ctx: any, obj: table, stale: string[]|nil): any, string
 function M.new(reconcile, finalize, finalizer)
   return function(ctx, obj, stale)
-    if stale and obj.metadata.deletionTimestamp ~= nil then
-      local removed, r = remove_stale(ctx, obj, stale)
-      if removed then return r, "finalize" end
+    if stale and obj.metadata.deletionTimestamp ~= nil and carries_any(obj, stale) then
+      if finalize and not index_of(obj.metadata.finalizers, finalizer) then
+        local r = finalize(ctx, obj)
+        if r ~= nil then return r, "finalize" end
+      end
+      local _, r = remove_stale(ctx, obj, stale)
+      return r, "finalize"
     end
     if not finalize then return (reconcile(ctx, obj)), "reconcile" end
     local md = obj.metadata
