@@ -507,7 +507,8 @@ def test_dev_skips_failing_scripts_and_retries_them(cluster, namespace, klua_fac
         assert len([r for r in log_records(k) if r.get("msg", "").startswith(
             "script not loaded")]) == 1, "the same failure was reported again"
     finally:
-        cluster.kubectl("delete", "crd", f"widgets.{group}", "--wait=false", check=False)
+        # waited for: a CRD going away meanwhile would change what later tests discover
+        cluster.kubectl("delete", "crd", f"widgets.{group}", "--timeout=60s", check=False)
 
 
 def test_sighup_retries_a_script_whose_crd_was_installed_since(cluster, namespace,
@@ -527,7 +528,8 @@ def test_sighup_retries_a_script_whose_crd_was_installed_since(cluster, namespac
         k.proc.send_signal(signal.SIGHUP)              # the file did not change
         k.wait_log(r'"changed":"widgets \(added\)"')
     finally:
-        cluster.kubectl("delete", "crd", f"widgets.{group}", "--wait=false", check=False)
+        # waited for: a CRD going away meanwhile would change what later tests discover
+        cluster.kubectl("delete", "crd", f"widgets.{group}", "--timeout=60s", check=False)
 
 
 def test_renamed_script_finalizes_objects_already_being_deleted(cluster, namespace,
