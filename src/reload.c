@@ -93,7 +93,8 @@ struct reload_set {
     void *started_ud;
     int dev;                     /* --dev: failing scripts are skipped and retried */
     size_t start_errors;         /* strict start-up: scripts that could not start */
-    kl_err start_err;            /* the first of them, or the count */
+    kl_err start_err;            /* what start-up fails with */
+    kl_err first_start_err;
     loop_timer_id start_timer, retry_timer;
     controller_finalizers *finalizers;   /* every controller's, one book */
 };
@@ -204,14 +205,18 @@ static int record_failure(entry *e, const kl_err *err, lua_host_dep *failed, siz
     return news;
 }
 
-/* Strict start-up: count the failure, keep the first message. */
+/* Strict start-up: count the failures; the message says how many and
+ * carries the first. */
 static void note_start_error(reload_set *s, const kl_err *err)
 {
-    if (s->start_errors++ == 0)
+    if (s->start_errors++ == 0) {
+        s->first_start_err = *err;
         s->start_err = *err;
-    else
-        kl_err_set(&s->start_err, KL_EINVAL, "%zu scripts could not start (each is logged "
-                                             "above)", s->start_errors);
+        return;
+    }
+    kl_err_set(&s->start_err, s->first_start_err.code,
+               "%zu scripts could not start (each is logged above); the first: %s",
+               s->start_errors, s->first_start_err.msg);
 }
 
 /* Load path into a fresh host. On failure *failed receives the files the
@@ -921,6 +926,8 @@ size_t reload_set_active(const reload_set *s)
 
 int reload_set_synced(const reload_set *s)
 {
+    if (!s->started)
+        return 0;   /* also when strict start-up failed: nothing is synced */
     for (size_t i = 0; i < s->n; i++)
         if (s->e[i].c && !controller_synced(s->e[i].c))
             return 0;

@@ -75,7 +75,8 @@ const controller *reload_set_find(const reload_set *s, const char *name);
 /* A rescan is under way (waiting for discovery). */
 int reload_set_rescanning(const reload_set *s);
 size_t reload_set_active(const reload_set *s);       /* reconciles in flight, all */
-int reload_set_synced(const reload_set *s);          /* every controller has synced */
+/* Start-up has finished and every running controller has synced. */
+int reload_set_synced(const reload_set *s);
 /* Readiness for /readyz: 1 when every controller has synced, else 0 with
  * one line per controller waiting appended to why (may be NULL). */
 int reload_set_ready(void *s, kl_buf *why);

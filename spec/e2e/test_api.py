@@ -466,7 +466,19 @@ def test_strict_start_up_lists_every_failing_script_and_exits_1(cluster, namespa
               if r.get("msg") == "script not loaded"}
     assert set(failed) == {"broken.lua", "selector.lua"}, failed
     assert "selector.lua:5: selector: invalid label selector" in failed["selector.lua"]
-    assert "error: 2 scripts could not start" in k.log()
+    assert "error: 2 scripts could not start (each is logged above); the first: " in k.log()
+    assert "caches synced" not in k.log()
+
+
+def test_strict_start_up_with_several_missing_kinds_says_caches_never_synced(
+        cluster, namespace, klua_factory, tmp_path):
+    write_script(tmp_path, "gadgets.lua", WIDGETS % "nowhere.klua.dev")
+    scripts = write_script(tmp_path, "widgets.lua", WIDGETS % "nowhere.klua.dev")
+    k = klua_factory(scripts=scripts, args=["--namespace", namespace]).start()
+    assert k.proc.wait(60) == 1
+    assert "caches synced" not in k.log(), k.log()   # nothing runs: nothing synced
+    assert "error: 2 scripts could not start (each is logged above); the first: " in k.log()
+    assert "watch: no resource for kind Widget" in k.log()
 
 
 def test_strict_start_up_with_a_missing_kind_exits_1_naming_it(cluster, namespace,
