@@ -10,25 +10,37 @@
 --     name      = "comment",                -- optional, default: file name
 --     watch     = { apiVersion = "github.klua.dev/v1", kind = "Comment" },
 --     owns      = { { apiVersion = "v1", kind = "ConfigMap" } },
+--     watches   = { { apiVersion = "v1", kind = "Secret",   -- optional: mapped kinds
+--                     map = function(s) return { s.metadata.namespace .. "/app" } end } },
 --     namespace = nil,                      -- optional: only this namespace
 --     selector  = nil,                      -- optional: label selector
 --     workers   = 4,                        -- concurrent reconciles (coroutines)
+--     finalizer = "example.com/cleanup",    -- optional, default "klua.dev/<name>"
+--     error_condition = "Ready",            -- optional: the condition set on errors, or false
 --     reconcile = function(ctx, obj) ... end,
---     finalize  = function(ctx, obj) ... end, -- optional; adds/removes a finalizer
+--     finalize  = function(ctx, obj) ... end, -- optional; adds/removes the finalizer
 --   }
 --
 -- reconcile(ctx, obj) is called with a fresh decoded copy of the cached
 -- object (changing it changes nothing in the cache). It returns nil (done),
--- or a klua.Result. An error raised in reconcile is logged once with file
--- and line, recorded as a Warning Event on the object, and the key backs
--- off exponentially; when the resource has a status subresource and the
--- object has status.conditions, klua also sets a `Ready` condition
--- (status "False", reason "ReconcileError", message "file:line: ...") and
--- removes it after the next successful reconcile. klua touches no other
--- condition type. Any other return value (a string, a table with other
--- keys, a negative requeue_after) is an error naming the script. When the
--- object is gone from the cache, reconcile is not called (level-based:
--- deletions are handled by finalize).
+-- or a klua.Result. An update of the watched object that changes only its
+-- status, metadata.resourceVersion or metadata.managedFields does not run it
+-- (watch.predicate changes that). An error raised in reconcile is logged
+-- once with file and line, recorded as a Warning Event on the object, and
+-- the key backs off exponentially; when the resource has a status
+-- subresource and the object has status.conditions, klua also sets the
+-- error_condition (`Ready` by default; status "False", reason
+-- "ReconcileError", message "file:line: ...") and removes it after the
+-- next successful reconcile. A condition of that type that the script wrote
+-- itself for the object's current generation is never overwritten, and
+-- klua touches no other condition type. Any other return value (a string,
+-- a table with other keys, a negative requeue_after) is an error naming the
+-- script. When the object is gone from the cache, reconcile is not called
+-- (level-based). With finalize declared, objects being deleted go to
+-- finalize and never to reconcile; without it, reconcile sees them
+-- (obj.metadata.deletionTimestamp set). A finalizer klua put on objects and
+-- no script declares any more (a renamed script, a reload that dropped
+-- finalize) is taken off objects being deleted, with a warning.
 --
 -- The sandbox. Each script has its own Lua state: base functions without
 -- dofile/loadfile (load takes text only; collectgarbage only "count"),
@@ -66,17 +78,47 @@
 -- transport level) return `nil, err` with err a klua.Error; misuse (wrong
 -- argument types, unknown kinds) raises an error.
 
----@class klua.TypeRef
+-- Any kind: ctx:get and ctx:list of a klua.TypeRef return plain tables.
+---@class klua.TypeRef: klua.Ref<table>
 ---@field apiVersion string   e.g. "v1", "github.klua.dev/v1"
 ---@field kind string         e.g. "ConfigMap", "Comment"
 
+-- Which updates enqueue: "any" (every update), "generation" (generation,
+-- deletionTimestamp or finalizers changed), "labels", "annotations", a list
+-- of those (any may match), or a function(old, new) returning a boolean
+-- (it may not call ctx; an error lets the update through and is logged
+-- once). Adds and deletes always enqueue. Default for watch: any change but
+-- status, metadata.resourceVersion and metadata.managedFields; for owns and
+-- watches: "any".
+---@alias klua.PredicateName "any"|"generation"|"labels"|"annotations"
+---@alias klua.Predicate klua.PredicateName|klua.PredicateName[]|fun(old: table, new: table): boolean
+
+-- watch and owns entries may carry a predicate:
+-- `watch = { apiVersion = "v1", kind = "ConfigMap", predicate = "generation" }`.
+---@class klua.WatchRef: klua.TypeRef
+---@field predicate? klua.Predicate
+
+-- A secondary kind whose objects map to keys of the watched kind
+-- (controller-runtime's EnqueueRequestsFromMapFunc). On an update, the old
+-- and the new object are both mapped.
+---@class klua.MappedWatch
+---@field apiVersion string
+---@field kind string
+---@field namespace? string         only this namespace (default: the controller's)
+---@field selector? string          label selector, checked at load time
+---@field predicate? klua.Predicate default "any"
+---@field map fun(obj: table): string[]  keys of the watched kind, "ns/name" (or "name")
+
 ---@class klua.Controller
 ---@field name? string
----@field watch klua.TypeRef
----@field owns? klua.TypeRef[]
+---@field watch klua.Ref<any>|klua.WatchRef  a klua.TypeRef, or a klua.ref.* from klua types
+---@field owns? (klua.Ref<any>|klua.WatchRef)[]  mapped back by ownerReferences
+---@field watches? klua.MappedWatch[]
 ---@field namespace? string
----@field selector? string
----@field workers? integer
+---@field selector? string          label selector, checked at load time
+---@field workers? integer          1 to 1024, default 1
+---@field finalizer? string         the finalizer finalize manages, default "klua.dev/<name>"
+---@field error_condition? string|false  the condition set on errors, default "Ready"
 ---@field reconcile fun(ctx: klua.Context, obj: table): klua.Result|nil
 ---@field finalize? fun(ctx: klua.Context, obj: table): klua.Result|nil
 
@@ -118,6 +160,10 @@
 ---@field headers table<string,string>   names lower-cased
 ---@field body string
 
+--- Structured log lines on klua's stderr (at most 8 fields; the message, each
+--- field name and each value is cut at 16 KiB, and secret values are replaced
+--- by "[redacted]"). The line counts against the script's memory cap while it
+--- is written.
 ---@class klua.Log
 ---@field info fun(msg: string, fields?: table<string, any>)
 ---@field warn fun(msg: string, fields?: table<string, any>)
@@ -134,25 +180,33 @@ local Context = {}
 
 --- Read one object from the informer cache (a fresh copy), or nil if absent.
 --- For a kind that no controller watches or owns, this is a live GET (yields).
----@param type klua.TypeRef
+---@generic T
+---@param type klua.Ref<T>  a type reference; typed when declared as a klua.ref.* (klua types)
 ---@param namespace string|nil
 ---@param name string
----@return table|nil obj, klua.Error|nil err
+---@return T|nil obj, klua.Error|nil err
 function Context:get(type, namespace, name) end
 
 --- List objects of a kind from the cache (fresh copies), filtered.
----@param type klua.TypeRef
+---@generic T
+---@param type klua.Ref<T>
 ---@param opts? klua.ListOptions
----@return table[] objs
+---@return T[] objs
 function Context:list(type, opts) end
 
 --- Create an object (apiVersion, kind and metadata in obj). Yields.
----@return table|nil created, klua.Error|nil err
+---@generic T: table
+---@param obj T                 apiVersion, kind, metadata.name (or generateName), namespace
+---@param opts? klua.WriteOptions
+---@return T|nil created, klua.Error|nil err   err.reason "AlreadyExists" when the name is taken
 function Context:create(obj, opts) end
 
 --- Replace an object; obj.metadata.resourceVersion guards against lost
 --- updates (a stale one returns err.reason == "Conflict"). Yields.
----@return table|nil updated, klua.Error|nil err
+---@generic T: table
+---@param obj T                 a whole object, as read (changed)
+---@param opts? klua.WriteOptions|{subresource?: string}
+---@return T|nil updated, klua.Error|nil err
 function Context:update(obj, opts) end
 
 --- Patch an object. `patch` is a table (encoded as JSON) or a JSON string.
@@ -164,10 +218,14 @@ function Context:update(obj, opts) end
 function Context:patch(obj, patch, opts) end
 
 --- Server-side apply of a whole desired object (opts.force defaults to true). Yields.
----@return table|nil applied, klua.Error|nil err
+---@generic T: table
+---@param obj T                 the fields this field manager owns: apiVersion, kind, metadata.name...
+---@param opts? klua.WriteOptions
+---@return T|nil applied, klua.Error|nil err
 function Context:apply(obj, opts) end
 
 --- Delete an object. A missing object is not an error (returns true). Yields.
+---@param obj table             names the target: apiVersion, kind, metadata.namespace/name
 ---@param opts? klua.DeleteOptions
 ---@return boolean|nil ok, klua.Error|nil err
 function Context:delete(obj, opts) end
@@ -187,8 +245,12 @@ function Context:patch_status(obj, status) end
 ---@param message string
 function Context:event(obj, type, reason, message) end
 
---- Outbound HTTP(S), TLS verified. Returns nil, err only when no HTTP answer
---- came (err.reason "ConnectionError" or "Timeout"); any HTTP status is a response.
+--- Outbound HTTP(S), TLS verified, sent with `User-Agent: klua/VERSION` unless
+--- req.headers sets one. Returns nil, err when no whole HTTP answer came:
+--- err.reason "ConnectionError" or "Timeout"; "ResponseTooLarge" when the body
+--- (of any status) would pass the script's memory cap (`--lua-memory`), and
+--- "RequestTooLarge" when the request body and headers would (nothing is sent).
+--- Any HTTP status is a response. Yields.
 ---@param req klua.HttpRequest
 ---@return klua.HttpResponse|nil resp, klua.Error|nil err
 function Context:http(req) end
@@ -201,15 +263,20 @@ function Context:sleep(seconds) end
 ---@return number
 function Context:now() end
 
---- Environment variable of the klua process allowed for scripts
---- (only names starting with KLUA_ or GITHUB_ except secrets are readable).
+--- Environment variable of the klua process, if its name matches an
+--- `klua run --allow-env PATTERN` glob (default: `KLUA_*` and `GITHUB_API_URL`).
+--- Any other name returns nil, and klua logs one warning naming the variable
+--- and the flag. Secrets go through ctx:secret, not the environment.
 ---@param name string
 ---@return string|nil
 function Context:getenv(name) end
 
---- Read a secret value passed to klua (e.g. the GitHub token from
---- GITHUB_TOKEN or --github-token-file). The value must never be logged.
----@param name string  "github_token"
+--- A secret given to klua with `klua run --secret NAME=FILE` (the file is read
+--- again when it changes, so a rotated Kubernetes Secret volume is picked up).
+--- `github_token` may also come from `--github-token-file FILE` or
+--- `$GITHUB_TOKEN`. nil when there is no such secret. klua replaces secret values
+--- with "[redacted]" in ctx.log lines, ctx:event texts and reconcile errors.
+---@param name string  e.g. "github_token"
 ---@return string|nil
 function Context:secret(name) end
 
@@ -218,3 +285,7 @@ function Context:secret(name) end
 --   require "klua.github" -> the GitHub REST client used by lua/comment.lua
 --   require "klua.conditions" -> set(list, {type=, status=, reason=, message=, observedGeneration=}, now)
 --                                 returns new_list, changed; get(list, type); is_true(list, type)
+-- Their annotations: klua.json in lua/types/klua/json.lua; klua.github and
+-- klua.conditions in their sources (lua/lib/klua/), which a checker reads as a
+-- library (the repository's .luarc.json, `klua check --types`). Kinds:
+-- lua/types/object.lua (klua.Object, klua.Ref<T>) and what `klua types` writes.
