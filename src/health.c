@@ -111,8 +111,9 @@ int health_check(void *ud, kl_buf *why)
     int ok = 1;
     if (st.timer && now > st.beat_ms && now - st.beat_ms > stall) {
         ok = 0;
-        kl_buf_printf(why, "event loop: no heartbeat for %llu ms (over --healthz-loop-stall %llu s)\n",
-                      (unsigned long long)(now - st.beat_ms), (unsigned long long)(stall / 1000));
+        kl_buf_printf(why, "event loop: no heartbeat for %llu ms (over --healthz-loop-stall "
+                      "%llu s)\n", (unsigned long long)(now - st.beat_ms),
+                      (unsigned long long)(stall / 1000));
     }
     for (size_t i = 0; i < st.n; i++) {
         const failing *e = &st.f[i];
