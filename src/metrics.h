@@ -32,7 +32,7 @@
  *   informer.c    metrics_cache_objects_add, metrics_informer_skipped,
  *                   metrics_informer_relist, metrics_informer_watch_restart.
  *   leader.c      metrics_leader_status as the lease is taken and lost.
- *   lua_ctx.c     metrics_http_request per ctx:http answer.
+ *   lua_ctx_io.c  metrics_http_request per ctx:http answer.
  *   reload.c      metrics_script_reload per hot reload.
  *   ops.c         metrics_render per scrape; the render runs the registry's
  *                   collectors first (process_* from /proc, the workqueues'
