@@ -23,6 +23,9 @@
  * The host remembers which files it read (the script and each lib module,
  * with a hash of their bytes) so hot reload can tell which scripts a
  * change affects (lua_host_deps, lua_host_deps_changed).
+ *
+ * Implemented by the lua_* host modules (lua_host_int.h lists them, lowest
+ * first); this header is the contract the rest of klua uses.
  * Uses: lua_json, luamods, log, err, Lua 5.4.
  */
 #ifndef KLUA_LUA_HOST_H
