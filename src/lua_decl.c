@@ -4,6 +4,7 @@
 #include "lua_decl.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@ static void decl_free(lua_controller_decl *d)
     free(d->selector);
     memset(d, 0, sizeof *d);
     d->reconcile_ref = d->finalize_ref = LUA_NOREF;
+    d->validate_ref = d->mutate_ref = d->convert_ref = LUA_NOREF;
 }
 
 void lua_decl_reset(lua_host *h)
@@ -30,6 +32,9 @@ void lua_decl_reset(lua_host *h)
     if (h->L) {
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.reconcile_ref);
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.finalize_ref);
+        luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.validate_ref);
+        luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.mutate_ref);
+        luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.convert_ref);
     }
     decl_free(&h->decl);
 }
@@ -212,10 +217,33 @@ static int edit_distance(const char *a, const char *b)
     return d[la][lb];
 }
 
+/* The optional webhook handlers (served by webhook.c). */
+static int read_webhook_handlers(lua_host *h, int t, kl_err *err)
+{
+    static const struct {
+        const char *key, *usage;
+        size_t off;
+    } fns[] = {
+        {"validate", "validate must be a function(ctx, req) returning true, or false and a "
+                     "message", offsetof(lua_controller_decl, validate_ref)},
+        {"mutate", "mutate must be a function(ctx, req) that changes req.object",
+         offsetof(lua_controller_decl, mutate_ref)},
+        {"convert", "convert must be a function(ctx, obj, to_version) returning the object in "
+                    "to_version", offsetof(lua_controller_decl, convert_ref)},
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        int *ref = (int *)((char *)&h->decl + fns[i].off);
+        if (read_function(h, t, fns[i].key, ref) < 0)
+            return decl_fail(h, err, fns[i].key, "%s", fns[i].usage, NULL);
+    }
+    return 0;
+}
+
 static int validate_decl(lua_host *h, int t, kl_err *err)
 {
-    static const char *const known[] = {"name",     "watch",    "owns",      "namespace",
-                                        "selector", "workers",  "reconcile", "finalize", NULL};
+    static const char *const known[] = {"name",      "watch",    "owns",     "namespace",
+                                        "selector",  "workers",  "reconcile", "finalize",
+                                        "validate",  "mutate",   "convert",  NULL};
     lua_State *L = h->L;
     lua_controller_decl *d = &h->decl;
     if (lua_type(L, t) != LUA_TTABLE)
@@ -242,7 +270,8 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
                 snprintf(hint, sizeof hint, "did you mean \"%s\"? ", near);
             int rc = decl_fail(h, err, k, "unknown field \"%s\" in the controller table (%sknown: "
                                           "name, watch, owns, namespace, selector, workers, "
-                                          "reconcile, finalize)", k, hint);
+                                          "reconcile, finalize, validate, mutate, convert)",
+                                          k, hint);
             lua_pop(L, 1);
             return rc;
         }
@@ -333,7 +362,7 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
     if (rc < 0)
         return decl_fail(h, err, "finalize", "finalize must be a function(ctx, obj)", NULL, NULL);
     d->has_finalize = rc == 1;
-    return 0;
+    return read_webhook_handlers(h, t, err);
 }
 
 int lua_decl_validate(lua_host *h, int t, const char *src, kl_err *err)

@@ -4,7 +4,7 @@
  * Uses: reload (the scripts and their controllers, hot reload), lua_host
  * (check), controller, lua_ctx (shared ctx state), informer (registry),
  * rest (discovery), kube, http, kubeconfig, ops and metrics (/metrics,
- * /readyz), leader (--leader-elect), loop, log.
+ * /readyz), leader (--leader-elect), webhook (--webhook-addr), loop, log.
  *
  * Start-up fails fast and plainly: a script that does not load, a kind the
  * server does not know, or a bad kubeconfig each print one "error: ..."
@@ -36,6 +36,7 @@
 #include "lua_ctx.h"
 #include "lua_host.h"
 #include "rest.h"
+#include "webhook.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -71,7 +72,12 @@ static const char run_usage[] =
     "  --lua-timeout MS          CPU time a reconcile may run without waiting (default 200)\n"
     "  --metrics-addr ADDR       serve /metrics, /healthz, /readyz on ADDR, e.g. :8080 or\n"
     "                            127.0.0.1:0 (default: off)\n"
-    "  --dev                     reload scripts when files in DIR or DIR/lib change\n"
+    "  --dev                     reload scripts when files in DIR or DIR/lib change; with\n"
+    "                            --webhook-addr, also make certificates and install the\n"
+    "                            webhook configurations\n"
+    "  --webhook-addr ADDR       serve the scripts' validate/mutate/convert handlers over\n"
+    "                            HTTPS on ADDR, e.g. :9443 or 127.0.0.1:9443 (default: off)\n"
+    "  --webhook-cert-dir DIR    tls.crt and tls.key for it (re-read when they change)\n"
     "  --leader-elect            reconcile only while holding a coordination.k8s.io Lease\n"
     "                            (informers warm up meanwhile; default off)\n"
     "  --leader-election-namespace NS  the Lease's namespace (default $POD_NAMESPACE, else\n"
@@ -320,6 +326,7 @@ static void on_signal(loop *l, int signo, void *ud)
 
 typedef struct run_flags {
     const char *scripts, *kubeconfig, *context, *ns, *log_format, *token_file, *metrics;
+    const char *webhook_addr, *webhook_cert_dir;
     int workers, verbosity, burst;
     double qps;
     lua_host_opts limits;     /* --lua-memory, --lua-budget, --lua-timeout */
@@ -388,6 +395,8 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         STR_FLAG("--log-format", log_format)
         STR_FLAG("--github-token-file", token_file)
         STR_FLAG("--metrics-addr", metrics)
+        STR_FLAG("--webhook-addr", webhook_addr)
+        STR_FLAG("--webhook-cert-dir", webhook_cert_dir)
         STR_FLAG("--leader-election-namespace", le_ns)
         STR_FLAG("--leader-election-id", le_id)
 #undef STR_FLAG
@@ -562,6 +571,7 @@ int klua_run_main(int argc, char **argv)
     informer_registry *reg = NULL;
     lua_ctx_shared *shared = NULL;
     ops_server *ops = NULL;
+    webhook *wh = NULL;
     run_state rs = {0};
     char *le_ns = NULL, *le_id = NULL;
 
@@ -646,6 +656,11 @@ int klua_run_main(int argc, char **argv)
         goto out;
     if (f.dev && reload_set_watch(rs.set, &err) != 0)
         goto out;
+    webhook_opts wo = {f.webhook_addr, f.webhook_cert_dir, f.dev,
+                       f.limits.run_ms ? f.limits.run_ms : LUA_HOST_DEFAULT_RUN_MS,
+                       reload_set_webhook_find, reload_set_webhook_each, rs.set};
+    if (webhook_start(l, kc, shared, &wo, &wh, &err) != 0)
+        goto out;
     if (rs.le) {
         char lease[512];
         snprintf(lease, sizeof lease, "%s/%s", le_ns, f.le_id ? f.le_id : "klua");
@@ -667,6 +682,7 @@ out:
     if (rc != 0)
         fprintf(stderr, "error: %s\n", err.msg);
     ops_free(ops);
+    webhook_free(wh);
     reload_set_free(rs.set);
     controller_gate_free(rs.gate);   /* after the controllers behind it */
     leader_free(rs.le);

@@ -1,0 +1,503 @@
+/* webhook_server.c - the HTTPS webhook server (see webhook_server.h).
+ *
+ * Each connection is a small state machine over a non-blocking socket:
+ * HANDSHAKE (SSL_accept) -> READ (SSL_read until a whole request is in,
+ * parsed by ops_request_parse) -> WRITE (SSL_write of the answer) -> READ
+ * again (keep-alive) or closed. An SSL call that wants the other direction
+ * re-arms the loop's watch for it; one timer per connection closes it
+ * when a request does not arrive whole in time or it idles too long.
+ * Uses: webhook_review, ops, loop, buf, err, log, OpenSSL.
+ */
+#include "webhook_server.h"
+
+#include "buf.h"
+#include "log.h"
+#include "ops.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define READ_CHUNK 16384
+#define CERT_CHECK_MS 1000
+
+enum { C_HANDSHAKE, C_READ, C_WRITE };
+
+typedef struct conn conn;
+
+typedef struct cert_stamp {
+    struct timespec crt_mtime, key_mtime;
+    off_t crt_size, key_size;
+    ino_t crt_ino, key_ino;
+} cert_stamp;
+
+struct webhook_server {
+    loop *l;
+    int fd, port;
+    webhook_server_opts o;
+    char *cert_dir;
+    SSL_CTX *ctx;
+    cert_stamp stamp;
+    uint64_t cert_checked_ms;
+    conn *conns;
+    size_t nconns;
+    unsigned long requests;
+};
+
+struct conn {
+    webhook_server *s;
+    conn *prev, *next;
+    int fd, state, close_after;
+    SSL *ssl;
+    kl_buf in, out;
+    size_t out_off;
+    loop_timer_id timer;
+};
+
+/* ---- certificates ---- */
+
+static int stamp_files(const char *dir, cert_stamp *st)
+{
+    char p[4096];
+    struct stat a, b;
+    snprintf(p, sizeof p, "%s/tls.crt", dir);
+    if (stat(p, &a) != 0)
+        return -1;
+    snprintf(p, sizeof p, "%s/tls.key", dir);
+    if (stat(p, &b) != 0)
+        return -1;
+    memset(st, 0, sizeof *st);
+    st->crt_mtime = a.st_mtim;
+    st->key_mtime = b.st_mtim;
+    st->crt_size = a.st_size;
+    st->key_size = b.st_size;
+    st->crt_ino = a.st_ino;
+    st->key_ino = b.st_ino;
+    return 0;
+}
+
+static int stamp_eq(const cert_stamp *a, const cert_stamp *b)
+{
+    return a->crt_mtime.tv_sec == b->crt_mtime.tv_sec &&
+           a->crt_mtime.tv_nsec == b->crt_mtime.tv_nsec &&
+           a->key_mtime.tv_sec == b->key_mtime.tv_sec &&
+           a->key_mtime.tv_nsec == b->key_mtime.tv_nsec && a->crt_size == b->crt_size &&
+           a->key_size == b->key_size && a->crt_ino == b->crt_ino && a->key_ino == b->key_ino;
+}
+
+static SSL_CTX *load_ctx(const char *dir, kl_err *err)
+{
+    char crt[4096], key[4096], why[256] = "";
+    snprintf(crt, sizeof crt, "%s/tls.crt", dir);
+    snprintf(key, sizeof key, "%s/tls.key", dir);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        kl_err_set(err, KL_ENOMEM, "webhook server: cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+    const char *bad = NULL;
+    if (SSL_CTX_use_certificate_chain_file(ctx, crt) != 1)
+        bad = crt;
+    else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        bad = key;
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        bad = "tls.key (it does not match tls.crt)";
+    if (bad) {
+        ERR_error_string_n(ERR_get_error(), why, sizeof why);
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        kl_err_set(err, KL_ETLS, "webhook server: cannot load %s: %s", bad, why);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* New connections use the files' current contents. */
+static void maybe_reload_cert(webhook_server *s)
+{
+    uint64_t now = loop_now_ms(s->l);
+    if (now - s->cert_checked_ms < CERT_CHECK_MS)
+        return;
+    s->cert_checked_ms = now;
+    cert_stamp st;
+    if (stamp_files(s->cert_dir, &st) != 0 || stamp_eq(&st, &s->stamp))
+        return;
+    s->stamp = st;
+    kl_err err = {0};
+    SSL_CTX *ctx = load_ctx(s->cert_dir, &err);
+    if (!ctx) {
+        kl_log(KL_LOG_WARN, "webhook certificate changed but does not load; keeping the "
+                            "previous one", "error", err.msg, NULL);
+        return;
+    }
+    SSL_CTX_free(s->ctx);   /* connections hold their own reference */
+    s->ctx = ctx;
+    kl_log(KL_LOG_INFO, "webhook certificate reloaded", "dir", s->cert_dir, NULL);
+}
+
+/* ---- connections ---- */
+
+static void conn_close(conn *c)
+{
+    webhook_server *s = c->s;
+    loop_timer_cancel(s->l, c->timer);
+    loop_fd_del(s->l, c->fd);
+    if (c->ssl) {
+        if (c->state != C_HANDSHAKE)
+            SSL_shutdown(c->ssl);   /* best effort: one non-blocking close_notify */
+        SSL_free(c->ssl);
+    }
+    ERR_clear_error();
+    close(c->fd);
+    kl_buf_free(&c->in);
+    kl_buf_free(&c->out);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    free(c);
+}
+
+static void on_timeout(loop *l, void *ud)
+{
+    conn *c = ud;
+    (void)l;
+    c->timer = 0;
+    kl_log(KL_LOG_V1, "webhook connection timed out", NULL);
+    conn_close(c);
+}
+
+static void arm_timer(conn *c, unsigned ms)
+{
+    loop_timer_cancel(c->s->l, c->timer);
+    c->timer = loop_timer_add(c->s->l, ms, on_timeout, c);
+}
+
+static void respond(conn *c, int status, const char *body, size_t len, int close_after)
+{
+    kl_buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
+                  status, status == 200 ? "OK" : status == 405 ? "Method Not Allowed"
+                                           : status == 413 ? "Payload Too Large"
+                                           : status == 431 ? "Request Header Fields Too Large"
+                                           : status == 500 ? "Internal Server Error"
+                                                           : "Bad Request",
+                  status == 200 ? "application/json" : "text/plain", len,
+                  close_after ? "Connection: close\r\n" : "");
+    kl_buf_append(&c->out, body, len);
+    c->close_after |= close_after;
+}
+
+/* Answer the request at the start of c->in (whole). */
+static void serve(conn *c, const ops_request *req)
+{
+    webhook_server *s = c->s;
+    const char *body = c->in.data + req->total_len - req->content_length;
+    if (req->method_len != 4 || memcmp(req->method, "POST", 4) != 0) {
+        static const char msg[] = "webhooks take POST\n";
+        respond(c, 405, msg, sizeof msg - 1, !req->keep_alive);
+    } else {
+        kl_buf ans = KL_BUF_INIT;
+        int st = webhook_review_handle(&s->o.handlers, req->path, req->path_len, body,
+                                       req->content_length, &ans);
+        if (kl_buf_failed(&ans))
+            respond(c, 500, "out of memory\n", 14, 1);
+        else
+            respond(c, 200, ans.data, ans.len, !req->keep_alive);
+        kl_buf_free(&ans);
+        if (kl_log_enabled(KL_LOG_V1)) {
+            char code[16], path[128];
+            snprintf(code, sizeof code, "%d", st);
+            snprintf(path, sizeof path, "%.*s", (int)(req->path_len < 100 ? req->path_len : 100),
+                     req->path);
+            kl_log(KL_LOG_V1, "webhook request", "path", path, "status", code, NULL);
+        }
+    }
+    s->requests++;
+    kl_buf_consume(&c->in, req->total_len);
+}
+
+static void drive(conn *c);
+
+static void on_io(loop *l, int fd, int events, void *ud)
+{
+    (void)l;
+    (void)fd;
+    (void)events;
+    drive(ud);
+}
+
+/* 1: wait for the event the SSL call wants; 0: go on; -1: close. */
+static int ssl_wait(conn *c, int rc)
+{
+    int e = SSL_get_error(c->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ)
+        return loop_fd_mod(c->s->l, c->fd, LOOP_READ) == 0 ? 1 : -1;
+    if (e == SSL_ERROR_WANT_WRITE)
+        return loop_fd_mod(c->s->l, c->fd, LOOP_WRITE) == 0 ? 1 : -1;
+    ERR_clear_error();
+    return -1;
+}
+
+/* Parse what is in; 1 when a request was answered (now writing), 0 when
+ * more bytes are needed, -1 on memory failure. */
+static int try_request(conn *c)
+{
+    webhook_server *s = c->s;
+    if (!c->in.len)
+        return 0;
+    ops_request req;
+    int st = ops_request_parse(c->in.data, c->in.len, s->o.max_request, &req);
+    if (st == OPS_PARSE_AGAIN)
+        return 0;
+    if (st == OPS_PARSE_DONE) {
+        serve(c, &req);
+    } else {
+        char msg[64];
+        int n = snprintf(msg, sizeof msg, "malformed request (%d)\n", st);
+        respond(c, st, msg, (size_t)n, 1);
+        kl_buf_reset(&c->in);
+    }
+    if (kl_buf_failed(&c->out))
+        return -1;
+    c->state = C_WRITE;
+    c->out_off = 0;
+    return 1;
+}
+
+static void drive(conn *c)
+{
+    for (;;) {
+        if (c->state == C_HANDSHAKE) {
+            int rc = SSL_accept(c->ssl);
+            if (rc != 1) {
+                if (ssl_wait(c, rc) < 0)
+                    goto close;
+                return;
+            }
+            c->state = C_READ;
+        }
+        if (c->state == C_READ) {
+            int got = try_request(c);
+            if (got < 0)
+                goto close;
+            if (got == 0) {
+                if (kl_buf_reserve(&c->in, READ_CHUNK) != 0)
+                    goto close;
+                size_t room = c->in.cap - c->in.len - 1;
+                int n = SSL_read(c->ssl, c->in.data + c->in.len, (int)room);
+                if (n <= 0) {
+                    if (ssl_wait(c, n) < 0)
+                        goto close;
+                    return;
+                }
+                if (c->in.len == 0)   /* a request begins: it must arrive in time */
+                    arm_timer(c, c->s->o.request_timeout_ms);
+                c->in.len += (size_t)n;
+                c->in.data[c->in.len] = '\0';
+                continue;
+            }
+        }
+        if (c->state == C_WRITE) {
+            while (c->out_off < c->out.len) {
+                size_t left = c->out.len - c->out_off;
+                int n = SSL_write(c->ssl, c->out.data + c->out_off,
+                                  (int)(left > (1u << 30) ? 1u << 30 : left));
+                if (n <= 0) {
+                    if (ssl_wait(c, n) < 0)
+                        goto close;
+                    return;
+                }
+                c->out_off += (size_t)n;
+            }
+            if (c->close_after)
+                goto close;
+            kl_buf_reset(&c->out);
+            c->out_off = 0;
+            c->state = C_READ;
+            arm_timer(c, c->in.len ? c->s->o.request_timeout_ms : c->s->o.idle_timeout_ms);
+            if (loop_fd_mod(c->s->l, c->fd, LOOP_READ) != 0)
+                goto close;
+        }
+    }
+close:
+    conn_close(c);
+}
+
+static void on_accept(loop *l, int lfd, int events, void *ud)
+{
+    webhook_server *s = ud;
+    (void)events;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        maybe_reload_cert(s);
+        if (s->nconns >= s->o.max_conns) {
+            kl_log(KL_LOG_WARN, "webhook server: too many connections; closing a new one", NULL);
+            close(fd);
+            continue;
+        }
+        conn *c = calloc(1, sizeof *c);
+        if (!c || !(c->ssl = SSL_new(s->ctx)) || SSL_set_fd(c->ssl, fd) != 1) {
+            if (c)
+                SSL_free(c->ssl);
+            free(c);
+            close(fd);
+            ERR_clear_error();
+            continue;
+        }
+        c->s = s;
+        c->fd = fd;
+        c->state = C_HANDSHAKE;
+        if (loop_fd_add(l, fd, LOOP_READ, on_io, c) != 0) {
+            SSL_free(c->ssl);
+            free(c);
+            close(fd);
+            continue;
+        }
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+        arm_timer(c, s->o.request_timeout_ms);
+        drive(c);
+    }
+}
+
+/* ---- the listening socket ---- */
+
+static int split_addr(const char *a, char *host, size_t hcap, char *port, size_t pcap)
+{
+    const char *colon = strrchr(a, ':');
+    if (!colon || !colon[1] || strlen(colon + 1) >= pcap)
+        return -1;
+    const char *h = a;
+    size_t hn = (size_t)(colon - a);
+    if (hn >= 2 && h[0] == '[' && h[hn - 1] == ']') {
+        h++;
+        hn -= 2;
+    }
+    if (hn >= hcap)
+        return -1;
+    for (const char *p = colon + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return -1;
+    memcpy(host, h, hn);
+    host[hn] = '\0';
+    snprintf(port, pcap, "%s", colon + 1);
+    return 0;
+}
+
+static int bind_listen(const char *addr, kl_err *err)
+{
+    char host[256], port[8];
+    if (split_addr(addr, host, sizeof host, port, sizeof port) != 0)
+        return kl_err_set(err, KL_EINVAL, "webhook address \"%s\": want host:port or :port", addr);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(*host ? host : NULL, port, &hints, &res) != 0)   /* start-up: may block */
+        return kl_err_set(err, KL_EINVAL, "webhook address \"%s\": unknown host", addr);
+    int fd = -1, e = 0;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            e = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+            e = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return kl_err_set(err, KL_EIO, "webhook address \"%s\": cannot listen: %s", addr,
+                          strerror(e));
+    return fd;
+}
+
+webhook_server *webhook_server_start(loop *l, const webhook_server_opts *o, kl_err *err)
+{
+    if (!o->addr || !*o->addr || !o->cert_dir || !*o->cert_dir) {
+        kl_err_set(err, KL_EINVAL, "webhook server: an address and a certificate folder are "
+                                   "needed (--webhook-addr, --webhook-cert-dir or --dev)");
+        return NULL;
+    }
+    webhook_server *s = calloc(1, sizeof *s);
+    if (!s || !(s->cert_dir = strdup(o->cert_dir))) {
+        free(s);
+        kl_err_set(err, KL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->l = l;
+    s->fd = -1;
+    s->o = *o;
+    s->o.cert_dir = s->cert_dir;
+    if (!s->o.max_conns)
+        s->o.max_conns = 64;
+    if (!s->o.max_request)
+        s->o.max_request = WEBHOOK_MAX_REQUEST;
+    if (!s->o.request_timeout_ms)
+        s->o.request_timeout_ms = 10000;
+    if (!s->o.idle_timeout_ms)
+        s->o.idle_timeout_ms = 60000;
+    stamp_files(s->cert_dir, &s->stamp);
+    s->cert_checked_ms = loop_now_ms(l);
+    if (!(s->ctx = load_ctx(s->cert_dir, err)))
+        goto fail;
+    if ((s->fd = bind_listen(o->addr, err)) < 0)
+        goto fail;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(s->fd, (struct sockaddr *)&ss, &sl) == 0)
+        s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    if (loop_fd_add(l, s->fd, LOOP_READ, on_accept, s) != 0) {
+        kl_err_set(err, KL_EIO, "webhook server: cannot watch the socket");
+        goto fail;
+    }
+    return s;
+fail:
+    if (s->fd >= 0)
+        close(s->fd);
+    SSL_CTX_free(s->ctx);
+    free(s->cert_dir);
+    free(s);
+    return NULL;
+}
+
+int webhook_server_port(const webhook_server *s) { return s ? s->port : 0; }
+size_t webhook_server_connections(const webhook_server *s) { return s ? s->nconns : 0; }
+unsigned long webhook_server_requests(const webhook_server *s) { return s ? s->requests : 0; }
+
+void webhook_server_free(webhook_server *s)
+{
+    if (!s)
+        return;
+    while (s->conns)
+        conn_close(s->conns);
+    loop_fd_del(s->l, s->fd);
+    close(s->fd);
+    SSL_CTX_free(s->ctx);
+    free(s->cert_dir);
+    free(s);
+}
