@@ -656,7 +656,7 @@ int klua_run_main(int argc, char **argv)
         goto out;
     if (f.dev && reload_set_watch(rs.set, &err) != 0)
         goto out;
-    webhook_opts wo = {f.webhook_addr, f.webhook_cert_dir, f.dev,
+    webhook_opts wo = {f.webhook_addr, f.webhook_cert_dir, f.dev, f.ns,
                        f.limits.run_ms ? f.limits.run_ms : LUA_HOST_DEFAULT_RUN_MS,
                        reload_set_webhook_find, reload_set_webhook_each, rs.set};
     if (webhook_start(l, kc, shared, &wo, &wh, &err) != 0)

@@ -109,7 +109,7 @@ int webhook_start(loop *l, kube_client *kc, lua_ctx_shared *shared, const webhoo
     base_url(o->addr, webhook_server_port(w->server), url, sizeof url);
     kl_log(KL_LOG_INFO, "webhook server listening", "url", url, "certs", dir, NULL);
     if (o->dev) {
-        webhook_dev_opts d = {url, ca.data, o->each, o->scripts};
+        webhook_dev_opts d = {url, ca.data, o->namespace, o->each, o->scripts};
         if (!(w->dev = webhook_dev_start(l, kc, &d, err)))
             goto fail;
     }

@@ -26,6 +26,7 @@ typedef struct webhook_opts {
     const char *addr;          /* --webhook-addr; NULL or "" = no webhooks */
     const char *cert_dir;      /* --webhook-cert-dir; NULL = generated under --dev */
     int dev;                   /* --dev: certificates and configurations for you */
+    const char *namespace;     /* --namespace: the dev webhooks see only it (or NULL) */
     uint64_t lua_timeout_ms;   /* --lua-timeout: must stay below timeoutSeconds */
     webhook_find_fn find;      /* the scripts (reload_set_webhook_find / _each) */
     webhook_each_fn each;

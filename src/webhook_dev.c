@@ -4,6 +4,7 @@
  */
 #include "webhook_dev.h"
 
+#include "json.h"
 #include "log.h"
 #include "rest.h"
 
@@ -183,10 +184,17 @@ static void put_webhook(kl_buf *b, const render *r, const char *op, const char *
                      "\"operations\":[\"CREATE\",\"UPDATE\"],\"resources\":[\"%s\"],"
                      "\"scope\":\"%s\"}],\"admissionReviewVersions\":[\"v1\"],"
                      "\"sideEffects\":\"None\",\"failurePolicy\":\"Fail\","
-                     "\"matchPolicy\":\"Equivalent\",\"timeoutSeconds\":%d%s}",
+                     "\"matchPolicy\":\"Equivalent\",\"timeoutSeconds\":%d%s",
                   res->group, res->version, res->resource, res->namespaced ? "Namespaced" : "*",
                   WEBHOOK_DEV_TIMEOUT_S,
                   strcmp(op, "mutate") == 0 ? ",\"reinvocationPolicy\":\"Never\"" : "");
+    if (r->o->namespace && *r->o->namespace) {
+        kl_buf_puts(b, ",\"namespaceSelector\":{\"matchLabels\":{"
+                       "\"kubernetes.io/metadata.name\":");
+        json_escape_append(b, r->o->namespace, strlen(r->o->namespace));
+        kl_buf_puts(b, "}}");
+    }
+    kl_buf_putc(b, '}');
 }
 
 static void visit(void *ud, const char *name, const webhook_target *t)
@@ -262,7 +270,7 @@ struct webhook_dev {
     loop *l;
     kube_client *kc;
     webhook_dev_opts o;
-    char *base_url, *ca_pem;
+    char *base_url, *ca_pem, *ns;
     char *applied;              /* what the last complete write sent, or NULL */
     char *sending;              /* what the write in flight sends */
     kl_buf val, mut, conv;      /* the documents of the write in flight */
@@ -401,6 +409,12 @@ webhook_dev *webhook_dev_start(loop *l, kube_client *kc, const webhook_dev_opts 
     d->o = *o;
     d->o.base_url = d->base_url;
     d->o.ca_pem = d->ca_pem;
+    if (o->namespace && !(d->ns = strdup(o->namespace))) {
+        webhook_dev_free(d);
+        kl_err_set(err, KL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    d->o.namespace = d->ns;
     schedule(d, 0);
     return d;
 }
@@ -421,5 +435,6 @@ void webhook_dev_free(webhook_dev *d)
     free(d->sending);
     free(d->base_url);
     free(d->ca_pem);
+    free(d->ns);
     free(d);
 }

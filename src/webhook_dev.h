@@ -9,7 +9,7 @@
  * MutatingWebhookConfiguration named "klua-dev" with a webhook per script
  * declaring validate / mutate (rules: the watched resource, CREATE and
  * UPDATE; failurePolicy Fail; timeoutSeconds WEBHOOK_DEV_TIMEOUT_S;
- * matchPolicy Equivalent; url https://<host>:<port>/<op>/<controller>;
+ * matchPolicy Equivalent; with --namespace, a namespaceSelector for it; url https://<host>:<port>/<op>/<controller>;
  * caBundle the CA), applied server-side (field manager klua-dev), and the
  * conversion stanza (strategy Webhook, url .../convert/<controller>) merged
  * into the CRD of each script declaring convert. It looks at the scripts
@@ -38,6 +38,7 @@ int webhook_dev_certs(const char *dir, kl_buf *ca_pem, kl_err *err);
 typedef struct webhook_dev_opts {
     const char *base_url;        /* "https://127.0.0.1:9443" */
     const char *ca_pem;          /* the CA the serving certificate chains to */
+    const char *namespace;       /* klua run --namespace: only objects there (or NULL) */
     webhook_each_fn each;
     void *each_ud;
 } webhook_dev_opts;
