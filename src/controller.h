@@ -2,8 +2,10 @@
  * reconcile coroutines.
  *
  * Provides: a controller built from a loaded script (lua_host). It resolves
- * the watched and owned kinds through discovery, shares informers through
- * the registry, maps events on owned objects back to the owner's key
+ * the watched and owned kinds through discovery (asynchronously: starting
+ * and replacing wait for discovery as any other I/O, never blocking the
+ * loop), shares informers through the registry, maps events on owned
+ * objects back to the owner's key
  * (ownerReferences whose kind and group match the watched kind), and once
  * its caches have synced hands keys to at most `workers` reconciles at a
  * time, each a coroutine. Outcomes follow sample-controller: nil -> forget;
@@ -26,12 +28,17 @@
  * declaration are taken from the registry before the old ones are
  * released, so an unchanged watch keeps its cache (no LIST); every cached
  * key is enqueued again. Metrics go to metrics_default().
- * Uses: lua_host, lua_ctx, lua_json, informer, rest, store, workqueue, loop,
- * json, metrics, log.
+ * Uses: controller_version (script versions, klua.runner), controller_binding
+ * (resolving kinds, informers, owner mapping), controller_status (Ready),
+ * controller_result (what a reconcile's result means),
+ * controller_gate (leader election), lua_host, lua_ctx, lua_json,
+ * discovery, informer, rest, store, workqueue, loop, metrics, log.
  */
 #ifndef KLUA_CONTROLLER_H
 #define KLUA_CONTROLLER_H
 
+#include "controller_gate.h"
+#include "discovery.h"
 #include "err.h"
 #include "informer.h"
 #include "loop.h"
@@ -43,21 +50,10 @@
 
 typedef struct controller controller;
 
-/* A gate several controllers share (controller_deps.gate), for leader
- * election: while it is closed their informers run and caches fill, but no
- * reconcile starts; opening it lets every controller behind it dispatch.
- * Controllers join when built and leave when freed; free the gate after
- * them. */
-typedef struct controller_gate controller_gate;
-controller_gate *controller_gate_new(int open);   /* caller frees; NULL = out of memory */
-void controller_gate_set(controller_gate *g, int open);
-int controller_gate_is_open(const controller_gate *g);
-void controller_gate_free(controller_gate *g);
-
 typedef struct controller_deps {
     loop *l;
     kube_client *kc;
-    kube_discovery *disco;
+    discovery *disco;
     informer_registry *reg;
     lua_ctx_shared *shared;
     const char *namespace;   /* --namespace: overrides the script's, or NULL */
@@ -68,20 +64,35 @@ typedef struct controller_deps {
     void (*on_synced)(void *ud, controller *c);
     void *synced_ud;
     /* Optional: reconciles start only while this gate is open (NULL = no
-     * gate). */
+     * gate; see controller_gate.h). */
     controller_gate *gate;
 } controller_deps;
 
-/* Build a controller from a loaded script; takes ownership of h on success.
- * Discovery runs synchronously here (start-up only). An unknown kind is an
- * error naming the script: "lua/x.lua: watch: unknown kind ...". */
+/* done(ud, c, NULL) when a start or replace has taken effect, or
+ * done(ud, c, err) saying why not. Called exactly once per accepted call,
+ * from a loop callback (never from inside the call); never after
+ * controller_free. done may free c. */
+typedef void (*controller_done_cb)(void *ud, controller *c, const kl_err *err);
+
+/* Build a controller from a loaded script (no I/O); takes ownership of h
+ * on success. */
 controller *controller_new(lua_host *h, const controller_deps *d, kl_err *err);
-/* Get the informers and begin; dispatching starts once they have synced. */
-int controller_start(controller *c, kl_err *err);
-/* Replace the script with h (loaded, declaring the same controller name);
- * takes ownership of h on success. On failure (an unknown kind, memory)
- * the old script keeps running and h stays the caller's. */
-int controller_replace(controller *c, lua_host *h, kl_err *err);
+/* Resolve the watched and owned kinds through discovery, then take the
+ * informers and begin; dispatching starts once they have synced. Returns
+ * -1 (no callback) when it cannot begin; else done follows: an unknown
+ * kind is an error naming the script, "lua/x.lua: watch: no resource for
+ * kind ...". A failed controller is the caller's to free. */
+int controller_start(controller *c, controller_done_cb done, void *ud, kl_err *err);
+/* Replace the script with h (loaded, declaring the same controller name)
+ * once h's kinds are resolved. Returns -1 when the name differs, the
+ * controller is not started, or a start or replace is already waiting; h
+ * stays the caller's and there is no callback. Else it takes ownership of
+ * h and done follows; on failure (an unknown kind, memory) the old script
+ * keeps running and h is freed. */
+int controller_replace(controller *c, lua_host *h, controller_done_cb done, void *ud,
+                       kl_err *err);
+/* A start or replace is waiting for discovery. */
+int controller_pending(const controller *c);
 int controller_synced(const controller *c);
 /* Stop taking keys; reconciles in flight go on. */
 void controller_shutdown(controller *c);
@@ -94,7 +105,8 @@ const lua_host *controller_host(const controller *c);   /* the current script */
 /* For webhook handlers (webhook_lua.h), which run as tasks of the current
  * script: its host, and in *cache the lookup ctx:get / ctx:list use. */
 lua_host *controller_webhook_host(controller *c, lua_ctx_cache *cache);
-/* Cancels reconciles still in flight, releases informers, frees the host. */
+/* Cancels reconciles still in flight and a start or replace still waiting
+ * (no callback), releases informers, frees the host. */
 void controller_free(controller *c);
 
 #endif

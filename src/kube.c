@@ -1,7 +1,7 @@
 /* kube.c - the Kubernetes transport (see kube.h).
  *
  * Provides: kube_client (auth, throttling, retries, Status decoding),
- * kube_request, kube_watch, kube_request_sync, and the small building
+ * kube_request, kube_watch, and the small building
  * blocks exposed for tests (token bucket, Retry-After, retry policy).
  * Uses: http (transfers), loop (timers for throttling and backoff),
  * watchframe (watch stream framing), execcred (exec plugins), json, buf,
@@ -834,37 +834,3 @@ void kube_cancel(kube_call *call)
 }
 
 /* ---- synchronous helper ------------------------------------------------- */
-
-typedef struct sync_state {
-    int done;
-    kube_result *res;
-} sync_state;
-
-static void sync_done(void *ud, kube_result *r)
-{
-    sync_state *s = ud;
-    kube_result *out = s->res;
-    out->http_code = r->http_code;
-    memcpy(out->reason, r->reason, sizeof out->reason);
-    memcpy(out->message, r->message, sizeof out->message);
-    out->body = r->body;
-    memset(&r->body, 0, sizeof r->body);
-    out->http = NULL;
-    s->done = 1;
-}
-
-int kube_request_sync(kube_client *c, const char *method, const char *path_query,
-                      const char *content_type, const char *body, size_t body_len,
-                      kube_result *res)
-{
-    sync_state s = {0, res};
-    memset(res, 0, sizeof *res);
-    if (!kube_request(c, method, path_query, content_type, body, body_len, sync_done, &s)) {
-        snprintf(res->reason, sizeof res->reason, "ConnectionError");
-        snprintf(res->message, sizeof res->message, "out of memory");
-        return -1;
-    }
-    while (!s.done)
-        loop_run_once(c->l, -1);
-    return kube_result_ok(res) ? 0 : -1;
-}

@@ -73,12 +73,6 @@ kube_call *kube_watch(kube_client *c, const char *path_query, kube_event_cb on_e
                       kube_done_cb done, void *ud);
 void kube_cancel(kube_call *call);   /* no callback afterwards */
 
-/* Synchronous helper for start-up and tests: runs the loop until the call
- * ends. Never call it from a loop callback. Caller frees res->body. */
-int kube_request_sync(kube_client *c, const char *method, const char *path_query,
-                      const char *content_type, const char *body, size_t body_len,
-                      kube_result *res);
-
 /* Request counters (for tests and /metrics): total requests sent, and LIST
  * requests (GET on a collection without watch=1). */
 typedef struct kube_stats {

@@ -1,7 +1,7 @@
 /* leader.c - leader election on a Lease (see leader.h).
  *
  * Provides: leader_elector and the pure helpers of leader.h.
- * Uses: rest (discovery, get/create/update), kube (results), json, loop
+ * Uses: rest (get/create/update), kube (results), json, loop
  * (timers), log, buf, err.
  *
  * One attempt is a GET of the Lease followed, when we may take it, by a
@@ -275,8 +275,7 @@ static void log_api_error(const leader_elector *e, const char *what, const kube_
            res->message, NULL);
 }
 
-leader_elector *leader_new(loop *l, kube_client *kc, kube_discovery *d, const leader_config *cfg,
-                           kl_err *err)
+leader_elector *leader_new(loop *l, kube_client *kc, const leader_config *cfg, kl_err *err)
 {
     leader_elector *e = calloc(1, sizeof *e);
     if (!e) {
@@ -296,8 +295,9 @@ leader_elector *leader_new(loop *l, kube_client *kc, kube_discovery *d, const le
         kl_err_set(err, KL_ENOMEM, "out of memory");
         goto fail;
     }
-    if (kube_discovery_lookup(d, "coordination.k8s.io/v1", "Lease", &e->res, err) != 0) {
-        kl_err_wrap(err, "leader election");
+    static const kube_resource lease = {"coordination.k8s.io", "v1", "leases", "Lease", 1, 0};
+    if (kube_resource_copy(&e->res, &lease) != 0) {
+        kl_err_set(err, KL_ENOMEM, "out of memory");
         goto fail;
     }
     return e;

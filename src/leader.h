@@ -13,8 +13,9 @@
  * (on_stopped). leader_release hands the lease back on shutdown
  * (holderIdentity "", leaseDurationSeconds 1), as client-go's
  * ReleaseOnCancel does, so a standby takes over at once.
- * Everything runs on the loop; no call blocks it (discovery, in
- * leader_new, is start-up only).
+ * Everything runs on the loop; no call blocks it. The Lease resource is
+ * the built-in coordination.k8s.io/v1 leases (namespaced), as client-go's
+ * resourcelock knows it: no discovery is needed.
  * The pure parts (validation, the Lease's record, the expiry rule, time
  * format) are exposed for unit tests (spec/c/test_leader.c).
  * Uses: rest, kube, json, loop, log, buf, err.
@@ -50,11 +51,9 @@ typedef struct leader_config {
 
 typedef struct leader_elector leader_elector;
 
-/* Resolves the Lease resource through discovery (synchronously: call at
- * start-up, not from a loop callback) and validates the durations. The
- * elector keeps kc and d borrowed; they must outlive it. */
-leader_elector *leader_new(loop *l, kube_client *kc, kube_discovery *d, const leader_config *cfg,
-                           kl_err *err);
+/* Validates the durations. The elector keeps kc borrowed; it must outlive
+ * it. */
+leader_elector *leader_new(loop *l, kube_client *kc, const leader_config *cfg, kl_err *err);
 /* Begin trying to acquire (at once, then every retry period). */
 void leader_start(leader_elector *e);
 int leader_is_leader(const leader_elector *e);

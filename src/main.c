@@ -47,6 +47,25 @@ static int usage_error(const char *fmt, const char *arg)
 
 /* server-version: the smallest end-to-end use of the client; scripts and
  * tests use it to check a kubeconfig. */
+/* The answer to GET /version; the loop stops when it is in. */
+typedef struct version_call {
+    loop *l;
+    int done;
+    kube_result res;
+} version_call;
+
+static void on_version(void *ud, kube_result *r)
+{
+    version_call *v = ud;
+    v->done = 1;
+    v->res.http_code = r->http_code;
+    memcpy(v->res.reason, r->reason, sizeof v->res.reason);
+    memcpy(v->res.message, r->message, sizeof v->res.message);
+    v->res.body = r->body;          /* taken over */
+    memset(&r->body, 0, sizeof r->body);
+    loop_stop(v->l);
+}
+
 static int server_version_main(int argc, char **argv)
 {
     kubeconfig_opts ko = {0};
@@ -70,7 +89,7 @@ static int server_version_main(int argc, char **argv)
     loop *l = NULL;
     http_client *h = NULL;
     kube_client *c = NULL;
-    kube_result res = {0};
+    version_call v = {0};
     int rc = 1;
     if (kubeconfig_load(&ko, &cfg, &err) != 0)
         goto out;
@@ -80,12 +99,19 @@ static int server_version_main(int argc, char **argv)
     copts.max_retries = 1; /* a down server should be reported quickly */
     if (!(c = kube_client_new(l, h, &cfg, &copts, &err)))
         goto out;
-    if (kube_request_sync(c, "GET", "/version", NULL, NULL, 0, &res) != 0 || !kube_result_ok(&res)) {
-        kl_err_set(&err, KL_EAPI, "%s", res.message[0] ? res.message : "GET /version failed");
+    v.l = l;
+    if (!kube_request(c, "GET", "/version", NULL, NULL, 0, on_version, &v)) {
+        kl_err_set(&err, KL_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* The loop's own driver, until the answer is in (kube.c retries meanwhile). */
+    loop_run(l);
+    if (!v.done || !kube_result_ok(&v.res)) {
+        kl_err_set(&err, KL_EAPI, "%s", v.res.message[0] ? v.res.message : "GET /version failed");
         goto out;
     }
     json_doc d = {0};
-    if (json_parse(&d, res.body.data, res.body.len, &err) != 0) {
+    if (json_parse(&d, v.res.body.data, v.res.body.len, &err) != 0) {
         kl_err_wrap(&err, "the server's /version answer");
         goto out;
     }
@@ -97,7 +123,7 @@ static int server_version_main(int argc, char **argv)
 out:
     if (rc != 0)
         fprintf(stderr, "error: %s\n", err.msg);
-    kl_buf_free(&res.body);
+    kl_buf_free(&v.res.body);
     kube_client_free(c);
     http_client_free(h);
     loop_free(l);

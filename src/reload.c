@@ -9,7 +9,10 @@
  * knows the files its Lua state read and their hashes, so a rescan after
  * any event (or SIGHUP) reloads exactly the scripts whose code changed,
  * and an event that changed nothing (an editor's backup file, a touch)
- * reloads nothing.
+ * reloads nothing. Starting and replacing a controller wait for discovery
+ * on the loop: each such load is a pending_op whose callback (on_started,
+ * on_applied) finishes it, and a rescan ends (finish_rescan) when its last
+ * pending load has its answer.
  */
 #include "reload.h"
 
@@ -41,6 +44,23 @@ typedef struct entry {
     int has_failed;
 } entry;
 
+/* A controller start or replace waiting for discovery (controller_done_cb's
+ * ud). Entries are found again by path: s->e moves when it grows. */
+typedef struct pending_op {
+    struct reload_set *s;
+    char *path;
+    char *old_name;              /* replace: the running controller's name */
+    lua_host_dep *seen;          /* the files the new version read */
+    size_t nseen;
+    struct pending_op *next;
+} pending_op;
+
+/* What a rescan changed, for its log line. */
+typedef struct changes {
+    kl_buf what;                 /* "comment (reloaded), foo (added)" */
+    int failed;
+} changes;
+
 typedef struct watch_dir {
     int wd;
     char *path;
@@ -62,6 +82,13 @@ struct reload_set {
     loop_timer_id debounce;
     int rescanning, again;
     loop_timer_id again_timer;
+    pending_op *ops;             /* waiting for discovery */
+    size_t pending;
+    uint64_t rescan_t0;
+    changes ch;                  /* of the rescan in progress */
+    reload_started_cb started_cb;
+    void *started_ud;
+    int start_failed;
 };
 
 /* ---- files ---- */
@@ -245,20 +272,96 @@ static void log_loaded(controller *c)
            d->watch.api_version, "file", controller_script(c), "workers", workers, NULL);
 }
 
-int reload_set_start(reload_set *s, const controller_deps *deps, kl_err *err)
+static void op_free(pending_op *o)
+{
+    lua_host_deps_free(o->seen, o->nseen);
+    free(o->path);
+    free(o->old_name);
+    free(o);
+}
+
+static pending_op *op_new(reload_set *s, const char *path, const char *old_name)
+{
+    pending_op *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    o->s = s;
+    if (!(o->path = strdup(path)) || (old_name && !(o->old_name = strdup(old_name)))) {
+        op_free(o);
+        return NULL;
+    }
+    o->next = s->ops;
+    s->ops = o;
+    s->pending++;
+    return o;
+}
+
+/* Unlink o (its callback came); the caller frees it. */
+static void op_done(pending_op *o)
+{
+    reload_set *s = o->s;
+    for (pending_op **p = &s->ops; *p; p = &(*p)->next) {
+        if (*p == o) {
+            *p = o->next;
+            break;
+        }
+    }
+    s->pending--;
+}
+
+static void on_again(loop *l, void *ud);
+
+static void schedule_again(reload_set *s)
+{
+    s->again = 0;
+    if (!s->again_timer)
+        s->again_timer = loop_timer_add(s->deps.l, 0, on_again, s);
+}
+
+static void on_started(void *ud, controller *c, const kl_err *err)
+{
+    pending_op *o = ud;
+    reload_set *s = o->s;
+    op_done(o);
+    op_free(o);
+    if (s->start_failed)
+        return;
+    if (err) {
+        s->start_failed = 1;
+        s->started_cb(s->started_ud, err);
+        return;
+    }
+    log_loaded(c);
+    if (s->pending)
+        return;
+    s->started = 1;
+    s->started_cb(s->started_ud, NULL);
+    if (s->again)
+        schedule_again(s);
+}
+
+int reload_set_start(reload_set *s, const controller_deps *deps, reload_started_cb started,
+                     void *ud, kl_err *err)
 {
     s->deps = *deps;
+    s->started_cb = started;
+    s->started_ud = ud;
     for (size_t i = 0; i < s->n; i++) {
         entry *e = &s->e[i];
         if (!(e->c = controller_new(e->h, &s->deps, err)))
             return -1;
         e->h = NULL; /* owned by the controller now */
-        log_loaded(e->c);
     }
-    for (size_t i = 0; i < s->n; i++)
-        if (controller_start(s->e[i].c, err) != 0)
+    for (size_t i = 0; i < s->n; i++) {
+        pending_op *o = op_new(s, s->e[i].path, NULL);
+        if (!o)
+            return kl_err_set(err, KL_ENOMEM, "out of memory");
+        if (controller_start(s->e[i].c, on_started, o, err) != 0) {
+            op_done(o);
+            op_free(o);
             return -1;
-    s->started = 1;
+        }
+    }
     return 0;
 }
 
@@ -271,7 +374,7 @@ static void on_drain_poll(loop *l, void *ud)
     size_t j = 0;
     for (size_t i = 0; i < s->ndraining; i++) {
         controller *c = s->draining[i];
-        if (controller_active(c) == 0 && !s->rescanning)
+        if (controller_active(c) == 0)
             controller_free(c);   /* releases its informers: unused ones stop */
         else
             s->draining[j++] = c;
@@ -296,11 +399,6 @@ static void stop_controller(reload_set *s, controller *c)
 }
 
 /* ---- rescans ---- */
-
-typedef struct changes {
-    kl_buf what;                 /* "comment (reloaded), foo (added)" */
-    int failed;
-} changes;
 
 static void note(changes *ch, const char *name, const char *how)
 {
@@ -327,7 +425,59 @@ static int failure_reported(const entry *e)
     return e->has_failed && !lua_host_deps_changed(e->failed, e->nfailed);
 }
 
-static int start_new(reload_set *s, entry *e, lua_host *h, changes *ch, kl_err *err)
+static entry *entry_by_path(reload_set *s, const char *path)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->e[i].path, path))
+            return &s->e[i];
+    return NULL;
+}
+
+static void finish_rescan(reload_set *s);
+
+/* A new or replaced version has its kinds resolved (or not). */
+static void on_applied(void *ud, controller *c, const kl_err *err)
+{
+    pending_op *o = ud;
+    reload_set *s = o->s;
+    changes *ch = &s->ch;
+    entry *e = entry_by_path(s, o->path);
+    op_done(o);
+    if (!o->old_name && err) {
+        /* A new controller that did not start. */
+        if (e && e->c == c)
+            e->c = NULL;
+        controller_free(c);
+    }
+    if (!e) {
+        /* cannot happen: entries stay while a rescan waits */
+    } else if (!err) {
+        if (o->old_name) {
+            note(ch, o->old_name, "reloaded");
+            metrics_script_reload(o->old_name, 1);
+            kl_log(KL_LOG_INFO, "controller reloaded", "name", o->old_name, "file", e->path, NULL);
+        } else {
+            log_loaded(c);
+            note(ch, controller_name(c), "added");
+            metrics_script_reload(controller_name(c), 1);
+        }
+        entry_clear_failed(e);
+    } else if (err->code != KL_ECANCEL) {
+        report_failure(e, o->old_name,
+                       e->c ? "script not reloaded; the running version stays" : "script not loaded",
+                       err, o->seen, o->nseen);
+        o->seen = NULL;
+        o->nseen = 0;
+        ch->failed++;
+    }
+    op_free(o);
+    if (!s->pending && s->rescanning)
+        finish_rescan(s);
+}
+
+/* Build and start a controller for h (owned) on e; the outcome comes to
+ * on_applied. 0 when under way. */
+static int start_new(reload_set *s, entry *e, lua_host *h, pending_op *o, kl_err *err)
 {
     const char *name = lua_host_decl(h)->name;
     entry *other = name_user(s, name, e);
@@ -342,18 +492,16 @@ static int start_new(reload_set *s, entry *e, lua_host *h, changes *ch, kl_err *
         lua_host_free(h);
         return -1;
     }
-    if (controller_start(c, err) != 0) {
+    if (controller_start(c, on_applied, o, err) != 0) {
         controller_free(c);
         return -1;
     }
     e->c = c;
-    log_loaded(c);
-    note(ch, controller_name(c), "added");
-    metrics_script_reload(controller_name(c), 1);
     return 0;
 }
 
-/* The file of e exists: (re)load it if its code changed. */
+/* The file of e exists: (re)load it if its code changed. A load that
+ * needs discovery finishes in on_applied. */
 static void rescan_entry(reload_set *s, entry *e, changes *ch)
 {
     if (e->c) {
@@ -378,39 +526,40 @@ static void rescan_entry(reload_set *s, entry *e, changes *ch)
         ch->failed++;
         return;
     }
-    size_t n = 0;
-    const lua_host_dep *d = lua_host_deps(h, &n);
-    lua_host_dep *seen = NULL;
-    if (lua_host_deps_copy(d, n, &seen) != 0)
-        n = 0;
     if (e->c && strcmp(lua_host_decl(h)->name, old_name) != 0) {
         /* Renamed: another controller (another finalizer); stop the old one. */
         note(ch, old_name, "removed");
         stop_controller(s, e->c);
         e->c = NULL;
+        old_name = NULL;
     }
-    int rc;
-    if (e->c) {
-        rc = controller_replace(e->c, h, &err);
-        if (rc == 0) {
-            note(ch, old_name, "reloaded");
-            metrics_script_reload(old_name, 1);
-            kl_log(KL_LOG_INFO, "controller reloaded", "name", old_name, "file", e->path, NULL);
-        } else {
-            lua_host_free(h);
-        }
-    } else {
-        rc = start_new(s, e, h, ch, &err);
+    size_t n = 0;
+    const lua_host_dep *d = lua_host_deps(h, &n);
+    pending_op *o = op_new(s, e->path, old_name);
+    if (o && lua_host_deps_copy(d, n, &o->seen) == 0)
+        o->nseen = n;
+    int rc = -1;
+    if (!o)
+        kl_err_set(&err, KL_ENOMEM, "out of memory");
+    else if (e->c)
+        rc = controller_replace(e->c, h, on_applied, o, &err);
+    else
+        rc = start_new(s, e, h, o, &err);   /* h is taken either way */
+    if (rc == 0)
+        return;
+    if (e->c || !o)
+        lua_host_free(h);   /* controller_replace leaves h to us on failure */
+    lua_host_dep *seen = o ? o->seen : NULL;
+    size_t nseen = o ? o->nseen : 0;
+    if (o) {
+        o->seen = NULL;
+        op_done(o);
+        op_free(o);
     }
-    if (rc == 0) {
-        entry_clear_failed(e);
-        lua_host_deps_free(seen, n);
-    } else {
-        report_failure(e, old_name,
-                       e->c ? "script not reloaded; the running version stays" : "script not loaded",
-                       &err, seen, n);
-        ch->failed++;
-    }
+    report_failure(e, old_name,
+                   e->c ? "script not reloaded; the running version stays" : "script not loaded",
+                   &err, seen, nseen);
+    ch->failed++;
 }
 
 static void remove_entry(reload_set *s, size_t i, changes *ch)
@@ -437,17 +586,31 @@ static void on_again(loop *l, void *ud)
     reload_set_rescan(s);
 }
 
+/* Every load of the rescan has its answer: report, and run a rescan that
+ * was asked for meanwhile. */
+static void finish_rescan(reload_set *s)
+{
+    if (s->ch.what.len) {
+        char ms[32];
+        snprintf(ms, sizeof ms, "%llu", (unsigned long long)(loop_time_ms() - s->rescan_t0));
+        kl_log(KL_LOG_INFO, "reload", "changed", s->ch.what.data, "ms", ms, NULL);
+    }
+    kl_buf_free(&s->ch.what);
+    s->ch.failed = 0;
+    s->rescanning = 0;
+    if (s->again)
+        schedule_again(s);
+}
+
 void reload_set_rescan(reload_set *s)
 {
-    if (!s->started)
-        return;
-    if (s->rescanning) {
+    if (!s->started || s->rescanning) {
+        /* After start-up, or after the rescan under way. */
         s->again = 1;
         return;
     }
     s->rescanning = 1;
-    uint64_t t0 = loop_time_ms();
-    changes ch = {KL_BUF_INIT, 0};
+    s->rescan_t0 = loop_time_ms();
     char **files = NULL;
     size_t nfiles = 0;
     kl_err err = {0};
@@ -464,33 +627,20 @@ void reload_set_rescan(reload_set *s)
         if (found)
             i++;
         else
-            remove_entry(s, i, &ch);
+            remove_entry(s, i, &s->ch);
     }
     for (size_t j = 0; j < nfiles; j++) {
-        entry *e = NULL;
-        for (size_t i = 0; i < s->n && !e; i++)
-            if (!strcmp(s->e[i].path, files[j]))
-                e = &s->e[i];
+        entry *e = entry_by_path(s, files[j]);
         if (!e && !(e = add_entry(s, files[j]))) {
             kl_log(KL_LOG_ERROR, "reload: out of memory", NULL);
             break;
         }
-        rescan_entry(s, e, &ch);
-    }
-    if (ch.what.len) {
-        char ms[32];
-        snprintf(ms, sizeof ms, "%llu", (unsigned long long)(loop_time_ms() - t0));
-        kl_log(KL_LOG_INFO, "reload", "changed", ch.what.data, "ms", ms, NULL);
+        rescan_entry(s, e, &s->ch);
     }
 out:
-    kl_buf_free(&ch.what);
     reload_free_list(files, nfiles);
-    s->rescanning = 0;
-    if (s->again) {
-        s->again = 0;
-        if (!s->again_timer)
-            s->again_timer = loop_timer_add(s->deps.l, 0, on_again, s);
-    }
+    if (!s->pending)
+        finish_rescan(s);
 }
 
 /* ---- inotify ---- */
@@ -626,6 +776,16 @@ size_t reload_set_count(const reload_set *s)
     return n;
 }
 
+const controller *reload_set_find(const reload_set *s, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].c && !strcmp(controller_name(s->e[i].c), name))
+            return s->e[i].c;
+    return NULL;
+}
+
+int reload_set_rescanning(const reload_set *s) { return s->rescanning; }
+
 size_t reload_set_active(const reload_set *s)
 {
     size_t n = 0;
@@ -693,7 +853,7 @@ void reload_set_free(reload_set *s)
             loop_timer_cancel(s->deps.l, s->again_timer);
     }
     for (size_t i = 0; i < s->n; i++) {
-        controller_free(s->e[i].c);
+        controller_free(s->e[i].c);   /* cancels a start or replace waiting */
         lua_host_free(s->e[i].h);
         entry_clear_failed(&s->e[i]);
         free(s->e[i].path);
@@ -702,6 +862,12 @@ void reload_set_free(reload_set *s)
     for (size_t i = 0; i < s->ndraining; i++)
         controller_free(s->draining[i]);
     free(s->draining);
+    while (s->ops) {
+        pending_op *o = s->ops;
+        s->ops = o->next;
+        op_free(o);
+    }
+    kl_buf_free(&s->ch.what);
     free(s->dir);
     free(s);
 }

@@ -20,8 +20,11 @@
  * after the last event, so editors that write in several steps (write a
  * temporary file and rename it over, or truncate then write) are seen once.
  * SIGHUP calls reload_set_rescan() too (run.c).
- * Reentrancy: a rescan may run the loop (discovery of a new kind); a
- * rescan asked for meanwhile runs right after it.
+ * A load that needs discovery (a kind not cached yet) waits for it as any
+ * other I/O: the rescan returns at once, the loop runs on, and the new
+ * version takes over (or its error is reported) when discovery answers;
+ * the rescan's log line comes when its last load has its answer. A rescan
+ * asked for meanwhile (or during start-up) runs right after.
  * Uses: controller, lua_host, webhook_lua, loop, metrics, log.
  */
 #ifndef KLUA_RELOAD_H
@@ -44,15 +47,26 @@ reload_set *reload_set_new(const char *dir, const lua_host_opts *limits, kl_err 
 /* Load every top-level *.lua of the directory. err: "file:line: message",
  * or a duplicate controller name, or "no *.lua scripts in DIR". */
 int reload_set_load(reload_set *s, kl_err *err);
-/* Build controllers from the loaded scripts (discovery) and start them;
- * deps is copied. Logs "controller loaded" for each. */
-int reload_set_start(reload_set *s, const controller_deps *deps, kl_err *err);
+/* started(ud, NULL) once every controller has started, or started(ud, err)
+ * at the first that cannot (an unknown kind): called once, from a loop
+ * callback. */
+typedef void (*reload_started_cb)(void *ud, const kl_err *err);
+/* Build controllers from the loaded scripts and start them (their kinds
+ * are resolved through discovery without blocking the loop); deps is
+ * copied. Logs "controller loaded" for each as it starts. Returns -1 (no
+ * callback) when it cannot begin. */
+int reload_set_start(reload_set *s, const controller_deps *deps, reload_started_cb started,
+                     void *ud, kl_err *err);
 /* Look for changes now and apply them (see above). */
 void reload_set_rescan(reload_set *s);
 /* klua run --dev: inotify on the directory and lib/, debounced rescans. */
 int reload_set_watch(reload_set *s, kl_err *err);
 
 size_t reload_set_count(const reload_set *s);        /* running controllers */
+/* The controller named name, or NULL. */
+const controller *reload_set_find(const reload_set *s, const char *name);
+/* A rescan is under way (waiting for discovery). */
+int reload_set_rescanning(const reload_set *s);
 size_t reload_set_active(const reload_set *s);       /* reconciles in flight, all */
 int reload_set_synced(const reload_set *s);          /* every controller has synced */
 /* Readiness for /readyz: 1 when every controller has synced, else 0 with

@@ -1,7 +1,7 @@
 /* rest.h - Kubernetes resources and verbs on top of kube_client.
  *
- * Provides: discovery (/api, /apis and each group version, cached) mapping
- * apiVersion + kind to a resource name and scope; path building; and the
+ * Provides: kube_resource (what discovery.c maps apiVersion + kind to: a
+ * resource name, scope and status subresource); path building; and the
  * verbs get, list, create, update, patch (merge, json, apply), delete, the
  * status subresource and watch, as thin asynchronous wrappers.
  * Uses: kube, json, buf, err.
@@ -20,17 +20,6 @@ typedef struct kube_resource {
     int has_status;    /* a status subresource exists */
 } kube_resource;
 
-typedef struct kube_discovery kube_discovery;
-
-kube_discovery *kube_discovery_new(kube_client *c);
-void kube_discovery_free(kube_discovery *d);
-/* Look up (synchronously on first use per group version, then cached).
- * Fills *out (caller frees with kube_resource_free). An unknown kind is an
- * error naming apiVersion and kind. */
-int kube_discovery_lookup(kube_discovery *d, const char *api_version, const char *kind,
-                          kube_resource *out, kl_err *err);
-/* Forget cached answers (after a CRD is installed). */
-void kube_discovery_invalidate(kube_discovery *d);
 int kube_resource_copy(kube_resource *dst, const kube_resource *src);
 void kube_resource_free(kube_resource *r);
 /* "github.klua.dev/v1" or "v1". Caller frees. */

@@ -3,8 +3,9 @@
  * Provides: klua_run_main, klua_check_main.
  * Uses: reload (the scripts and their controllers, hot reload), lua_host
  * (check), controller, lua_ctx (shared ctx state), informer (registry),
- * rest (discovery), kube, http, kubeconfig, ops and metrics (/metrics,
- * /readyz), leader (--leader-elect), webhook (--webhook-addr), loop, log.
+ * discovery, kube, http, kubeconfig, ops and metrics (/metrics,
+ * /readyz), leader (--leader-elect), webhook (--webhook-addr), loop,
+ * log.
  *
  * Start-up fails fast and plainly: a script that does not load, a kind the
  * server does not know, or a bad kubeconfig each print one "error: ..."
@@ -35,7 +36,7 @@
 #include "loop.h"
 #include "lua_ctx.h"
 #include "lua_host.h"
-#include "rest.h"
+#include "discovery.h"
 #include "webhook.h"
 
 #include <dirent.h>
@@ -202,6 +203,8 @@ typedef struct run_state {
     controller_gate *gate;       /* open while we hold the lease */
     int releasing;               /* drained: handing the lease back */
     int lost;                    /* the lease was lost: exit 1 */
+    int start_failed;            /* a controller could not start: exit 1 */
+    kl_err start_err;
 } run_state;
 
 /* kube_client_stats as counters (the client keeps its own totals). */
@@ -252,6 +255,18 @@ static void on_controller_synced(void *ud, controller *c)
 {
     (void)c;
     log_synced_once(ud);
+}
+
+/* Controllers start once discovery has answered for their kinds; one that
+ * cannot (an unknown kind) fails start-up as before: one error line, exit 1. */
+static void on_set_started(void *ud, const kl_err *err)
+{
+    run_state *r = ud;
+    if (!err)
+        return;
+    r->start_failed = 1;
+    r->start_err = *err;
+    loop_stop(r->l);
 }
 
 static void on_leader_started(void *ud)
@@ -567,7 +582,7 @@ int klua_run_main(int argc, char **argv)
     loop *l = NULL;
     http_client *http = NULL;
     kube_client *kc = NULL;
-    kube_discovery *disco = NULL;
+    discovery *disco = NULL;
     informer_registry *reg = NULL;
     lua_ctx_shared *shared = NULL;
     ops_server *ops = NULL;
@@ -612,7 +627,7 @@ int klua_run_main(int argc, char **argv)
                                "LIST requests klua sent to the Kubernetes API server.");
     rs.api_watches = api_counter("klua_api_watch_requests_total",
                                  "WATCH requests klua sent to the Kubernetes API server.");
-    disco = kube_discovery_new(kc);
+    disco = discovery_new(kc, NULL, &err);
     reg = informer_registry_new(kc);
     shared = lua_ctx_shared_new(l, kc, http, &err);
     if (!disco || !reg || !shared) {
@@ -646,13 +661,13 @@ int klua_run_main(int argc, char **argv)
         lc.on_started = on_leader_started;
         lc.on_stopped = on_leader_stopped;
         lc.ud = &rs;
-        if (!(rs.le = leader_new(l, kc, disco, &lc, &err)))
+        if (!(rs.le = leader_new(l, kc, &lc, &err)))
             goto out;
     }
 
     controller_deps deps = {l, kc, disco, reg, shared, f.ns, f.workers,
                             on_controller_synced, &rs, rs.gate};
-    if (reload_set_start(rs.set, &deps, &err) != 0)
+    if (reload_set_start(rs.set, &deps, on_set_started, &rs, &err) != 0)
         goto out;
     if (f.dev && reload_set_watch(rs.set, &err) != 0)
         goto out;
@@ -671,6 +686,10 @@ int klua_run_main(int argc, char **argv)
 
     loop_timer_add(l, POLL_MS, on_poll, &rs);
     loop_run(l);
+    if (rs.start_failed) {
+        err = rs.start_err;
+        goto out;
+    }
     if (rs.lost) {
         kl_err_set(&err, KL_ESTATE, "leader election: lost the lease; exiting so that only the "
                                     "new leader reconciles");
@@ -689,7 +708,7 @@ out:
     free(le_ns);
     free(le_id);
     informer_registry_free(reg);
-    kube_discovery_free(disco);
+    discovery_free(disco);
     lua_ctx_shared_free(shared);
     kube_client_free(kc);
     http_client_free(http);

@@ -11,6 +11,7 @@
  */
 #include "harness.h"
 
+#include "discovery.h"
 #include "http.h"
 #include "informer.h"
 #include "json.h"
@@ -128,6 +129,53 @@ static int log_has(void *ud)
     return strstr(w->s->log, w->substr) != NULL;
 }
 
+/* The test drives the loop itself until an answer is in. */
+typedef struct sync_answer {
+    int done, rc;
+    kube_resource *out;
+    kl_err *err;
+    kube_result *res;
+} sync_answer;
+
+static void on_lookup_sync(void *ud, const kube_resource *r, const kl_err *err)
+{
+    sync_answer *a = ud;
+    a->done = 1;
+    a->rc = r ? kube_resource_copy(a->out, r) : -1;
+    if (!r && a->err)
+        *a->err = *err;
+}
+
+static int lookup_sync(discovery *d, const char *av, const char *kind, kube_resource *out,
+                       kl_err *err)
+{
+    sync_answer a = {0, -1, out, err, NULL};
+    if (!discovery_lookup(d, av, kind, on_lookup_sync, &a))
+        return -1;
+    while (!a.done)
+        loop_run_once(g_loop, 100);
+    return a.rc;
+}
+
+static void on_request_sync(void *ud, kube_result *r)
+{
+    sync_answer *a = ud;
+    a->done = 1;
+    a->res->http_code = r->http_code;
+    a->res->body = r->body;
+    memset(&r->body, 0, sizeof r->body);
+}
+
+static int request_sync(const char *method, const char *path, const char *body, kube_result *r)
+{
+    sync_answer a = {0, -1, NULL, NULL, r};
+    if (!kube_request(g_c, method, path, NULL, body, body ? strlen(body) : 0, on_request_sync, &a))
+        return -1;
+    while (!a.done)
+        loop_run_once(g_loop, 100);
+    return r->http_code >= 200 && r->http_code < 300 ? 0 : -1;
+}
+
 static int setup(void)
 {
     const char *dir = getenv("KLUA_TEST_CLUSTER");
@@ -155,9 +203,9 @@ static int setup(void)
         printf("#   setup: %s\n", err.msg);
         return -1;
     }
-    kube_discovery *d = kube_discovery_new(g_c);
-    int rc = kube_discovery_lookup(d, "v1", "ConfigMap", &g_cm, &err);
-    kube_discovery_free(d);
+    discovery *d = discovery_new(g_c, NULL, &err);
+    int rc = d ? lookup_sync(d, "v1", "ConfigMap", &g_cm, &err) : -1;
+    discovery_free(d);
     if (rc != 0) {
         printf("#   setup: %s\n", err.msg);
         return -1;
@@ -167,7 +215,7 @@ static int setup(void)
     snprintf(body, sizeof body,
              "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"%s\"}}", g_ns);
     kube_result r = {0};
-    rc = kube_request_sync(g_c, "POST", "/api/v1/namespaces", NULL, body, strlen(body), &r);
+    rc = request_sync("POST", "/api/v1/namespaces", body, &r);
     kl_buf_free(&r.body);
     return rc == 0 && kube_result_ok(&r) ? 0 : -1;
 }
@@ -326,7 +374,7 @@ int main(void)
         char path[160];
         snprintf(path, sizeof path, "/api/v1/namespaces/%s", g_ns);
         kube_result r = {0};
-        kube_request_sync(g_c, "DELETE", path, NULL, NULL, 0, &r);
+        request_sync("DELETE", path, NULL, &r);
         kl_buf_free(&r.body);
     }
     kube_resource_free(&g_cm);

@@ -9,6 +9,7 @@
  */
 #include "harness.h"
 
+#include "discovery.h"
 #include "http.h"
 #include "json.h"
 #include "kube.h"
@@ -29,7 +30,7 @@ static const char *g_dir;
 static loop *g_loop;
 static http_client *g_http;
 static kube_client *g_admin;
-static kube_discovery *g_disc;
+static discovery *g_disc;
 static kube_resource g_widgets, g_cms;
 static char g_ns[64];
 static char g_early_rv[32];     /* written before the Widget CRD existed */
@@ -176,6 +177,31 @@ static const char *env_value(const char *name)
     return val;
 }
 
+typedef struct lookup_answer {
+    int done, rc;
+    kube_resource *out;
+    kl_err *err;
+} lookup_answer;
+
+static void on_lookup(void *ud, const kube_resource *r, const kl_err *err)
+{
+    lookup_answer *a = ud;
+    a->done = 1;
+    a->rc = r ? kube_resource_copy(a->out, r) : -1;
+    if (!r && a->err)
+        *a->err = *err;
+}
+
+/* discovery_lookup, waited for (the test drives the loop). */
+static int lookup(const char *av, const char *kind, kube_resource *out, kl_err *err)
+{
+    lookup_answer a = {0, -1, out, err};
+    if (!discovery_lookup(g_disc, av, kind, on_lookup, &a))
+        return -1;
+    wait_flag(&a.done, WAIT_MS);
+    return a.rc;
+}
+
 static int ready(void)
 {
     if (g_admin && g_widgets.resource)
@@ -215,13 +241,13 @@ TEST(setup_crd_and_discovery)
         printf("#   %s\n", err.msg);
         return;
     }
-    g_disc = kube_discovery_new(g_admin);
-    CHECK(kube_discovery_lookup(g_disc, "v1", "ConfigMap", &g_cms, &err) == 0);
+    g_disc = discovery_new(g_admin, NULL, &err);
+    CHECK(lookup("v1", "ConfigMap", &g_cms, &err) == 0);
     CHECK_STR(g_cms.resource, "configmaps");
     CHECK(g_cms.namespaced && !g_cms.has_status);
 
     kube_resource ns = {0}, crd = {0};
-    CHECK(kube_discovery_lookup(g_disc, "v1", "Namespace", &ns, &err) == 0);
+    CHECK(lookup("v1", "Namespace", &ns, &err) == 0);
     CHECK(!ns.namespaced && ns.has_status);
     snprintf(g_ns, sizeof g_ns, "itest-%d", (int)getpid());
     const char *nsj = fmt("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":"
@@ -236,8 +262,7 @@ TEST(setup_crd_and_discovery)
     snprintf(g_early_rv, sizeof g_early_rv, "%s", J(&R.r.body, "metadata.resourceVersion"));
     CHECK(g_early_rv[0] != '\0');
 
-    CHECK(kube_discovery_lookup(g_disc, "apiextensions.k8s.io/v1", "CustomResourceDefinition",
-                                &crd, &err) == 0);
+    CHECK(lookup("apiextensions.k8s.io/v1", "CustomResourceDefinition", &crd, &err) == 0);
     CHECK(!crd.namespaced);
     const char *cj = crd_json("widgets", "Widget");
     CHECK(DO(kube_create(g_admin, &crd, NULL, cj, strlen(cj), NULL, res_done, &R)));
@@ -259,17 +284,13 @@ TEST(setup_crd_and_discovery)
 
     /* Before the CRD is served, the lookup names what is missing. */
     kube_resource none = {0};
-    CHECK(kube_discovery_lookup(g_disc, GROUP "/v1", "Comment", &none, &err) == -1);
+    CHECK(lookup(GROUP "/v1", "Comment", &none, &err) == -1);
     CHECK_STR(err.msg, "no resource for kind Comment in " GROUP "/v1 (is the CRD installed?)");
 
     uint64_t end = loop_time_ms() + WAIT_MS;
     int found = 0;
-    while (!found && loop_time_ms() < end) {
-        kube_discovery_invalidate(g_disc);
-        found = kube_discovery_lookup(g_disc, GROUP "/v1", "Widget", &g_widgets, &err) == 0;
-        if (!found)
-            loop_run_once(g_loop, 200);
-    }
+    while (!found && loop_time_ms() < end)   /* each miss refreshes, rate bounded */
+        found = lookup(GROUP "/v1", "Widget", &g_widgets, &err) == 0;
     CHECK(found);
     if (found) {
         CHECK_STR(g_widgets.resource, "widgets");
@@ -1016,7 +1037,7 @@ int main(void)
     res_reset(&R);
     kube_resource_free(&g_widgets);
     kube_resource_free(&g_cms);
-    kube_discovery_free(g_disc);
+    discovery_free(g_disc);
     kube_client_free(g_admin);
     if (g_http)
         http_client_free(g_http);

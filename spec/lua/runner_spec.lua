@@ -1,0 +1,125 @@
+-- runner_spec.lua - klua.runner: the finalizer handling around reconcile and
+-- finalize that every reconcile coroutine runs.
+package.path = "lua/lib/?.lua;" .. package.path
+local runner = require "klua.runner"
+
+local FIN = "klua.dev/test"
+
+-- A ctx that records JSON patches and answers them as told.
+local function fake_ctx(answer)
+  local ctx = { patches = {} }
+  function ctx:patch(obj, patch, opts)
+    table.insert(self.patches, { obj = obj, patch = patch, opts = opts })
+    if answer then return answer(obj, patch) end
+    local updated = { metadata = { name = obj.metadata.name, resourceVersion = "2",
+                                   finalizers = { FIN } } }
+    return updated
+  end
+  return ctx
+end
+
+local function err(code)
+  return setmetatable({ code = code, reason = "R" .. code, message = "m" },
+                      { __tostring = function(e) return e.reason .. ": " .. e.message end })
+end
+
+local function obj(md)
+  md.name = md.name or "x"
+  md.resourceVersion = md.resourceVersion or "1"
+  return { metadata = md }
+end
+
+describe("klua.runner", function()
+  it("without finalize, runs reconcile and says so, no patch", function()
+    local ctx = fake_ctx()
+    local run = runner.new(function(_, o) return { requeue_after = 3, seen = o } end, nil, FIN)
+    local o = obj({})
+    local r, fn = run(ctx, o)
+    assert.equal("reconcile", fn)
+    assert.equal(3, r.requeue_after)
+    assert.equal(o, r.seen)
+    assert.same({}, ctx.patches)
+  end)
+
+  it("adds the finalizer first, testing the resourceVersion, then reconciles the answer", function()
+    local ctx = fake_ctx()
+    local got
+    local run = runner.new(function(_, o) got = o end, function() end, FIN)
+    local r, fn = run(ctx, obj({ resourceVersion = "7" }))
+    assert.is_nil(r)
+    assert.equal("reconcile", fn)
+    assert.equal(1, #ctx.patches)
+    assert.same({ type = "json" }, ctx.patches[1].opts)
+    assert.same({ { op = "test", path = "/metadata/resourceVersion", value = "7" },
+                  { op = "add", path = "/metadata/finalizers", value = { FIN } } },
+                ctx.patches[1].patch)
+    assert.equal("2", got.metadata.resourceVersion)   -- the patched object
+  end)
+
+  it("appends to finalizers others already set", function()
+    local ctx = fake_ctx()
+    local run = runner.new(function() end, function() end, FIN)
+    run(ctx, obj({ finalizers = { "other.io/x" } }))
+    assert.same({ op = "add", path = "/metadata/finalizers/-", value = FIN }, ctx.patches[1].patch[2])
+  end)
+
+  it("does not patch when the finalizer is there", function()
+    local ctx = fake_ctx()
+    local run = runner.new(function() return { requeue = true } end, function() end, FIN)
+    local r, fn = run(ctx, obj({ finalizers = { FIN } }))
+    assert.same({ requeue = true }, r)
+    assert.equal("reconcile", fn)
+    assert.same({}, ctx.patches)
+  end)
+
+  it("turns a failed finalizer patch into nothing (404), a requeue (409, 422) or an error", function()
+    local reconciled = false
+    local run = runner.new(function() reconciled = true end, function() end, FIN)
+    assert.is_nil(run(fake_ctx(function() return nil, err(404) end), obj({})))
+    assert.same({ requeue = true }, run(fake_ctx(function() return nil, err(409) end), obj({})))
+    assert.same({ requeue = true }, run(fake_ctx(function() return nil, err(422) end), obj({})))
+    local ok, msg = pcall(run, fake_ctx(function() return nil, err(403) end), obj({}))
+    assert.is_false(ok)
+    assert.equal("adding finalizer " .. FIN .. ": R403: m", msg)
+    assert.is_false(reconciled)
+  end)
+
+  it("finalizes an object being deleted, then removes the finalizer with a test", function()
+    local ctx = fake_ctx()
+    local finalized
+    local run = runner.new(function() error("not reconcile") end,
+                           function(_, o) finalized = o.metadata.name end, FIN)
+    local r = run(ctx, obj({ deletionTimestamp = "now", finalizers = { "a", FIN } }))
+    assert.is_nil(r)
+    assert.equal("x", finalized)
+    assert.same({ { op = "test", path = "/metadata/finalizers/1", value = FIN },
+                  { op = "remove", path = "/metadata/finalizers/1" } }, ctx.patches[1].patch)
+  end)
+
+  it("keeps the finalizer while finalize returns a result, and says finalize gave it", function()
+    local ctx = fake_ctx()
+    local run = runner.new(function() end, function() return { requeue_after = 5 } end, FIN)
+    local r, fn = run(ctx, obj({ deletionTimestamp = "now", finalizers = { FIN } }))
+    assert.same({ requeue_after = 5 }, r)
+    assert.equal("finalize", fn)
+    assert.same({}, ctx.patches)
+  end)
+
+  it("leaves an object being deleted without our finalizer alone", function()
+    local ctx = fake_ctx()
+    local called = false
+    local run = runner.new(function() called = true end, function() called = true end, FIN)
+    assert.is_nil(run(ctx, obj({ deletionTimestamp = "now", finalizers = { "other" } })))
+    assert.is_false(called)
+    assert.same({}, ctx.patches)
+  end)
+
+  it("reports a failed finalizer removal like a failed add", function()
+    local run = runner.new(function() end, function() end, FIN)
+    local deleting = obj({ deletionTimestamp = "now", finalizers = { FIN } })
+    assert.is_nil(run(fake_ctx(function() return nil, err(404) end), deleting))
+    local ok, msg = pcall(run, fake_ctx(function() return nil, err(500) end), deleting)
+    assert.is_false(ok)
+    assert.equal("removing finalizer " .. FIN .. ": R500: m", msg)
+  end)
+end)

@@ -1,0 +1,325 @@
+/* controller_binding.c - what one version of a controller watches (see
+ * controller_binding.h).
+ *
+ * Provides: controller_binding (resolve, start, caches, free) and the
+ * owned-kind mapping (owner references back to the watched kind's keys).
+ * Uses: discovery (discovery_lookup), informer (registry, handlers,
+ * synced listeners), store, rest (kube_resource), json, buf, err.
+ *
+ * Every kind is looked up at once; the first failure cancels the others
+ * and reports; the last answer completes the binding. The binding lives on
+ * the heap because informers hold it as their handlers' ud.
+ */
+#include "controller_binding.h"
+
+#include "buf.h"
+#include "json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct owned {
+    char *api_version, *kind;     /* as declared */
+    kube_resource res;
+    informer *inf;
+    int handler;
+    int synced_listener;          /* 0 = none */
+} owned;
+
+struct controller_binding {
+    char *api_version, *kind;     /* the watched kind, as declared */
+    kube_resource watch_res;
+    informer *watch_inf;
+    int watch_handler;
+    int watch_synced_listener;    /* 0 = none */
+    owned *owns;
+    size_t nowns;
+    char *ns;                     /* informer namespace, or NULL */
+    informer_registry *reg;       /* set by start */
+    controller_binding_events ev;
+};
+
+typedef struct slot {
+    struct controller_binding_resolve *r;
+    size_t i;                     /* 0: watch, i: owns[i - 1] */
+    discovery_req *req;
+} slot;
+
+struct controller_binding_resolve {
+    controller_binding *b;
+    char *script;
+    slot *slots;
+    size_t nslots, pending;
+    controller_binding_resolved_cb done;
+    void *ud;
+};
+
+/* ---- free ---- */
+
+static void release(controller_binding *b, informer *inf, int handler, int listener)
+{
+    if (!inf)
+        return;
+    if (listener > 0)
+        informer_remove_synced_listener(inf, listener);
+    informer_remove_handler(inf, handler);
+    informer_registry_release(b->reg, inf);
+}
+
+void controller_binding_free(controller_binding *b)
+{
+    if (!b)
+        return;
+    release(b, b->watch_inf, b->watch_handler, b->watch_synced_listener);
+    for (size_t i = 0; i < b->nowns; i++) {
+        release(b, b->owns[i].inf, b->owns[i].handler, b->owns[i].synced_listener);
+        kube_resource_free(&b->owns[i].res);
+        free(b->owns[i].api_version);
+        free(b->owns[i].kind);
+    }
+    free(b->owns);
+    kube_resource_free(&b->watch_res);
+    free(b->api_version);
+    free(b->kind);
+    free(b->ns);
+    free(b);
+}
+
+/* ---- resolving ---- */
+
+static controller_binding *binding_new(const lua_controller_decl *decl, const char *ns)
+{
+    controller_binding *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    int bad = !(b->api_version = strdup(decl->watch.api_version)) ||
+              !(b->kind = strdup(decl->watch.kind)) || (ns && *ns && !(b->ns = strdup(ns)));
+    if (!bad && decl->nowns) {
+        bad = !(b->owns = calloc(decl->nowns, sizeof *b->owns));
+        for (size_t i = 0; !bad && i < decl->nowns; i++) {
+            b->nowns++;
+            bad = !(b->owns[i].api_version = strdup(decl->owns[i].api_version)) ||
+                  !(b->owns[i].kind = strdup(decl->owns[i].kind));
+        }
+    }
+    if (bad) {
+        controller_binding_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void controller_binding_resolve_cancel(controller_binding_resolve *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nslots; i++)
+        discovery_cancel(r->slots[i].req);
+    controller_binding_free(r->b);
+    free(r->slots);
+    free(r->script);
+    free(r);
+}
+
+static void on_lookup(void *ud, const kube_resource *res, const kl_err *err)
+{
+    slot *s = ud;
+    controller_binding_resolve *r = s->r;
+    controller_binding *b = r->b;
+    controller_binding_resolved_cb done = r->done;
+    void *done_ud = r->ud;
+    s->req = NULL;
+    kube_resource *dst = s->i == 0 ? &b->watch_res : &b->owns[s->i - 1].res;
+    kl_err e = {0};
+    if (!res) {
+        char what[32];
+        if (s->i == 0)
+            snprintf(what, sizeof what, "watch");
+        else
+            snprintf(what, sizeof what, "owns[%zu]", s->i);
+        kl_err_set(&e, err->code, "%s: %s: %s", r->script, what, err->msg);
+    } else if (kube_resource_copy(dst, res) != 0) {
+        kl_err_set(&e, KL_ENOMEM, "%s: out of memory", r->script);
+    } else if (--r->pending > 0) {
+        return;
+    } else {
+        r->b = NULL;          /* the caller's now */
+        controller_binding_resolve_cancel(r);
+        done(done_ud, b, NULL);
+        return;
+    }
+    controller_binding_resolve_cancel(r);   /* the other lookups, and b */
+    done(done_ud, NULL, &e);
+}
+
+controller_binding_resolve *controller_binding_resolve_start(discovery *d,
+                                                             const lua_controller_decl *decl,
+                                                             const char *script, const char *ns,
+                                                             controller_binding_resolved_cb done,
+                                                             void *ud)
+{
+    controller_binding_resolve *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->done = done;
+    r->ud = ud;
+    r->nslots = decl->nowns + 1;
+    r->b = binding_new(decl, ns);
+    r->slots = calloc(r->nslots, sizeof *r->slots);
+    r->script = strdup(script ? script : "");
+    if (!r->b || !r->slots || !r->script)
+        goto fail;
+    for (size_t i = 0; i < r->nslots; i++) {
+        slot *s = &r->slots[i];
+        const lua_typeref *t = i == 0 ? &decl->watch : &decl->owns[i - 1];
+        s->r = r;
+        s->i = i;
+        if (!(s->req = discovery_lookup(d, t->api_version, t->kind, on_lookup, s)))
+            goto fail;
+        r->pending++;
+    }
+    return r;
+fail:
+    controller_binding_resolve_cancel(r);
+    return NULL;
+}
+
+/* ---- events ---- */
+
+static void on_add(void *ud, const store_obj *o)
+{
+    controller_binding *b = ud;
+    b->ev.enqueue(b->ev.ud, o->key);
+}
+
+static void on_update(void *ud, const store_obj *old, const store_obj *cur)
+{
+    (void)old;
+    on_add(ud, cur);
+}
+
+static void on_delete(void *ud, const store_obj *o) { on_add(ud, o); }
+
+static int same_group(const char *a, const char *b)
+{
+    const char *sa = strchr(a, '/'), *sb = strchr(b, '/');
+    size_t la = sa ? (size_t)(sa - a) : 0, lb = sb ? (size_t)(sb - b) : 0;
+    return la == lb && strncmp(a, b, la) == 0;
+}
+
+/* handleObject: enqueue the owners of an owned object that are of the
+ * watched kind. */
+static void enqueue_owners(controller_binding *b, const store_obj *o)
+{
+    json_doc d = {0};
+    if (!o || json_parse(&d, o->json, o->json_len, NULL) != 0)
+        goto done;
+    int refs = json_path(&d, 0, "metadata.ownerReferences");
+    for (int r = json_first(&d, refs); r >= 0; r = json_next(&d, r)) {
+        if (!json_str_eq(&d, json_obj_get(&d, r, "kind"), b->kind))
+            continue;
+        char *av = json_str_dup(&d, json_obj_get(&d, r, "apiVersion"));
+        char *name = json_str_dup(&d, json_obj_get(&d, r, "name"));
+        if (av && name && same_group(av, b->api_version)) {
+            kl_buf key = KL_BUF_INIT;
+            if (b->watch_res.namespaced)
+                kl_buf_printf(&key, "%s/%s", o->ns, name);
+            else
+                kl_buf_puts(&key, name);
+            if (key.data)
+                b->ev.enqueue(b->ev.ud, key.data);
+            kl_buf_free(&key);
+        }
+        free(av);
+        free(name);
+    }
+done:
+    json_doc_free(&d);
+}
+
+static void on_owned_add(void *ud, const store_obj *o) { enqueue_owners(ud, o); }
+static void on_owned_update(void *ud, const store_obj *old, const store_obj *cur)
+{
+    enqueue_owners(ud, old);
+    enqueue_owners(ud, cur);
+}
+static void on_owned_delete(void *ud, const store_obj *o) { enqueue_owners(ud, o); }
+
+static void on_informer_synced(void *ud, informer *inf)
+{
+    (void)inf;
+    controller_binding *b = ud;
+    b->ev.synced(b->ev.ud);
+}
+
+/* ---- start and caches ---- */
+
+int controller_binding_start(controller_binding *b, informer_registry *reg, const char *selector,
+                             const controller_binding_events *ev, kl_err *err)
+{
+    informer_handler wh = {on_add, on_update, on_delete, b};
+    informer_handler oh = {on_owned_add, on_owned_update, on_owned_delete, b};
+    b->reg = reg;
+    b->ev = *ev;
+    b->watch_inf = informer_registry_get(reg, &b->watch_res, b->ns, selector);
+    if (!b->watch_inf)
+        return kl_err_set(err, KL_ENOMEM, "cannot start the informer for %s", b->kind);
+    b->watch_handler = informer_add_handler(b->watch_inf, &wh);
+    b->watch_synced_listener = informer_add_synced_listener(b->watch_inf, on_informer_synced, b);
+    if (b->watch_synced_listener < 0)
+        return kl_err_set(err, KL_ENOMEM, "out of memory");
+    for (size_t i = 0; i < b->nowns; i++) {
+        owned *o = &b->owns[i];
+        if (!(o->inf = informer_registry_get(reg, &o->res, b->ns, NULL)))
+            return kl_err_set(err, KL_ENOMEM, "cannot start the informer for %s", o->kind);
+        o->handler = informer_add_handler(o->inf, &oh);
+        o->synced_listener = informer_add_synced_listener(o->inf, on_informer_synced, b);
+        if (o->synced_listener < 0)
+            return kl_err_set(err, KL_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+int controller_binding_synced(const controller_binding *b)
+{
+    if (!b || !b->watch_inf || !informer_has_synced(b->watch_inf))
+        return 0;
+    for (size_t i = 0; i < b->nowns; i++)
+        if (!b->owns[i].inf || !informer_has_synced(b->owns[i].inf))
+            return 0;
+    return 1;
+}
+
+const kube_resource *controller_binding_watch_resource(const controller_binding *b)
+{
+    return &b->watch_res;
+}
+
+const store *controller_binding_watch_store(const controller_binding *b)
+{
+    return b && b->watch_inf ? informer_store(b->watch_inf) : NULL;
+}
+
+const store *controller_binding_cache(const controller_binding *b, const char *api_version,
+                                      const char *kind, const kube_resource **res)
+{
+    if (!strcmp(kind, b->kind) && !strcmp(api_version, b->api_version)) {
+        *res = &b->watch_res;
+        return b->watch_inf ? informer_store(b->watch_inf) : NULL;
+    }
+    for (size_t i = 0; i < b->nowns; i++) {
+        if (!strcmp(kind, b->owns[i].kind) && !strcmp(api_version, b->owns[i].api_version)) {
+            *res = &b->owns[i].res;
+            return b->owns[i].inf ? informer_store(b->owns[i].inf) : NULL;
+        }
+    }
+    return NULL;
+}
+
+const kube_resource *controller_binding_resource(const controller_binding *b, size_t i)
+{
+    if (i == 0)
+        return &b->watch_res;
+    return i <= b->nowns ? &b->owns[i - 1].res : NULL;
+}
