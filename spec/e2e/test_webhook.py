@@ -168,3 +168,49 @@ def test_dev_reload_and_failing_handlers(dev_webhooks, namespace, klua_factory, 
     ok = apply(cluster, namespace, comment("after"), "--dry-run=server")
     assert ok.returncode == 0, ok.stderr
     assert k.proc.poll() is None and k.proc.pid == pid
+
+
+def test_deploy_webhook_component_dry_run(crds, tmp_path):
+    """deploy/webhook/ as a Component of an overlay of the base, and the CRD's
+    conversion patch, pass a server-side dry run; cert-manager annotations
+    name the Certificate that deploy/webhook/certificate.yaml declares."""
+    import subprocess
+
+    import yaml
+    cluster = crds
+    subprocess.run(["sh", str(ROOT / "deploy/sync-scripts.sh")], check=True, timeout=30)
+    overlay = ROOT / "build/e2e-webhook-overlay"
+    overlay.mkdir(parents=True, exist_ok=True)
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../../deploy]\ncomponents: [../../deploy/webhook]\n")
+    p = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    docs = [d for d in yaml.safe_load_all(p.stdout) if d]
+    kinds = {d["kind"]: d for d in docs}
+    dep = kinds["Deployment"]["spec"]["template"]["spec"]
+    args = dep["containers"][0]["args"]
+    assert args[args.index("--webhook-addr") + 1] == ":9443"
+    assert args[args.index("--webhook-cert-dir") + 1] == "/etc/klua/webhook"
+    assert {"name": "webhook-tls", "secret": {"secretName": "klua-webhook-tls"}} in dep["volumes"]
+    cert = [d for d in yaml.safe_load_all((ROOT / "deploy/webhook/certificate.yaml").read_text())
+            if d and d["kind"] == "Certificate"][0]
+    assert cert["spec"]["secretName"] == "klua-webhook-tls"
+    inject = f"{cert['metadata']['namespace']}/{cert['metadata']['name']}"
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        conf = kinds[kind]
+        assert conf["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == inject
+        svc = conf["webhooks"][0]["clientConfig"]["service"]
+        assert (svc["name"], svc["namespace"]) == (kinds["Service"]["metadata"]["name"],
+                                                   kinds["Service"]["metadata"]["namespace"])
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(kinds["Namespace"]))
+    p = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=p.stdout, check=False)
+    assert p.returncode == 0, p.stderr
+    for what in ("service/klua-webhook", "validatingwebhookconfiguration",
+                 "mutatingwebhookconfiguration", "deployment.apps/klua"):
+        assert what in p.stdout, p.stdout
+    p = cluster.kubectl("patch", "crd", "comments.github.klua.dev", "--type", "merge",
+                        "--patch-file", str(ROOT / "deploy/webhook/crd-conversion.yaml"),
+                        "--dry-run=server", check=False)
+    assert p.returncode == 0, p.stderr
+    assert cluster.get_json(CRD)["spec"]["conversion"]["strategy"] == "None"   # a dry run
