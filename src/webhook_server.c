@@ -15,6 +15,7 @@
 #include "ops.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
@@ -56,11 +57,70 @@ struct conn {
     webhook_server *s;
     conn *prev, *next;
     int fd, state, close_after;
+    int failed;                  /* a fatal TLS error: no close_notify */
     SSL *ssl;
     kl_buf in, out;
     size_t out_off;
     loop_timer_id timer;
 };
+
+/* ---- the socket BIO ----
+ * OpenSSL's own socket BIO writes with write(2): a peer that has gone away
+ * would raise SIGPIPE and kill klua. This one sends with MSG_NOSIGNAL (the
+ * ops server does the same) and reports EAGAIN as a retry. */
+
+static BIO_METHOD *sock_method;
+
+static int sock_write(BIO *b, const char *buf, int len)
+{
+    int fd = (int)(intptr_t)BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = send(fd, buf, (size_t)len, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static int sock_read(BIO *b, char *buf, int len)
+{
+    int fd = (int)(intptr_t)BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = recv(fd, buf, (size_t)len, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_read(b);
+    return (int)n;
+}
+
+static long sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int sock_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO *sock_bio(int fd)
+{
+    if (!sock_method) {
+        BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "klua-socket");
+        if (!m || !BIO_meth_set_write(m, sock_write) || !BIO_meth_set_read(m, sock_read) ||
+            !BIO_meth_set_ctrl(m, sock_ctrl) || !BIO_meth_set_create(m, sock_create)) {
+            BIO_meth_free(m);
+            return NULL;
+        }
+        sock_method = m;   /* one per process, like OpenSSL's own methods */
+    }
+    BIO *b = BIO_new(sock_method);
+    if (b)
+        BIO_set_data(b, (void *)(intptr_t)fd);
+    return b;
+}
 
 /* ---- certificates ---- */
 
@@ -154,7 +214,7 @@ static void conn_close(conn *c)
     loop_timer_cancel(s->l, c->timer);
     loop_fd_del(s->l, c->fd);
     if (c->ssl) {
-        if (c->state != C_HANDSHAKE)
+        if (c->state != C_HANDSHAKE && !c->failed)
             SSL_shutdown(c->ssl);   /* best effort: one non-blocking close_notify */
         SSL_free(c->ssl);
     }
@@ -248,6 +308,7 @@ static int ssl_wait(conn *c, int rc)
         return loop_fd_mod(c->s->l, c->fd, LOOP_READ) == 0 ? 1 : -1;
     if (e == SSL_ERROR_WANT_WRITE)
         return loop_fd_mod(c->s->l, c->fd, LOOP_WRITE) == 0 ? 1 : -1;
+    c->failed = e != SSL_ERROR_ZERO_RETURN;
     ERR_clear_error();
     return -1;
 }
@@ -352,7 +413,8 @@ static void on_accept(loop *l, int lfd, int events, void *ud)
             continue;
         }
         conn *c = calloc(1, sizeof *c);
-        if (!c || !(c->ssl = SSL_new(s->ctx)) || SSL_set_fd(c->ssl, fd) != 1) {
+        BIO *bio = NULL;
+        if (!c || !(c->ssl = SSL_new(s->ctx)) || !(bio = sock_bio(fd))) {
             if (c)
                 SSL_free(c->ssl);
             free(c);
@@ -360,6 +422,7 @@ static void on_accept(loop *l, int lfd, int events, void *ud)
             ERR_clear_error();
             continue;
         }
+        SSL_set_bio(c->ssl, bio, bio);   /* the SSL owns the BIO */
         c->s = s;
         c->fd = fd;
         c->state = C_HANDSHAKE;

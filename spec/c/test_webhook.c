@@ -17,8 +17,13 @@
 #include "webhook_review.h"
 #include "webhook_server.h"
 
+#include <arpa/inet.h>
 #include <lauxlib.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -643,6 +648,94 @@ TEST(server_serves_reviews_over_tls)
     fixture_close(&f);
 }
 
+/* A client that sends a conversion with a large object, reads the start of
+ * the answer and resets the connection while the server is still writing
+ * (a webhook call the API server gave up on). */
+typedef struct leaver_args {
+    int port;
+    int done;
+} leaver_args;
+
+static void *leaver(void *ud)
+{
+    leaver_args *a = ud;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)a->port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = SSL_new(ctx);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && SSL_set_fd(ssl, fd) == 1 &&
+        SSL_connect(ssl) == 1) {
+        size_t big = 3u << 20;
+        kl_buf body = KL_BUF_INIT;
+        kl_buf_puts(&body, "{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":"
+                           "\"ConversionReview\",\"request\":{\"uid\":\"c\","
+                           "\"desiredAPIVersion\":\"g/v2\",\"objects\":[{\"s\":\"");
+        kl_buf_reserve(&body, big);
+        memset(body.data + body.len, 'x', big);
+        body.len += big;
+        kl_buf_puts(&body, "\"}]}}");
+        char head[256];
+        int hn = snprintf(head, sizeof head, "POST /convert/echo HTTP/1.1\r\nHost: x\r\n"
+                                             "Content-Length: %zu\r\n\r\n", body.len);
+        SSL_write(ssl, head, hn);
+        SSL_write(ssl, body.data, (int)body.len);
+        char one[1024];
+        SSL_read(ssl, one, sizeof one);
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        kl_buf_free(&body);
+    }
+    close(fd);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    __atomic_store_n(&a->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static int echo_convert(void *ud, const char *name, const char *desired, const char *obj,
+                        size_t len, kl_buf *out, char *msg, size_t msgsz)
+{
+    (void)ud;
+    (void)name;
+    (void)desired;
+    (void)msg;
+    (void)msgsz;
+    return kl_buf_append(out, obj, len);
+}
+
+TEST(server_survives_a_client_that_leaves_mid_answer)
+{
+    kl_err err = {0};
+    loop *l = loop_new(&err);
+    webhook_server_opts o = {0};
+    o.addr = "127.0.0.1:0";
+    o.cert_dir = certdir;
+    o.handlers.convert = echo_convert;
+    webhook_server *s = webhook_server_start(l, &o, &err);
+    CHECK(s != NULL);
+    if (!s) {
+        loop_free(l);
+        return;
+    }
+    for (int round = 0; round < 3; round++) {
+        leaver_args a = {webhook_server_port(s), 0};
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, leaver, &a) == 0);
+        uint64_t end = loop_time_ms() + 20000;
+        while ((!__atomic_load_n(&a.done, __ATOMIC_SEQ_CST) || webhook_server_connections(s)) &&
+               loop_time_ms() < end)
+            loop_run_once(l, 20);
+        pthread_join(t, NULL);
+        CHECK(webhook_server_connections(s) == 0);
+    }
+    CHECK(webhook_server_requests(s) == 3);
+    webhook_server_free(s);
+    loop_free(l);
+}
+
 static void remove_dir(const char *dir, const char *const *files)
 {
     char p[256];
@@ -668,6 +761,7 @@ int main(void)
     RUN(lua_convert);
     RUN(decl_webhook_keys);
     RUN(server_serves_reviews_over_tls);
+    RUN(server_survives_a_client_that_leaves_mid_answer);
     static const char *const scripts[] = {"comment.lua", "bad.lua", "typo.lua", "ok.lua", NULL};
     static const char *const certs[] = {"tls.crt", "tls.key", "ca.crt", NULL};
     remove_dir(tmpdir, scripts);
