@@ -206,7 +206,9 @@ static void diff_objects(differ *df, int ta, int tb)
     while ((i < na || j < nb) && !df->oom) {
         int c = i == na ? 1 : j == nb ? -1 : cmp_member(&ma[i], &mb[j]);
         if (c < 0) {
-            emit(df, "remove", ma[i].key, ma[i].len, NULL, 0);
+            /* null is absent to Kubernetes (and klua.json drops null members) */
+            if (df->a->toks[ma[i].val].type != JSON_NULL)
+                emit(df, "remove", ma[i].key, ma[i].len, NULL, 0);
             i++;
         } else if (c > 0) {
             emit(df, "add", mb[j].key, mb[j].len, df->b, mb[j].val);

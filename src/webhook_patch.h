@@ -9,7 +9,11 @@
  * chain expects from a defaulting webhook). Paths are RFC 6901 JSON
  * Pointers ('~' written "~0", '/' written "~1"). Values are compared by
  * meaning, not bytes: strings after unescaping, numbers by value (1 and
- * 1.0 are equal), members in any order. An empty patch is "[]".
+ * 1.0 are equal), members in any order; a member that is null in `from`
+ * and absent from `to` is unchanged (Kubernetes reads null as absent, and
+ * klua.json drops null members, so a handler's round trip would otherwise
+ * remove every null, e.g. metadata.creationTimestamp on CREATE). An empty
+ * patch is "[]".
  * Uses: json, buf, err.
  */
 #ifndef KLUA_WEBHOOK_PATCH_H

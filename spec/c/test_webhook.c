@@ -101,6 +101,11 @@ TEST(patch_changes_only_what_changed)
     p = diff("{\"x\":[1,2,3]}", "{\"x\":[1,2]}", NULL);
     CHECK_STR(p, "[{\"op\":\"replace\",\"path\":\"/x\",\"value\":[1,2]}]");
     free(p);
+    /* a null that went away through klua.json is no change */
+    p = diff("{\"metadata\":{\"creationTimestamp\":null,\"name\":\"a\"}}",
+             "{\"metadata\":{\"name\":\"a\"}}", &n);
+    CHECK_STR(p, "[]");
+    free(p);
     p = diff("{\"s\":\"caf\\u00e9\"}", "{\"s\":\"caf\xc3\xa9\"}", &n);
     CHECK_STR(p, "[]");
     free(p);
