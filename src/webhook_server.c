@@ -6,12 +6,13 @@
  * again (keep-alive) or closed. An SSL call that wants the other direction
  * re-arms the loop's watch for it; one timer per connection closes it
  * when a request does not arrive whole in time or it idles too long.
- * Uses: webhook_review, ops, loop, buf, err, log, OpenSSL.
+ * Uses: webhook_review, ops, metrics, loop, buf, err, log, OpenSSL.
  */
 #include "webhook_server.h"
 
 #include "buf.h"
 #include "log.h"
+#include "metrics.h"
 #include "ops.h"
 
 #include <errno.h>
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define READ_CHUNK 16384
@@ -261,21 +263,61 @@ static void respond(conn *c, int status, const char *body, size_t len, int close
     c->close_after |= close_after;
 }
 
+/* controller-runtime's webhook metrics, so its dashboards work: requests
+ * by HTTP code and path, and latency by path. A path that is no webhook
+ * counts as "other" (a scanner cannot grow the series without bound). */
+static void observe(const ops_request *req, int http_code, double seconds)
+{
+    static const double buckets[] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
+    metrics_registry *reg = metrics_default();
+    if (!reg)
+        return;
+    metrics_family *total = metrics_find(reg, "controller_runtime_webhook_requests_total");
+    metrics_family *lat = metrics_find(reg, "controller_runtime_webhook_latency_seconds");
+    if (!total) {
+        static const char *const labels[] = {"code", "webhook", NULL};
+        total = metrics_counter_new(reg, "controller_runtime_webhook_requests_total",
+                                    "Total number of admission requests by HTTP status code.",
+                                    labels, NULL);
+    }
+    if (!lat) {
+        static const char *const labels[] = {"webhook", NULL};
+        lat = metrics_histogram_new(reg, "controller_runtime_webhook_latency_seconds",
+                                    "Histogram of the latency of processing admission requests",
+                                    labels, buckets, sizeof buckets / sizeof buckets[0], NULL);
+    }
+    webhook_op op;
+    char name[WEBHOOK_MAX_NAME], path[WEBHOOK_MAX_NAME + 16] = "other", code[16];
+    if (webhook_route(req->path, req->path_len, &op, name) == 0)
+        snprintf(path, sizeof path, "%.*s", (int)req->path_len, req->path);
+    snprintf(code, sizeof code, "%d", http_code);
+    const char *tv[] = {code, path}, *lv[] = {path};
+    if (total)
+        metrics_counter_add(total, tv, 1);
+    if (lat)
+        metrics_histogram_observe(lat, lv, seconds);
+}
+
 /* Answer the request at the start of c->in (whole). */
 static void serve(conn *c, const ops_request *req)
 {
     webhook_server *s = c->s;
     const char *body = c->in.data + req->total_len - req->content_length;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int http_code = 200;
     if (req->method_len != 4 || memcmp(req->method, "POST", 4) != 0) {
         static const char msg[] = "webhooks take POST\n";
         respond(c, 405, msg, sizeof msg - 1, !req->keep_alive);
+        http_code = 405;
     } else {
         kl_buf ans = KL_BUF_INIT;
         int st = webhook_review_handle(&s->o.handlers, req->path, req->path_len, body,
                                        req->content_length, &ans);
-        if (kl_buf_failed(&ans))
+        if (kl_buf_failed(&ans)) {
             respond(c, 500, "out of memory\n", 14, 1);
-        else
+            http_code = 500;
+        } else
             respond(c, 200, ans.data, ans.len, !req->keep_alive);
         kl_buf_free(&ans);
         if (kl_log_enabled(KL_LOG_V1)) {
@@ -286,6 +328,9 @@ static void serve(conn *c, const ops_request *req)
             kl_log(KL_LOG_V1, "webhook request", "path", path, "status", code, NULL);
         }
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    observe(req, http_code,
+            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     s->requests++;
     kl_buf_consume(&c->in, req->total_len);
 }

@@ -16,7 +16,11 @@
  * changed files are loaded into a new TLS context used by new connections
  * (cert-manager rotation needs no restart). Files that do not load keep
  * the previous context (logged once per change).
- * Uses: webhook_review, ops (request parser), loop, buf, err, log, OpenSSL.
+ * Metrics (metrics_default): controller_runtime_webhook_requests_total
+ * {code,webhook} and controller_runtime_webhook_latency_seconds{webhook},
+ * controller-runtime's names.
+ * Uses: webhook_review, ops (request parser), metrics, loop, buf, err, log,
+ * OpenSSL.
  */
 #ifndef KLUA_WEBHOOK_SERVER_H
 #define KLUA_WEBHOOK_SERVER_H

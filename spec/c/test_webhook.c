@@ -9,6 +9,7 @@
 #include "http.h"
 #include "json.h"
 #include "loop.h"
+#include "metrics.h"
 #include "lua_ctx.h"
 #include "lua_host.h"
 #include "webhook_dev.h"
@@ -624,6 +625,14 @@ TEST(server_serves_reviews_over_tls)
          COMMENT("{\"repository\":\"a/b\"}"), &c);
     CHECK_STR(jget(c.body, "response.allowed"), "true");
     CHECK(webhook_server_requests(s) == 2);
+    {
+        const char *tv[] = {"200", "/validate/comment"}, *lv[] = {"/validate/comment"};
+        metrics_registry *reg = metrics_default();
+        CHECK(metrics_value(metrics_find(reg, "controller_runtime_webhook_requests_total"), tv) ==
+              2);
+        CHECK(metrics_value(metrics_find(reg, "controller_runtime_webhook_latency_seconds"),
+                            lv) == 2);
+    }
     post(f.l, hc, webhook_server_port(s), cafile, "GET", "/validate/comment", NULL, &c);
     CHECK(c.status == 405);
     post(f.l, hc, webhook_server_port(s), cafile, "POST", "/validate/comment", "{", &c);
@@ -771,5 +780,6 @@ int main(void)
     static const char *const certs[] = {"tls.crt", "tls.key", "ca.crt", NULL};
     remove_dir(tmpdir, scripts);
     remove_dir(certdir, certs);
+    metrics_default_free();
     DONE();
 }
