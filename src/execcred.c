@@ -2,9 +2,14 @@
  *
  * Provides: execcred_run, execcred_parse, execcred_parse_time,
  * execcred_fresh, execcred_free.
- * Uses: posix_spawnp and poll (the plugin process), json (the answer), buf,
- * err, OpenSSL's base64 encoder (certificate-authority-data for
- * provideClusterInfo).
+ * Uses: posix_spawnp, poll and a pidfd (the plugin process), json (the
+ * answer), kubeconfig (kubeconfig_check_token), buf, err, OpenSSL's base64
+ * encoder (certificate-authority-data for provideClusterInfo).
+ *
+ * The plugin runs in a process group of its own. The wait ends when the
+ * plugin exits (not at EOF on its stdout, which a grandchild may hold
+ * open); then the whole group is killed, so nothing it started in that
+ * group outlives it, and the plugin is reaped.
  *
  * Nothing here logs: a plugin's stdout is a credential.
  */
@@ -22,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -165,6 +171,8 @@ int execcred_parse(const char *json, size_t len, const char *api_version, execcr
         free(c.token);
         c.token = NULL;
     }
+    if (c.token && kubeconfig_check_token(c.token, strlen(c.token), "status.token", err) != 0)
+        goto out;
     if (!c.cert_pem != !c.key_pem) {
         kl_err_set(err, KL_EINVAL, "status has %s without %s",
                    c.cert_pem ? "clientCertificateData" : "clientKeyData",
@@ -275,56 +283,113 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Drain both pipes until they close or the deadline passes. stderr is
- * copied through to ours as it arrives (the plugin may be telling the user
- * something) and its first line kept for the error message. 0, or -1 on
- * timeout. */
-static int collect(int out_fd, int err_fd, kl_buf *out, char *first_err, size_t first_cap)
+/* Whether the plugin has exited, leaving it unreaped (WNOWAIT) so that its
+ * pid, which is also its process group's id, cannot be reused before the
+ * group is killed. A child someone else reaped counts as exited. */
+static int child_exited(pid_t pid)
 {
-    int64_t deadline = mono_ms() + EXECCRED_TIMEOUT_MS;
-    size_t first_len = 0;
-    int first_done = 0;
-    struct pollfd p[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+        return errno == ECHILD;
+    return si.si_pid == pid;
+}
+
+/* An fd that polls readable when pid exits, or -1 (kernels before 5.3):
+ * then the wait below ticks instead. */
+static int exit_fd(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    return -1;
+#endif
+}
+
+typedef struct output {
+    kl_buf *out;         /* stdout, up to MAX_STDOUT */
+    int overflow;        /* stdout went past MAX_STDOUT (the rest is read and dropped) */
+    char *first_err;     /* the first non-blank line of stderr */
+    size_t first_len, first_cap;
+    int first_done;
+} output;
+
+/* Read what is there on pipe i (0 stdout, 1 stderr) without blocking.
+ * Returns 1 at EOF, else 0. stderr is copied through to ours as it arrives
+ * (the plugin may be telling the user something). */
+static int drain(int fd, int i, output *o)
+{
     char chunk[4096];
-    while (p[0].fd >= 0 || p[1].fd >= 0) {
-        int64_t left = deadline - mono_ms();
-        if (left <= 0)
-            return -1;
-        int r = poll(p, 2, (int)left);
-        if (r < 0 && errno == EINTR)
+    for (;;) {
+        ssize_t got = read(fd, chunk, sizeof chunk);
+        if (got < 0 && errno == EINTR)
             continue;
-        if (r < 0)
-            return -1;
-        for (int i = 0; i < 2; i++) {
-            if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            ssize_t got = read(p[i].fd, chunk, sizeof chunk);
-            if (got < 0 && (errno == EINTR || errno == EAGAIN))
-                continue;
-            if (got <= 0) {
-                p[i].fd = -1;
-                continue;
-            }
-            if (i == 0) {
-                if (out->len + (size_t)got > MAX_STDOUT || kl_buf_append(out, chunk, (size_t)got))
-                    p[0].fd = -1;    /* too much: stop reading; parsing will fail */
-                continue;
-            }
-            ssize_t w = write(2, chunk, (size_t)got);
-            (void)w;
-            for (ssize_t j = 0; j < got && !first_done; j++) {
-                char ch = chunk[j];
-                if (ch == '\n') {
-                    if (first_len > 0)
-                        first_done = 1;      /* skip leading blank lines */
-                } else if (first_len + 1 < first_cap) {
-                    first_err[first_len++] = (ch == '\r' || ch == '\t') ? ' ' : ch;
-                    first_err[first_len] = '\0';
-                }
+        if (got < 0)
+            return errno == EAGAIN ? 0 : 1;
+        if (got == 0)
+            return 1;
+        if (i == 0) {
+            if (o->overflow || o->out->len + (size_t)got > MAX_STDOUT ||
+                kl_buf_append(o->out, chunk, (size_t)got))
+                o->overflow = 1; /* keep reading, so the plugin is not blocked */
+            continue;
+        }
+        ssize_t w = write(2, chunk, (size_t)got);
+        (void)w;
+        for (ssize_t j = 0; j < got && !o->first_done; j++) {
+            char ch = chunk[j];
+            if (ch == '\n') {
+                if (o->first_len > 0)
+                    o->first_done = 1; /* skip leading blank lines */
+            } else if (o->first_len + 1 < o->first_cap) {
+                o->first_err[o->first_len++] = (ch == '\r' || ch == '\t') ? ' ' : ch;
+                o->first_err[o->first_len] = '\0';
             }
         }
     }
-    return 0;
+}
+
+/* Read both pipes (non-blocking fds) until the plugin exits or the deadline
+ * passes. It is the exit that ends the wait, not EOF: a grandchild the
+ * plugin left behind may hold the pipes open for ever. What the plugin
+ * wrote before it exited is in the pipes by then and is drained. 0 once it
+ * has exited (still unreaped), -1 on timeout. */
+static int collect(pid_t pid, int out_fd, int err_fd, output *o)
+{
+    int64_t deadline = mono_ms() + EXECCRED_TIMEOUT_MS;
+    int efd = exit_fd(pid), rc = -1;
+    struct pollfd p[3] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}, {efd, POLLIN, 0}};
+    while (!child_exited(pid)) {
+        int64_t left = deadline - mono_ms();
+        if (left <= 0)
+            goto done;
+        int r = poll(p, 3, efd >= 0 ? (int)left : (int)(left < 20 ? left : 20));
+        if (r < 0 && errno != EINTR)
+            goto done;
+        for (int i = 0; r > 0 && i < 2; i++)
+            if (p[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
+                drain(p[i].fd, i, o))
+                p[i].fd = -1;
+    }
+    for (int i = 0; i < 2; i++)
+        if (p[i].fd >= 0)
+            drain(p[i].fd, i, o);
+    rc = 0;
+done:
+    if (efd >= 0)
+        close(efd);
+    return rc;
+}
+
+/* Kill the plugin's process group (the plugin and whatever it left behind
+ * that did not move to a group of its own) and reap the plugin. */
+static void kill_and_reap(pid_t pid, int *status)
+{
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL); /* in case it is not a group leader (it always should be) */
+    while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+        ;
 }
 
 int execcred_run(const kube_exec_config *cfg, const execcred_cluster *cluster, execcred *out,
@@ -337,6 +402,7 @@ int execcred_run(const kube_exec_config *cfg, const execcred_cluster *cluster, e
     char **env = NULL, **argv = NULL;
     kl_buf so = KL_BUF_INIT;
     char first_err[256] = "";
+    output o = {&so, 0, first_err, 0, sizeof first_err, 0};
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     int fa_init = 0, attr_init = 0;
@@ -381,7 +447,10 @@ int execcred_run(const kube_exec_config *cfg, const execcred_cluster *cluster, e
     attr_init = 1;
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    /* Its own process group, so that what it leaves behind can be killed. */
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                        POSIX_SPAWN_SETPGROUP);
     int e = posix_spawnp(&pid, cmd, &fa, &attr, argv, env);
     if (e != 0) {
         if (e == ENOENT)
@@ -397,17 +466,16 @@ int execcred_run(const kube_exec_config *cfg, const execcred_cluster *cluster, e
     close(outp[1]);
     close(errp[1]);
     outp[1] = errp[1] = -1;
-    if (collect(outp[0], errp[0], &so, first_err, sizeof first_err) != 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        spawned = 0;
+    fcntl(outp[0], F_SETFL, O_NONBLOCK);
+    fcntl(errp[0], F_SETFL, O_NONBLOCK);
+    int timed_out = collect(pid, outp[0], errp[0], &o) != 0;
+    kill_and_reap(pid, &status);
+    spawned = 0;
+    if (timed_out) {
         kl_err_set(err, KL_ETIMEOUT, "exec plugin %s failed: no answer within %d s (killed)", cmd,
                    EXECCRED_TIMEOUT_MS / 1000);
         goto out;
     }
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    spawned = 0;
     if (WIFSIGNALED(status)) {
         kl_err_set(err, KL_EIO, "exec plugin %s failed: killed by signal %d%s%s", cmd,
                    WTERMSIG(status), first_err[0] ? ": " : "", first_err);
@@ -419,6 +487,10 @@ int execcred_run(const kube_exec_config *cfg, const execcred_cluster *cluster, e
                    first_err);
         goto out;
     }
+    if (o.overflow) {
+        kl_err_set(err, KL_EINVAL, "exec plugin %s printed more than %u bytes", cmd, MAX_STDOUT);
+        goto out;
+    }
     kl_err perr = {0};
     if (execcred_parse(so.data ? so.data : "", so.len, cfg->api_version, out, &perr) != 0) {
         kl_err_set(err, KL_EINVAL, "exec plugin %s returned invalid ExecCredential: %s", cmd,
@@ -427,10 +499,8 @@ int execcred_run(const kube_exec_config *cfg, const execcred_cluster *cluster, e
     }
     rc = 0;
 out:
-    if (spawned) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    }
+    if (spawned)
+        kill_and_reap(pid, &status);
     if (fa_init)
         posix_spawn_file_actions_destroy(&fa);
     if (attr_init)

@@ -8,10 +8,13 @@
  * the result until it expires and re-runs the plugin after a 401.
  *
  * The run is synchronous: it blocks the calling thread (the event loop) for
- * as long as the plugin takes, at most EXECCRED_TIMEOUT_MS, after which the
- * plugin is killed. That happens once per credential refresh, which for real
- * plugins means once an hour or so; a blocking call keeps the transport simple
- * and no request can go out without a credential anyway.
+ * as long as the plugin runs, at most EXECCRED_TIMEOUT_MS, after which the
+ * plugin is killed. The wait ends when the plugin exits, even if something
+ * it started still holds its stdout; its process group is then killed, so
+ * no grandchild is left running. That happens once per credential refresh
+ * (real plugins: about once an hour, well under a second each); a blocking
+ * call keeps the transport simple and no request can go out without a
+ * credential anyway. The timeout is kept short because of that block.
  * Uses: kubeconfig (kube_exec_config), json, buf, err.
  */
 #ifndef KLUA_EXECCRED_H
@@ -23,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EXECCRED_TIMEOUT_MS 30000
+#define EXECCRED_TIMEOUT_MS 10000 /* also the longest the event loop can be blocked */
 
 /* What a plugin returned. Every pointer is owned by the struct
  * (execcred_free). expires_at is Unix seconds; 0 = never expires. */
@@ -46,7 +49,8 @@ typedef struct execcred_cluster {
  * execcred_free). cluster may be NULL. Errors are one line naming the
  * command: "exec plugin CMD failed: exit status 1: <first stderr line>",
  * "exec plugin CMD returned invalid ExecCredential: ...", or the install
- * hint when CMD is not found. */
+ * hint when CMD is not found. A token with a control character (CR, LF,
+ * ...) is refused: "...: status.token contains a line break (CR or LF)". */
 int execcred_run(const kube_exec_config *cfg, const execcred_cluster *cluster, execcred *out,
                  kl_err *err);
 

@@ -5,13 +5,19 @@
  * the last resourceVersion, or LISTING again after 410 Gone, or WAITING
  * (backoff) after an error. Everything runs on the loop thread; handlers are
  * called synchronously while the store holds the new state.
- * Uses: rest, kube, store, loop, watchframe, json, log.
+ * Uses: rest, kube, store, loop, watchframe (events, shallow reading of
+ * LIST pages), json, metrics, log.
+ *
+ * A LIST page is read item by item (watchframe_item) rather than decoded
+ * whole, so that one item json.c cannot decode costs that item only.
  */
 #include "informer.h"
 
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
+#include "watchframe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +57,10 @@ struct informer {
     char *ns;
     char *selector;
     char *api_version;       /* res as "group/version", for items lacking it */
+    char *metric_res;        /* "group/version/resource", the metrics' label */
+    size_t reported;         /* objects counted in klua_cache_objects */
+    informer_skip_cb on_skip;
+    void *skip_ud;
     store *store;
     handler_slot *handlers;
     size_t nhandlers;
@@ -209,16 +219,69 @@ static void set_rv(informer *inf, const char *rv)
     inf->last_rv = c;
 }
 
-/* Objects from a list of a built-in type carry no apiVersion/kind; add them
- * so Lua always sees a whole object. The item is token `it` of the list
- * page already parsed in *page, so looking for "kind" costs no parse.
- * Returns a new store object (caller owns) or NULL. */
-static store_obj *obj_from_item(informer *inf, const json_doc *page, int it, kl_err *err)
+/* Tell the cache gauge how the store's size changed since the last call. */
+static void note_size(informer *inf)
 {
-    size_t len = 0;
-    const char *raw = json_raw(page, it, &len);
-    int has_kind = json_obj_get(page, it, "kind") >= 0;
-    if (has_kind)
+    size_t n = store_len(inf->store);
+    if (n != inf->reported)
+        metrics_cache_objects_add(inf->metric_res, n >= inf->reported
+                                                       ? (long)(n - inf->reported)
+                                                       : -(long)(inf->reported - n));
+    inf->reported = n;
+}
+
+/* "ns/name" or "name", the store's key for what id names; caller owns it.
+ * NULL when the name is unknown or memory is short. */
+static char *ident_key(const watchframe_ident *id)
+{
+    kl_buf b = KL_BUF_INIT;
+    if (!id->name || !id->name[0])
+        return NULL;
+    if (id->namespace && id->namespace[0] ? kl_buf_printf(&b, "%s/%s", id->namespace, id->name)
+                                          : kl_buf_puts(&b, id->name)) {
+        kl_buf_free(&b);
+        return NULL;
+    }
+    return kl_buf_take(&b);
+}
+
+/* An object (raw JSON) that cannot be decoded or cached: log it once, count
+ * it, tell the skip handler. *id receives what could be read of it (caller
+ * frees it with watchframe_ident_free). */
+static void skip_object(informer *inf, const char *raw, size_t len, const char *why,
+                        watchframe_ident *id)
+{
+    if (watchframe_ident_read(raw, len, id) != 0)
+        memset(id, 0, sizeof *id);
+    char *key = ident_key(id);
+    if (key)
+        kl_log(KL_LOG_WARN, "skipping an object that cannot be decoded", "resource",
+               inf->res.resource, "object", key, "reason", why, NULL);
+    else
+        kl_log(KL_LOG_WARN, "skipping an object that cannot be decoded", "resource",
+               inf->res.resource, "resourceVersion",
+               id->resource_version ? id->resource_version : "unknown", "reason", why, NULL);
+    free(key);
+    metrics_informer_skipped(inf->metric_res, 1);
+    if (inf->on_skip) {
+        informer_skipped sk = {id->namespace, id->name, id->uid, id->resource_version, why};
+        inf->on_skip(inf->skip_ud, inf, &sk);
+    }
+}
+
+/* Objects from a list of a built-in type carry no apiVersion/kind; add them
+ * so Lua always sees a whole object. raw[0..len) is one item of a LIST
+ * page. Returns a new store object (caller owns) or NULL with err set. */
+static store_obj *obj_from_item(informer *inf, const char *raw, size_t len, kl_err *err)
+{
+    const char *kind;
+    size_t klen;
+    int has_kind = watchframe_member(raw, len, "kind", &kind, &klen);
+    if (has_kind < 0) {
+        kl_err_set(err, KL_EINVAL, "not a JSON object");
+        return NULL;
+    }
+    if (has_kind == 0)
         return store_obj_new(raw, len, err);
     kl_buf b = KL_BUF_INIT;
     kl_buf_puts(&b, "{\"apiVersion\":");
@@ -236,6 +299,8 @@ static store_obj *obj_from_item(informer *inf, const json_doc *page, int it, kl_
         kl_buf_putc(&b, ',');
     kl_buf_append(&b, rest, rlen);
     store_obj *o = b.data ? store_obj_new(b.data, b.len, err) : NULL;
+    if (!b.data)
+        kl_err_set(err, KL_ENOMEM, "out of memory");
     kl_buf_free(&b);
     return o;
 }
@@ -344,6 +409,7 @@ static void finish_list(informer *inf)
             free(v.keys[i]);
         }
         free(v.keys);
+        note_size(inf);
     }
     keyset_clear(&inf->seen);
     inf->relisting = 0;
@@ -356,6 +422,71 @@ static void finish_list(informer *inf)
         fire_synced_listeners(inf);
     }
     start_watch(inf);
+}
+
+/* metadata.continue and metadata.resourceVersion of a LIST page, each
+ * malloc'd or NULL. -1 when the page is not a JSON object with a decodable
+ * metadata (or memory is short). */
+static int list_page_meta(const char *body, size_t len, char **cont, char **rv)
+{
+    const char *meta;
+    size_t mlen;
+    json_doc d = {0};
+    int rc = -1;
+    *cont = *rv = NULL;
+    int found = watchframe_member(body, len, "metadata", &meta, &mlen);
+    if (found == 1)
+        return 0;
+    if (found < 0 || json_parse(&d, meta, mlen, NULL) != 0)
+        goto done;
+    int c = json_obj_get(&d, 0, "continue"), r = json_obj_get(&d, 0, "resourceVersion");
+    if ((c >= 0 && d.toks[c].type == JSON_STRING && !(*cont = json_str_dup(&d, c))) ||
+        (r >= 0 && d.toks[r].type == JSON_STRING && !(*rv = json_str_dup(&d, r))))
+        goto done;
+    rc = 0;
+done:
+    if (rc != 0) {
+        free(*cont);
+        free(*rv);
+        *cont = *rv = NULL;
+    }
+    json_doc_free(&d);
+    return rc;
+}
+
+/* Put every item of a LIST page in the store; an item that cannot be
+ * decoded is skipped (its key, when readable, still counts as seen, so a
+ * relist keeps its older cached version). -1 when the items array itself
+ * is malformed. */
+static int list_page_items(informer *inf, const char *body, size_t len)
+{
+    const char *items, *raw;
+    size_t ilen, rlen, pos = 0;
+    int found = watchframe_member(body, len, "items", &items, &ilen), more;
+    if (found == 1)
+        return 0; /* "items": omitted when empty by some servers */
+    if (found < 0)
+        return -1;
+    if (ilen == 4 && !memcmp(items, "null", 4))
+        return 0;
+    while ((more = watchframe_item(items, ilen, &pos, &raw, &rlen)) == 0) {
+        kl_err err = {0};
+        store_obj *o = obj_from_item(inf, raw, rlen, &err);
+        if (!o) {
+            watchframe_ident id;
+            skip_object(inf, raw, rlen, err.msg, &id);
+            char *key = ident_key(&id);
+            if (key && inf->relisting)
+                keyset_add(&inf->seen, key);
+            free(key);
+            watchframe_ident_free(&id);
+            continue;
+        }
+        if (inf->relisting)
+            keyset_add(&inf->seen, o->key);
+        apply_upsert(inf, o);
+    }
+    return more < 0 ? -1 : 0;
 }
 
 static void on_list_page(void *ud, kube_result *res)
@@ -378,28 +509,19 @@ static void on_list_page(void *ud, kube_result *res)
         retry_later(inf, why);
         return;
     }
-    kl_err err = {0};
-    json_doc d = {0};
-    if (json_parse(&d, res->body.data ? res->body.data : "", res->body.len, &err) != 0) {
-        json_doc_free(&d);
-        retry_later(inf, err.msg);
+    const char *body = res->body.data ? res->body.data : "";
+    char *cont = NULL, *rv = NULL;
+    if (list_page_meta(body, res->body.len, &cont, &rv) != 0) {
+        retry_later(inf, "list: the response is not a list");
         return;
     }
-    int items = json_obj_get(&d, 0, "items");
-    for (int it = items >= 0 ? json_first(&d, items) : -1; it >= 0; it = json_next(&d, it)) {
-        store_obj *o = obj_from_item(inf, &d, it, &err);
-        if (!o) {
-            kl_log(KL_LOG_WARN, "skipping an object the cache cannot hold", "resource",
-                   inf->res.resource, "error", err.msg, NULL);
-            continue;
-        }
-        if (inf->relisting)
-            keyset_add(&inf->seen, o->key);
-        apply_upsert(inf, o);
+    if (list_page_items(inf, body, res->body.len) != 0) {
+        free(cont);
+        free(rv);
+        retry_later(inf, "list: the response's items are malformed");
+        return;
     }
-    char *cont = json_str_dup(&d, json_path(&d, 0, "metadata.continue"));
-    char *rv = json_str_dup(&d, json_path(&d, 0, "metadata.resourceVersion"));
-    json_doc_free(&d);
+    note_size(inf);
     free(inf->continue_token);
     inf->continue_token = (cont && *cont) ? cont : NULL;
     if (!inf->continue_token)
@@ -438,24 +560,30 @@ static void on_watch_event(void *ud, const watch_event *ev)
     inf->watch_events++;
     switch (ev->type) {
     case WATCH_ADDED:
-    case WATCH_MODIFIED: {
+    case WATCH_MODIFIED:
+    case WATCH_DELETED: {
+        /* An undecodable event may still hold an object store.c can decode
+         * (the event adds one level of nesting): try it first. */
         store_obj *o = store_obj_new(ev->object, ev->object_len, &err);
         if (!o) {
-            kl_log(KL_LOG_WARN, "skipping a watch event", "resource", inf->res.resource, "error",
-                   err.msg, NULL);
-            break;
+            watchframe_ident id;
+            skip_object(inf, ev->object, ev->object_len, ev->undecodable ? ev->message : err.msg,
+                        &id);
+            set_rv(inf, id.resource_version);
+            char *key = ev->type == WATCH_DELETED ? ident_key(&id) : NULL;
+            if (key)
+                apply_delete(inf, key, NULL);
+            free(key);
+            watchframe_ident_free(&id);
+        } else if (ev->type == WATCH_DELETED) {
+            set_rv(inf, o->rv);
+            apply_delete(inf, o->key, o);
+            store_obj_free(o);
+        } else {
+            set_rv(inf, o->rv);
+            apply_upsert(inf, o);
         }
-        set_rv(inf, o->rv);
-        apply_upsert(inf, o);
-        break;
-    }
-    case WATCH_DELETED: {
-        store_obj *o = store_obj_new(ev->object, ev->object_len, &err);
-        if (!o)
-            break;
-        set_rv(inf, o->rv);
-        apply_delete(inf, o->key, o);
-        store_obj_free(o);
+        note_size(inf);
         break;
     }
     case WATCH_BOOKMARK:
@@ -536,6 +664,12 @@ informer *informer_new(kube_client *c, const kube_resource *r, const char *ns,
         goto fail;
     if (!(inf->api_version = kube_resource_api_version(r)))
         goto fail;
+    kl_buf m = KL_BUF_INIT;
+    if (kl_buf_printf(&m, "%s/%s", inf->api_version, r->resource) != 0) {
+        kl_buf_free(&m);
+        goto fail;
+    }
+    inf->metric_res = kl_buf_take(&m);
     inf->next_handler_id = 1;
     return inf;
 fail:
@@ -561,12 +695,15 @@ void informer_free(informer *inf)
     if (!inf)
         return;
     informer_stop(inf);
+    if (inf->reported && inf->metric_res)
+        metrics_cache_objects_add(inf->metric_res, -(long)inf->reported);
     store_free(inf->store);
     kube_resource_free(&inf->res);
     keyset_clear(&inf->seen);
     free(inf->ns);
     free(inf->selector);
     free(inf->api_version);
+    free(inf->metric_res);
     free(inf->last_rv);
     free(inf->continue_token);
     free(inf->handlers);
@@ -625,8 +762,15 @@ int informer_start(informer *inf)
 {
     if (inf->state != INF_STOPPED)
         return 0;
+    metrics_informer_skipped(inf->metric_res, 0);
     start_list(inf);
     return 0;
+}
+
+void informer_set_skip_handler(informer *inf, informer_skip_cb cb, void *ud)
+{
+    inf->on_skip = cb;
+    inf->skip_ud = ud;
 }
 
 int informer_has_synced(const informer *inf) { return inf->synced; }
@@ -669,6 +813,8 @@ struct informer_registry {
     kube_client *client;
     reg_entry *entries;
     size_t n;
+    informer_skip_cb on_skip;
+    void *skip_ud;
 };
 
 informer_registry *informer_registry_new(kube_client *c)
@@ -713,6 +859,7 @@ informer *informer_registry_get(informer_registry *reg, const kube_resource *r, 
     informer *inf = informer_new(reg->client, r, ns, label_selector);
     if (!inf)
         return NULL;
+    informer_set_skip_handler(inf, reg->on_skip, reg->skip_ud);
     reg->entries[reg->n].inf = inf;
     reg->entries[reg->n].refs = 1;
     reg->n++;
@@ -731,4 +878,12 @@ void informer_registry_release(informer_registry *reg, informer *inf)
         }
         return;
     }
+}
+
+void informer_registry_set_skip_handler(informer_registry *reg, informer_skip_cb cb, void *ud)
+{
+    reg->on_skip = cb;
+    reg->skip_ud = ud;
+    for (size_t i = 0; i < reg->n; i++)
+        informer_set_skip_handler(reg->entries[i].inf, cb, ud);
 }

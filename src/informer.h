@@ -8,7 +8,17 @@
  * minutes of health), as client-go's reflector does. Handlers see add,
  * update and delete. A registry shares one informer per (resource,
  * namespace, label selector) among controllers, counting references.
- * Uses: rest, kube, store, loop, watchframe, log.
+ *
+ * An object the informer cannot decode (nested deeper than JSON_MAX_DEPTH,
+ * invalid inside, without metadata.name) costs that object only: it is
+ * skipped in a LIST page and in a watch stream, while the stream and every
+ * other object go on. Each skip logs one warning naming the object
+ * (namespace/name, else the resource and resourceVersion), counts in
+ * klua_informer_objects_skipped_total{resource} and calls the skip handler,
+ * if one is set. A skipped ADDED/MODIFIED leaves the cache as it was (an
+ * older, decodable version stays); a skipped DELETED still removes the
+ * object by its key when the key can be read.
+ * Uses: rest, kube, store, loop, watchframe, metrics, log.
  */
 #ifndef KLUA_INFORMER_H
 #define KLUA_INFORMER_H
@@ -44,6 +54,21 @@ const kube_resource *informer_resource(const informer *inf);
 int informer_add_synced_listener(informer *inf, void (*cb)(void *ud, informer *inf), void *ud);
 void informer_remove_synced_listener(informer *inf, int id);
 
+/* What is known of a skipped object. Strings are NULL when they could not
+ * be read; all are valid only during the call. */
+typedef struct informer_skipped {
+    const char *namespace;        /* NULL or "" when cluster-scoped or unknown */
+    const char *name;
+    const char *uid;
+    const char *resource_version;
+    const char *reason;           /* why it could not be decoded, one line */
+} informer_skipped;
+typedef void (*informer_skip_cb)(void *ud, informer *inf, const informer_skipped *s);
+/* Called once per skipped object (after the warning is logged), e.g. to
+ * record a Warning Event on it. cb NULL removes it. The callback must not
+ * free the informer. */
+void informer_set_skip_handler(informer *inf, informer_skip_cb cb, void *ud);
+
 /* Shared informers. */
 typedef struct informer_registry informer_registry;
 informer_registry *informer_registry_new(kube_client *c);
@@ -52,5 +77,7 @@ void informer_registry_free(informer_registry *reg);
 informer *informer_registry_get(informer_registry *reg, const kube_resource *r, const char *ns,
                                 const char *label_selector);
 void informer_registry_release(informer_registry *reg, informer *inf); /* stops at zero */
+/* The skip handler of every informer the registry holds or will create. */
+void informer_registry_set_skip_handler(informer_registry *reg, informer_skip_cb cb, void *ud);
 
 #endif

@@ -376,6 +376,13 @@ static int file_token(kube_client *c, kl_err *err)
     }
     while (len > 0 && (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' '))
         t[--len] = '\0';
+    char where[320];
+    snprintf(where, sizeof where, "token file %s", c->cfg.token_file);
+    if (kubeconfig_check_token(t, len, where, err) != 0) {
+        memset(t, 0, len);
+        free(t);
+        return -1;
+    }
     if (c->file_token) {
         memset(c->file_token, 0, strlen(c->file_token));
         free(c->file_token);

@@ -7,7 +7,10 @@
  * (--context or current-context) and the context's namespace. Relative paths
  * resolve against the folder of the file that named them. Also the
  * in-cluster config (service-account token, CA, namespace).
- * Uses: err, yaml (libyaml).
+ * Uses: err. Implemented by kubeconfig.c (loading) over kubeconfig_parse.c
+ * and kubeconfig_yaml.c (one file), kubeconfig_merge.c and
+ * kubeconfig_validate.c (merging, ConfirmUsable), kubeconfig_incluster.c,
+ * and kubeconfig_model.c (the parsed form they share, freeing).
  *
  * Error messages are one line and name the file (or env var) and what is
  * wrong; they never contain a token, password or key.
@@ -77,5 +80,12 @@ int kubeconfig_resolve(kubeconfig_file *const *files, size_t nfiles, const kubec
                        kube_rest_config *out, kl_err *err);
 
 void kube_rest_config_free(kube_rest_config *c);
+
+/* Whether tok[0..len) may be sent as a bearer token: no control character
+ * (CR and LF would start another request header; client-go refuses any
+ * invalid header value). where names the source for the message ("user
+ * \"x\" in kubeconfig F: token", "token file F", ...), which never quotes
+ * the token. Returns 0, or -1 with err set (KL_EINVAL). */
+int kubeconfig_check_token(const char *tok, size_t len, const char *where, kl_err *err);
 
 #endif

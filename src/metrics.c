@@ -487,7 +487,7 @@ static struct {
     metrics_registry *r;
     metrics_family *reconcile_total, *reconcile_errors, *reconcile_time, *active_workers,
         *max_concurrent, *wq_depth, *wq_adds, *wq_retries, *wq_queue_dur, *wq_work_dur,
-        *rest_requests, *cache_objects, *lua_memory, *script_reloads;
+        *rest_requests, *cache_objects, *lua_memory, *script_reloads, *skipped;
 } dflt;
 
 #define L(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -524,6 +524,9 @@ static int default_build(metrics_registry *r)
         L("code", "method", "host"), e);
     dflt.cache_objects = metrics_gauge_new(r, "klua_cache_objects",
         "Number of objects in the informer cache per resource", L("resource"), e);
+    dflt.skipped = metrics_counter_new(r, "klua_informer_objects_skipped_total",
+        "Objects an informer could not decode and left out of its cache, per resource",
+        L("resource"), e);
     dflt.lua_memory = metrics_gauge_new(r, "klua_lua_memory_bytes",
         "Bytes allocated by the Lua state of each controller", ctl, e);
     dflt.script_reloads = metrics_counter_new(r, "klua_script_reloads_total",
@@ -533,7 +536,7 @@ static int default_build(metrics_registry *r)
                              dflt.active_workers, dflt.max_concurrent, dflt.wq_depth,
                              dflt.wq_adds, dflt.wq_retries, dflt.wq_queue_dur, dflt.wq_work_dur,
                              dflt.rest_requests, dflt.cache_objects, dflt.lua_memory,
-                             dflt.script_reloads};
+                             dflt.script_reloads, dflt.skipped};
     for (size_t i = 0; i < N(all); i++)
         if (!all[i])
             return -1;
@@ -630,10 +633,16 @@ void metrics_rest_request(long status, const char *method, const char *host)
     metrics_counter_add(dflt.rest_requests, L(code, method, host), 1);
 }
 
-void metrics_cache_objects(const char *resource, size_t n)
+void metrics_cache_objects_add(const char *resource, long delta)
 {
     if (metrics_default())
-        metrics_gauge_set(dflt.cache_objects, L(resource), (double)n);
+        metrics_gauge_add(dflt.cache_objects, L(resource), (double)delta);
+}
+
+void metrics_informer_skipped(const char *resource, unsigned n)
+{
+    if (metrics_default())
+        metrics_counter_add(dflt.skipped, L(resource), (double)n);
 }
 
 void metrics_lua_memory(const char *controller, size_t bytes)

@@ -16,23 +16,29 @@
  * Single-threaded: everything runs on the loop thread; there is no locking.
  * Uses: buf, err.
  *
- * Wiring (who calls what, all on the default registry):
- *   controller.c  metrics_controller_started(name, workers) when it starts;
- *                 metrics_active_workers_add(name, +1 / -1) around a reconcile;
- *                 metrics_reconcile_done(name, result, seconds) when it ends,
- *                   result "success" | "error" | "requeue" | "requeue_after";
- *                 metrics_workqueue_add(name) on every add (also rate-limited
- *                   and delayed adds when they land), metrics_workqueue_retry(name)
- *                   on add_rate_limited, metrics_workqueue_depth(name, len) after
- *                   the queue length changes, metrics_workqueue_queue_duration
- *                   (name, s) when a key is handed out (time since it was added),
- *                   metrics_workqueue_work_duration(name, s) when it is Done.
- *   kube.c/rest.c metrics_rest_request(status, method, host) per API response
- *                   (status 0 = no HTTP answer: rendered as code="<error>").
- *   informer.c    metrics_cache_objects(resource, n) when the store size changes.
- *   lua_host.c    metrics_lua_memory(controller, bytes) after each reconcile;
- *                 metrics_script_reload(controller, ok) per hot reload.
- *   main/run.c    metrics_default_free() at exit (after the ops server stopped).
+ * Wiring (who calls what today, all on the default registry):
+ *   controller.c  metrics_controller_started(name, workers) when it starts and
+ *                   after a hot reload; metrics_active_workers_add(name, +1 / -1)
+ *                   around a reconcile; when a reconcile ends,
+ *                   metrics_reconcile_done(name, result, seconds),
+ *                   metrics_workqueue_work_duration(name, seconds) and
+ *                   metrics_lua_memory(name, bytes); metrics_workqueue_add(name)
+ *                   and metrics_workqueue_depth(name, len) on each enqueue;
+ *                   metrics_workqueue_retry(name) + metrics_workqueue_add(name)
+ *                   on a rate-limited re-add.
+ *   informer.c    metrics_cache_objects_add(resource, +n / -n) as its store
+ *                   grows and shrinks (and when the informer is freed);
+ *                   metrics_informer_skipped(resource, 0) when it starts, then
+ *                   (resource, 1) per object it skips.
+ *   reload.c      metrics_script_reload(controller, ok) per hot reload.
+ *   run.c         adds its own API request/list/watch counters to
+ *                   metrics_default(); metrics_default_free() at exit, after
+ *                   the ops server stopped.
+ *   ops.c         renders metrics_default() per scrape of /metrics (when it
+ *                   was given no registry of its own).
+ * Nothing calls metrics_workqueue_queue_duration or metrics_rest_request
+ * yet, so workqueue_queue_duration_seconds and rest_client_requests_total
+ * have no series (and are left out of /metrics).
  */
 #ifndef KLUA_METRICS_H
 #define KLUA_METRICS_H
@@ -118,6 +124,7 @@ void metrics_default_free(void);
  *   workqueue_work_duration_seconds{name,controller}             histogram
  *   rest_client_requests_total{code,method,host}                 counter
  *   klua_cache_objects{resource}                                 gauge
+ *   klua_informer_objects_skipped_total{resource}                counter
  *   klua_lua_memory_bytes{controller}                            gauge
  *   klua_script_reloads_total{controller,result}                 counter
  * The workqueue's "name" label is the controller's name, as in
@@ -139,8 +146,12 @@ void metrics_workqueue_work_duration(const char *controller, double seconds);
 /* status 0 (no HTTP answer) is recorded as code "<error>", like client-go.
  * host is "host:port" without credentials. */
 void metrics_rest_request(long status, const char *method, const char *host);
-/* resource: "group/version/resource" (core: "v1/pods"). */
-void metrics_cache_objects(const char *resource, size_t n);
+/* resource: "group/version/resource" (core: "v1/pods"). Informers of one
+ * resource (other namespaces, other selectors) add up in one series. */
+void metrics_cache_objects_add(const char *resource, long delta);
+/* n objects of resource that an informer could not decode and skipped;
+ * n 0 creates the series at 0 (an informer does so when it starts). */
+void metrics_informer_skipped(const char *resource, unsigned n);
 void metrics_lua_memory(const char *controller, size_t bytes);
 /* ok != 0 -> result "success", else "error". */
 void metrics_script_reload(const char *controller, int ok);

@@ -9,6 +9,15 @@
  * (after an answer that ends the connection: our side is shut down and
  * input is drained for a moment, so that a client still sending its
  * oversized request reads our 4xx instead of a reset).
+ *
+ * Slow clients: a request has a deadline from its start (the accept, or
+ * its first byte on a kept-alive connection) until its answer is sent,
+ * which reading does not move; silence for the idle timeout also ends a
+ * connection. At the connection limit a newcomer makes room: a lingering
+ * connection goes first, then the longest-idle keep-alive one, then the
+ * one whose request has taken longest (past a short grace, so a burst of
+ * fresh clients is queued rather than cut). So a few dozen clients that
+ * trickle bytes cannot hold every slot and keep /healthz from answering.
  */
 #include "ops.h"
 
@@ -29,6 +38,7 @@
 
 #define LINGER_MS 1000
 #define ACCEPT_RETRY_MS 100
+#define ACCEPT_BATCH 16      /* accepts per wake-up: let the accepted be read first */
 
 /* ---- the request parser ------------------------------------------------ */
 
@@ -229,8 +239,9 @@ struct ops_conn {
     size_t out_off;          /* bytes of out already sent */
     int closing;             /* end the connection once out is sent */
     int lingering;           /* our side shut down; draining input */
-    loop_timer_id timer;     /* idle or linger deadline */
+    loop_timer_id timer;     /* idle, request or linger deadline */
     uint64_t last_active;    /* loop ms, to pick the idlest for eviction */
+    uint64_t req_start;      /* loop ms when the current request began; 0 when idle */
     unsigned long served;    /* requests answered: only a keep-alive connection
                               * (served > 0, nothing pending) counts as idle */
     ops_conn *prev, *next;
@@ -242,12 +253,13 @@ struct ops_server {
     int port;
     int paused;              /* listening fd not watched (full, or EMFILE) */
     int freeing;             /* ops_free is closing everything */
-    loop_timer_id retry;
+    loop_timer_id retry;     /* accept failed (EMFILE...): try again later */
+    loop_timer_id full;      /* full of fresh connections: look again after the grace */
     metrics_registry *registry;
     ops_ready_fn ready;
     void *ready_ud;
     size_t max_conns, nconns;
-    unsigned idle_ms;
+    unsigned idle_ms, request_ms, grace_ms;
     ops_conn *conns;         /* owned, doubly linked */
 };
 
@@ -297,6 +309,21 @@ static void set_timer(ops_conn *c, uint64_t ms)
     loop_timer_cancel(c->s->l, c->timer);
     c->timer = loop_timer_add(c->s->l, ms, on_conn_timer, c);
     c->last_active = loop_now_ms(c->s->l);
+}
+
+/* Arm c's deadline after activity: idle_ms of silence at most, and, while
+ * a request is in progress, never past its deadline (req_start +
+ * request_ms), which activity does not move. */
+static void arm(ops_conn *c)
+{
+    uint64_t now = loop_now_ms(c->s->l), ms = c->s->idle_ms;
+    if (c->req_start) {
+        uint64_t end = c->req_start + c->s->request_ms;
+        uint64_t left = end > now ? end - now : 0;
+        if (left < ms)
+            ms = left;
+    }
+    set_timer(c, ms);
 }
 
 /* Queue a whole response on c->out. */
@@ -424,7 +451,7 @@ static void flush(ops_conn *c)
                 if (loop_fd_mod(c->s->l, c->fd, LOOP_WRITE) != 0)
                     conn_close(c);
                 else
-                    set_timer(c, c->s->idle_ms);
+                    arm(c);
                 return;
             }
             if (n <= 0) {
@@ -435,6 +462,8 @@ static void flush(ops_conn *c)
         }
         kl_buf_reset(&c->out);
         c->out_off = 0;
+        /* an answer is out: the next request, if begun, starts its clock now */
+        c->req_start = c->in.len > 0 ? loop_now_ms(c->s->l) : 0;
         if (c->closing) {
             start_linger(c);
             return;
@@ -451,7 +480,7 @@ static void flush(ops_conn *c)
         conn_close(c);
         return;
     }
-    set_timer(c, c->s->idle_ms);
+    arm(c);
     /* an idle keep-alive connection can now make room for a waiting one */
     if (c->in.len == 0 && !c->s->retry)
         resume_accept(c->s);
@@ -481,6 +510,8 @@ static void on_readable(ops_conn *c)
         }
         c->in.len += (size_t)n;
         c->in.data[c->in.len] = '\0';
+        if (!c->req_start)
+            c->req_start = loop_now_ms(c->s->l); /* the first byte of a request */
     }
     if (process(c) != 0) {
         conn_close(c);
@@ -497,7 +528,7 @@ static void on_readable(ops_conn *c)
     if (c->out.len > 0)
         flush(c);
     else
-        set_timer(c, c->s->idle_ms);
+        arm(c);
 }
 
 static void on_conn(loop *l, int fd, int events, void *ud)
@@ -524,14 +555,21 @@ static void on_conn(loop *l, int fd, int events, void *ud)
         conn_close(c);
 }
 
-/* At the limit: close the connection idle the longest, if any is idle. */
-static int evict_idle(ops_server *s)
+/* At the limit: close one connection to make room, if one may go (see
+ * the top of the file). -1 when none may. */
+static int evict(ops_server *s)
 {
-    ops_conn *victim = NULL;
-    for (ops_conn *c = s->conns; c; c = c->next)
-        if (c->served && !c->lingering && c->in.len == 0 && c->out.len == 0 &&
-            (!victim || c->last_active < victim->last_active))
-            victim = c;
+    ops_conn *linger = NULL, *idle = NULL, *slow = NULL;
+    uint64_t now = loop_now_ms(s->l);
+    for (ops_conn *c = s->conns; c; c = c->next) {
+        if (c->lingering)
+            linger = c;
+        else if (!c->req_start && c->out.len == 0)
+            idle = !idle || c->last_active < idle->last_active ? c : idle;
+        else if (c->req_start + s->grace_ms <= now)
+            slow = !slow || c->req_start < slow->req_start ? c : slow;
+    }
+    ops_conn *victim = linger ? linger : idle ? idle : slow;
     if (!victim)
         return -1;
     conn_close(victim);
@@ -545,12 +583,24 @@ static void on_retry(loop *l, void *ud)
     resume_accept(s);
 }
 
+static void on_full_timer(loop *l, void *ud)
+{
+    ops_server *s = ud;
+    s->full = 0;
+    if (!s->retry)
+        resume_accept(s);
+}
+
 static void on_accept(loop *l, int lfd, int events, void *ud)
 {
     ops_server *s = ud;
-    for (;;) {
-        if (s->nconns >= s->max_conns && evict_idle(s) != 0) {
-            pause_accept(s);   /* resumed when a connection ends */
+    for (int batch = 0; batch < ACCEPT_BATCH; batch++) {
+        if (s->nconns >= s->max_conns && evict(s) != 0) {
+            /* resumed when a connection ends, or once the grace has made
+             * one of them evictable */
+            pause_accept(s);
+            if (!s->full)
+                s->full = loop_timer_add(l, s->grace_ms, on_full_timer, s);
             return;
         }
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -582,7 +632,8 @@ static void on_accept(loop *l, int lfd, int events, void *ud)
             s->conns->prev = c;
         s->conns = c;
         s->nconns++;
-        set_timer(c, s->idle_ms);
+        c->req_start = loop_now_ms(l); /* a new connection owes its first request */
+        arm(c);
     }
 }
 
@@ -696,6 +747,13 @@ int ops_start(loop *l, const ops_opts *o, ops_server **out, kl_err *err)
     s->ready_ud = o->ready_ud;
     s->max_conns = o->max_conns ? o->max_conns : 64;
     s->idle_ms = o->idle_timeout_ms ? o->idle_timeout_ms : 30000;
+    s->request_ms = o->request_timeout_ms ? o->request_timeout_ms : 10000;
+    /* a request younger than this is not "slow" yet: a burst of fresh
+     * clients waits for room instead of cutting each other off */
+    s->grace_ms = o->evict_grace_ms             ? o->evict_grace_ms
+                  : s->request_ms / 10 < 100  ? 100
+                  : s->request_ms / 10 > 1000 ? 1000
+                                              : s->request_ms / 10;
     if (loop_fd_add(l, fd, LOOP_READ, on_accept, s) != 0) {
         close(fd);
         free(s);
@@ -732,6 +790,7 @@ void ops_free(ops_server *s)
         return;
     s->freeing = 1;
     loop_timer_cancel(s->l, s->retry);
+    loop_timer_cancel(s->l, s->full);
     while (s->conns)
         conn_close(s->conns);
     loop_fd_del(s->l, s->lfd);

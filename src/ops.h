@@ -3,10 +3,15 @@
  * Provides: a small HTTP/1.1 server on the event loop. It never blocks:
  * non-blocking accept and I/O, a per-connection read buffer bounded at
  * OPS_MAX_REQUEST bytes (a bigger request head gets 431, a bigger body
- * 413, then the connection is closed), a bounded number of connections
- * (when full, the oldest idle keep-alive connection is closed to make room;
- * if none is idle, accepting pauses until one ends), an idle timeout, and
- * keep-alive with pipelined requests answered in order.
+ * 413, then the connection is closed), a request deadline that reading
+ * does not extend (from the accept, or from the first byte of a later
+ * request, until the answer is sent), an idle timeout, a bounded number of
+ * connections (when full, a newcomer makes room: the oldest idle
+ * keep-alive connection is closed, else the one whose request has taken
+ * longest, once that is past a short grace; else accepting pauses until
+ * one ends), and keep-alive with pipelined requests answered in order.
+ * Clients that trickle bytes (slowloris) therefore hold a slot for at most
+ * the request timeout, and lose it sooner to a newcomer such as a probe.
  *   GET /metrics   the registry in Prometheus text format 0.0.4
  *   GET /healthz   200 "ok" while the loop runs
  *   GET /readyz    200 "ok" once the readiness callback says so, else 503
@@ -71,7 +76,12 @@ typedef struct ops_opts {
     ops_ready_fn ready;            /* NULL = always ready */
     void *ready_ud;
     size_t max_conns;              /* 0 = 64 */
-    unsigned idle_timeout_ms;      /* 0 = 30000: idle keep-alive and slow clients */
+    unsigned idle_timeout_ms;      /* 0 = 30000: silence, idle keep-alive included */
+    unsigned request_timeout_ms;   /* 0 = 10000: one request, from its start to
+                                    * its answer sent; reading does not extend it */
+    unsigned evict_grace_ms;       /* 0 = request_timeout_ms / 10, within 100..1000:
+                                    * how long a request must have taken before a
+                                    * newcomer may evict its connection */
 } ops_opts;
 
 typedef struct ops_server ops_server;

@@ -1,6 +1,6 @@
 /* watchframe.c - splits a Kubernetes watch stream into events (see watchframe.h).
  *
- * Provides: the chunk-fed framer and watch_event_parse.
+ * Provides: the chunk-fed framer, watch_event_parse and the shallow reader.
  * Uses: buf (the carry-over of a value split across chunks), err, json
  * (watch_event_parse).
  *
@@ -13,6 +13,7 @@
 #include "watchframe.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,6 +167,175 @@ int watchframe_finish(watchframe *wf, kl_err *err)
     return 0;
 }
 
+/* ---- shallow reading ---- */
+
+static size_t skip_ws(const char *s, size_t len, size_t i)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+        i++;
+    return i;
+}
+
+/* One past the end of the value that starts at s[i], or 0 when it is
+ * malformed or cut short. Containers are matched by counting brackets
+ * outside strings: no recursion, no depth limit. */
+static size_t value_end(const char *s, size_t len, size_t i)
+{
+    if (i >= len)
+        return 0;
+    if (s[i] == '"') {
+        for (i++; i < len; i++) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                return i + 1;
+        }
+        return 0;
+    }
+    if (s[i] == '{' || s[i] == '[') {
+        size_t depth = 0;
+        int in_str = 0;
+        for (; i < len; i++) {
+            char c = s[i];
+            if (in_str) {
+                if (c == '\\')
+                    i++;
+                else if (c == '"')
+                    in_str = 0;
+            } else if (c == '"') {
+                in_str = 1;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if ((c == '}' || c == ']') && --depth == 0) {
+                return i + 1;
+            }
+        }
+        return 0;
+    }
+    size_t start = i; /* a number, true, false or null */
+    while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+           s[i] != '\n' && s[i] != '\r' && s[i] != '\t' && s[i] != '"' && s[i] != '{' &&
+           s[i] != '[')
+        i++;
+    return i > start ? i : 0;
+}
+
+/* The member key (NULL: none, so every member is stepped over and the
+ * object's top level checked) of obj; see watchframe_member. */
+static int member_scan(const char *obj, size_t len, const char *key, const char **val,
+                       size_t *vlen)
+{
+    size_t klen = key ? strlen(key) : 0, i = skip_ws(obj, len, 0);
+    if (i >= len || obj[i] != '{')
+        return -1;
+    i = skip_ws(obj, len, i + 1);
+    if (i < len && obj[i] == '}')
+        return 1;
+    for (;;) {
+        if (i >= len || obj[i] != '"')
+            return -1;
+        size_t kend = value_end(obj, len, i);
+        if (!kend)
+            return -1;
+        int match = key && kend - i - 2 == klen && memcmp(obj + i + 1, key, klen) == 0;
+        i = skip_ws(obj, len, kend);
+        if (i >= len || obj[i] != ':')
+            return -1;
+        i = skip_ws(obj, len, i + 1);
+        size_t vend = value_end(obj, len, i);
+        if (!vend)
+            return -1;
+        if (match) {
+            *val = obj + i;
+            *vlen = vend - i;
+            return 0;
+        }
+        i = skip_ws(obj, len, vend);
+        if (i < len && obj[i] == '}')
+            return 1;
+        if (i >= len || obj[i] != ',')
+            return -1;
+        i = skip_ws(obj, len, i + 1);
+    }
+}
+
+int watchframe_member(const char *obj, size_t len, const char *key, const char **val,
+                      size_t *vlen)
+{
+    return member_scan(obj, len, key, val, vlen);
+}
+
+int watchframe_item(const char *arr, size_t len, size_t *pos, const char **val, size_t *vlen)
+{
+    size_t i = skip_ws(arr, len, *pos);
+    if (*pos == 0) {
+        if (i >= len || arr[i] != '[')
+            return -1;
+        i = skip_ws(arr, len, i + 1);
+    } else if (i < len && arr[i] == ',') {
+        i = skip_ws(arr, len, i + 1);
+    } else if (i >= len || arr[i] != ']') {
+        return -1;
+    } else {
+        return 1;
+    }
+    if (i < len && arr[i] == ']' && *pos == 0) {
+        *pos = i; /* > 0: the next call sees the ']' again */
+        return 1;
+    }
+    size_t end = value_end(arr, len, i);
+    if (!end)
+        return -1;
+    *val = arr + i;
+    *vlen = end - i;
+    *pos = end;
+    return 0;
+}
+
+/* The string member key of obj, decoded, into *out (NULL when absent or
+ * not a string). -1 only when out of memory. */
+static int str_member(const char *obj, size_t len, const char *key, char **out)
+{
+    const char *v;
+    size_t vlen;
+    json_doc d = {0};
+    *out = NULL;
+    if (!obj || watchframe_member(obj, len, key, &v, &vlen) != 0 || v[0] != '"')
+        return 0;
+    if (json_parse(&d, v, vlen, NULL) == 0 && !(*out = json_str_dup(&d, 0))) {
+        json_doc_free(&d);
+        return -1;
+    }
+    json_doc_free(&d);
+    return 0;
+}
+
+void watchframe_ident_free(watchframe_ident *id)
+{
+    free(id->namespace);
+    free(id->name);
+    free(id->uid);
+    free(id->resource_version);
+    memset(id, 0, sizeof *id);
+}
+
+int watchframe_ident_read(const char *obj, size_t len, watchframe_ident *id)
+{
+    const char *meta = NULL;
+    size_t mlen = 0;
+    memset(id, 0, sizeof *id);
+    if (watchframe_member(obj, len, "metadata", &meta, &mlen) != 0)
+        return 0;
+    if (str_member(meta, mlen, "namespace", &id->namespace) != 0 ||
+        str_member(meta, mlen, "name", &id->name) != 0 ||
+        str_member(meta, mlen, "uid", &id->uid) != 0 ||
+        str_member(meta, mlen, "resourceVersion", &id->resource_version) != 0) {
+        watchframe_ident_free(id);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- events ---- */
 
 static const struct {
@@ -182,6 +352,42 @@ void watch_event_free(watch_event *ev)
     free((char *)ev->reason);
     free((char *)ev->message);
     ev->resource_version = ev->reason = ev->message = NULL;
+    watchframe_ident_free(&ev->ident);
+}
+
+/* The event in doc could not be decoded as a whole (why): if it still reads
+ * as an ADDED, MODIFIED or DELETED event with an object, fill *ev as an
+ * undecodable event and return 0, so the caller skips that one object and
+ * the stream goes on. Otherwise -1: the stream itself is bad. */
+static int parse_undecodable(const char *doc, size_t len, watch_event *ev, const char *why,
+                             kl_err *err)
+{
+    const char *t, *obj;
+    size_t tlen, olen;
+    char type[16];
+    if (member_scan(doc, len, NULL, &t, &tlen) != 1 || /* the event's own level is sound */
+        watchframe_member(doc, len, "type", &t, &tlen) != 0 ||
+        watchframe_member(doc, len, "object", &obj, &olen) != 0 || obj[0] != '{' ||
+        tlen < 2 || tlen - 2 >= sizeof type)
+        return kl_err_set(err, KL_EINVAL, "watch event: %s", why);
+    memcpy(type, t + 1, tlen - 2); /* the known names need no unescaping */
+    type[tlen - 2] = '\0';
+    if (!strcmp(type, "ADDED"))
+        ev->type = WATCH_ADDED;
+    else if (!strcmp(type, "MODIFIED"))
+        ev->type = WATCH_MODIFIED;
+    else if (!strcmp(type, "DELETED"))
+        ev->type = WATCH_DELETED;
+    else
+        return kl_err_set(err, KL_EINVAL, "watch event: %s", why);
+    ev->undecodable = 1;
+    ev->object = obj;
+    ev->object_len = olen;
+    if (watchframe_ident_read(obj, olen, &ev->ident) != 0 || !(ev->message = strdup(why)) ||
+        (ev->ident.resource_version &&
+         !(ev->resource_version = strdup(ev->ident.resource_version))))
+        return kl_err_set(err, KL_ENOMEM, "watch event: out of memory");
+    return 0;
 }
 
 /* Fills *ev; ev->object points into doc, the strings are owned by ev
@@ -191,8 +397,9 @@ int watch_event_parse(const char *doc, size_t len, watch_event *ev, kl_err *err)
     json_doc jd = {0};
     int rc = -1;
     memset(ev, 0, sizeof *ev);
-    if (json_parse(&jd, doc, len, err) != 0) {
-        kl_err_wrap(err, "watch event");
+    kl_err perr = {0};
+    if (json_parse(&jd, doc, len, &perr) != 0) {
+        rc = parse_undecodable(doc, len, ev, perr.msg, err);
         goto out;
     }
     if (jd.toks[0].type != JSON_OBJECT) {

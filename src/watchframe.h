@@ -5,7 +5,13 @@
  * whatever the chunk boundaries (partial values, several values in one
  * chunk, a value split across many chunks). It tracks strings and escapes,
  * so braces in strings are safe, and does not rely on newlines. And
- * watch_event_parse(), which reads {"type":..., "object":...}.
+ * watch_event_parse(), which reads {"type":..., "object":...}: an event
+ * whose object cannot be decoded (nested deeper than JSON_MAX_DEPTH, or
+ * invalid inside) is still an event, marked undecodable, so that one such
+ * object costs that object only and never the stream.
+ * Also a shallow reader of JSON text (watchframe_member, watchframe_item,
+ * watchframe_ident_read) that steps over values without decoding them, at any
+ * depth, for LIST pages that hold an undecodable item.
  * Uses: buf, err, json.
  */
 #ifndef KLUA_WATCHFRAME_H
@@ -32,6 +38,11 @@ int watchframe_feed(watchframe *wf, const char *data, size_t len, kl_err *err);
 int watchframe_finish(watchframe *wf, kl_err *err);
 void watchframe_free(watchframe *wf);
 
+/* What can be read of an object's metadata without decoding the object. */
+typedef struct watchframe_ident {
+    char *namespace, *name, *uid, *resource_version; /* malloc'd; NULL when unreadable */
+} watchframe_ident;
+
 typedef enum {
     WATCH_ADDED, WATCH_MODIFIED, WATCH_DELETED, WATCH_BOOKMARK, WATCH_ERROR
 } watch_type;
@@ -46,9 +57,37 @@ typedef struct watch_event {
     const char *reason;     /* malloc'd or NULL, e.g. "Expired" / "Gone" */
     const char *message;    /* malloc'd or NULL */
     int initial_events_end; /* BOOKMARK with k8s.io/initial-events-end=true */
+    /* ADDED, MODIFIED or DELETED whose object could not be decoded: object
+     * and object_len still span its raw bytes, message says why (malloc'd),
+     * and what could be read without decoding it is in ident. */
+    int undecodable;
+    watchframe_ident ident;         /* all NULL unless undecodable */
 } watch_event;
 
+/* -1 (err set) when doc is not an event at all; an event with an object that
+ * cannot be decoded is 0 with ev->undecodable set (see above). */
 int watch_event_parse(const char *doc, size_t len, watch_event *ev, kl_err *err);
 void watch_event_free(watch_event *ev);   /* frees the malloc'd strings */
+
+/* ---- shallow reading --------------------------------------------------- */
+/* These locate values in JSON text by tracking strings, escapes and
+ * brackets only, so they work at any nesting depth; they check structure
+ * only as far as they read, and what they return is raw JSON text (decode
+ * it with json_parse). */
+
+/* The value of member key (compared byte for byte with the raw key) of the
+ * object that spans obj[0..len); *val points into obj. 0 when found, 1 when
+ * absent, -1 when obj is not a well-formed object as far as it was read. */
+int watchframe_member(const char *obj, size_t len, const char *key, const char **val,
+                      size_t *vlen);
+/* The array's elements one by one: *pos starts at 0 and is advanced; 0 with
+ * *val and *vlen set, 1 after the last element, -1 on malformed text. */
+int watchframe_item(const char *arr, size_t len, size_t *pos, const char **val, size_t *vlen);
+/* metadata.namespace, .name, .uid and .resourceVersion of an object that
+ * may be too deep to decode, each malloc'd or NULL when it cannot be read
+ * (watchframe_ident_free frees them; *id is zeroed first). 0, or -1 only
+ * when out of memory. */
+int watchframe_ident_read(const char *obj, size_t len, watchframe_ident *id);
+void watchframe_ident_free(watchframe_ident *id);
 
 #endif

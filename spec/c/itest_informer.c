@@ -8,6 +8,9 @@
  * added after sync getting the cache replayed, the shared registry handing
  * out one informer, and the relist that follows a 410 (an expired
  * resourceVersion), which must turn objects deleted meanwhile into deletes.
+ * And objects nested deeper than the JSON limit (a custom resource with
+ * preserve-unknown-fields): skipped in the LIST and in the watch, reported to
+ * the skip handler and counted, while the others flow.
  */
 #include "harness.h"
 
@@ -18,6 +21,7 @@
 #include "kube.h"
 #include "kubeconfig.h"
 #include "loop.h"
+#include "metrics.h"
 #include "rest.h"
 
 #include <stdarg.h>
@@ -363,6 +367,129 @@ TEST(relist_reports_objects_deleted_meanwhile)
     informer_free(inf);
 }
 
+/* ---- undecodable objects ---- */
+
+typedef struct skips {
+    int n;
+    char names[512];   /* "ns/name@rv " per skip */
+    int uid_ok, reason_ok;
+} skips;
+
+static void on_skip(void *ud, informer *inf, const informer_skipped *sk)
+{
+    skips *k = ud;
+    k->n++;
+    size_t n = strlen(k->names);
+    snprintf(k->names + n, sizeof k->names - n, "%s/%s@%s ", sk->namespace ? sk->namespace : "?",
+             sk->name ? sk->name : "?", sk->resource_version ? sk->resource_version : "?");
+    k->uid_ok += sk->uid && strlen(sk->uid) > 10;
+    k->reason_ok += sk->reason && strstr(sk->reason, "deeper than") != NULL;
+}
+
+static long post(const char *path, const char *body, size_t len)
+{
+    kube_result r = {0};
+    kube_request_sync(g_c, "POST", path, NULL, body, len, &r); /* -1 for any error status */
+    long code = r.http_code;
+    kl_buf_free(&r.body);
+    return code;
+}
+
+/* A Deep object; depth > 0: a spec nested that many maps deep. */
+static long deep_create(const char *name, int depth)
+{
+    kl_buf b = KL_BUF_INIT;
+    kl_buf_printf(&b, "{\"apiVersion\":\"hostile.klua.dev/v1\",\"kind\":\"Deep\","
+                      "\"metadata\":{\"name\":\"%s\"},\"spec\":", name);
+    for (int i = 0; i < depth; i++)
+        kl_buf_puts(&b, "{\"a\":");
+    kl_buf_puts(&b, "1");
+    for (int i = 0; i < depth; i++)
+        kl_buf_putc(&b, '}');
+    kl_buf_putc(&b, '}');
+    char path[200];
+    snprintf(path, sizeof path, "/apis/hostile.klua.dev/v1/namespaces/%s/deeps", g_ns);
+    long code = post(path, b.data, b.len);
+    kl_buf_free(&b);
+    return code;
+}
+
+static double metric(const char *family, const char *resource)
+{
+    metrics_family *f = metrics_find(metrics_default(), family);
+    return f ? metrics_value(f, (const char *const[]){resource}) : -2;
+}
+
+typedef struct skip_want {
+    skips *k;
+    int n;
+} skip_want;
+
+static int skips_reach(void *ud)
+{
+    skip_want *w = ud;
+    return w->k->n >= w->n;
+}
+
+TEST(undecodable_objects_are_skipped_and_reported)
+{
+    if (!g_ok) {
+        CHECK(!"cluster setup failed");
+        return;
+    }
+    const char *crd =
+        "{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"CustomResourceDefinition\","
+        "\"metadata\":{\"name\":\"deeps.hostile.klua.dev\"},\"spec\":{\"group\":"
+        "\"hostile.klua.dev\",\"scope\":\"Namespaced\",\"names\":{\"plural\":\"deeps\","
+        "\"singular\":\"deep\",\"kind\":\"Deep\",\"listKind\":\"DeepList\"},\"versions\":"
+        "[{\"name\":\"v1\",\"served\":true,\"storage\":true,\"schema\":{\"openAPIV3Schema\":"
+        "{\"type\":\"object\",\"x-kubernetes-preserve-unknown-fields\":true}}}]}}";
+    long code = post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd, strlen(crd));
+    CHECK(code == 201 || code == 409);
+    /* served once established: creating the first object says so */
+    uint64_t end = loop_time_ms() + 30000;
+    while ((code = deep_create("plain-a", 1)) == 404 && loop_time_ms() < end)
+        loop_run_once(g_loop, 200);
+    CHECK(code == 201);
+    CHECK(deep_create("deep-a", 197) == 201); /* managedFields mirror it past 200 levels */
+    kube_resource res = {0};
+    kube_discovery *d = kube_discovery_new(g_c);
+    kl_err err = {0};
+    CHECK(kube_discovery_lookup(d, "hostile.klua.dev/v1", "Deep", &res, &err) == 0);
+    kube_discovery_free(d);
+
+    informer *inf = informer_new(g_c, &res, g_ns, NULL);
+    seen s = {0};
+    skips k = {0};
+    informer_handler h = {s_add, s_update, s_delete, &s};
+    informer_add_handler(inf, &h);
+    informer_set_skip_handler(inf, on_skip, &k);
+    informer_start(inf);
+    CHECK(spin_until(synced, inf, 30000));
+    const char *r = "hostile.klua.dev/v1/deeps";
+    CHECK(strstr(s.log, "add:plain-a") != NULL);
+    CHECK(k.n == 1 && strstr(k.names, "/deep-a@") != NULL && strstr(k.names, g_ns) != NULL);
+    CHECK(metric("klua_informer_objects_skipped_total", r) == 1);
+    CHECK(metric("klua_cache_objects", r) == 1);
+
+    /* and in the watch: skipped, and the stream goes on to the next object */
+    CHECK(deep_create("deep-b", 197) == 201);
+    CHECK(deep_create("plain-b", 1) == 201);
+    want w = {&s, "add:plain-b"};
+    CHECK(spin_until(log_has, &w, 30000));
+    skip_want sw = {&k, 2};
+    CHECK(spin_until(skips_reach, &sw, 30000));
+    CHECK(strstr(k.names, "/deep-b@") != NULL);
+    CHECK(k.uid_ok == k.n && k.reason_ok == k.n);
+    CHECK(metric("klua_informer_objects_skipped_total", r) == 2);
+    CHECK(metric("klua_cache_objects", r) == 2);
+    CHECK(store_len(informer_store(inf)) == 2);
+    printf("#   skipped: %s\n", k.names);
+    informer_free(inf);
+    CHECK(metric("klua_cache_objects", r) == 0); /* what it held is no longer counted */
+    kube_resource_free(&res);
+}
+
 int main(void)
 {
     g_ok = setup() == 0;
@@ -370,6 +497,7 @@ int main(void)
     RUN(synced_listeners_are_told_once);
     RUN(registry_shares_one_informer);
     RUN(relist_reports_objects_deleted_meanwhile);
+    RUN(undecodable_objects_are_skipped_and_reported);
     if (g_ok) {
         char path[160];
         snprintf(path, sizeof path, "/api/v1/namespaces/%s", g_ns);

@@ -4,9 +4,13 @@
  */
 #include "harness.h"
 #include "kubeconfig.h"
+#include "kubeconfig_model.h" /* KC_MAX_FILE */
+#include "kubeconfig_yaml.h"  /* KC_MAX_DEPTH */
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -546,6 +550,119 @@ TEST(errors_never_show_the_token)
     CHECK(!contains(m, SECRET));
 }
 
+TEST(token_with_control_characters_is_refused)
+{
+    /* CR LF would put a second header on every request */
+    static const char *const toks[] = {"s3cr3t\\r\\nX-Injected: yes", "s3cr3t\\nx", "s3cr3t\\tx",
+                                       "s3cr3t\\x7fx", "s3cr3t\\x01"};
+    for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
+        char doc[512];
+        snprintf(doc, sizeof doc,
+                 "clusters: [{name: c, cluster: {server: 'https://h'}}]\n"
+                 "users: [{name: u, user: {token: \"%s\"}}]\n"
+                 "contexts: [{name: x, context: {cluster: c, user: u}}]\n"
+                 "current-context: x\n",
+                 toks[i]);
+        kubeconfig_file *f = NULL;
+        kube_rest_config c;
+        kl_err err = {0};
+        CHECK(kubeconfig_parse(doc, strlen(doc), "/k/t.yaml", &f, &err) == 0);
+        CHECK(f && kubeconfig_resolve(&f, 1, NULL, &c, &err) == -1);
+        CHECK(contains(err.msg, "user \"u\" in kubeconfig /k/t.yaml: token contains a"));
+        CHECK(i > 1 || contains(err.msg, "a line break (CR or LF) at byte 7"));
+        CHECK(i < 2 || contains(err.msg, "a control character"));
+        CHECK(!contains(err.msg, "s3cr3t") && !contains(err.msg, "Injected"));
+        kubeconfig_file_free(f);
+    }
+    kl_err err = {0};
+    CHECK(kubeconfig_check_token("abc.DEF-_~+/=", 13, "t", &err) == 0);
+    CHECK(kubeconfig_check_token("ab\0c", 4, "token file /f", &err) == -1);
+    CHECK(contains(err.msg, "token file /f contains a control character at byte 3"));
+    CHECK(kubeconfig_check_token("", 0, "t", &err) == 0);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Parse doc; returns the error message ("" when it parsed) and the time taken. */
+static const char *parse_timed(const char *doc, size_t n, double *secs)
+{
+    static kl_err err;
+    kubeconfig_file *f = NULL;
+    kl_err_clear(&err);
+    double t0 = now_s();
+    int rc = kubeconfig_parse(doc, n, "/k/deep.yaml", &f, &err);
+    *secs = now_s() - t0;
+    kubeconfig_file_free(f);
+    return rc == 0 ? "" : err.msg;
+}
+
+TEST(deep_or_huge_yaml_is_refused_quickly)
+{
+    /* 100,000 nested flow sequences took 16 s before the bound (quadratic) */
+    size_t n = 100000;
+    kl_buf b = KL_BUF_INIT;
+    kl_buf_puts(&b, "current-context: x\nclusters: ");
+    for (size_t i = 0; i < n; i++)
+        kl_buf_putc(&b, '[');
+    for (size_t i = 0; i < n; i++)
+        kl_buf_putc(&b, ']');
+    kl_buf_putc(&b, '\n');
+    double secs;
+    const char *m = parse_timed(b.data, b.len, &secs);
+    CHECK_STR(m, "kubeconfig /k/deep.yaml: YAML nested deeper than 64 levels (line 2)");
+    printf("#   100k-deep flow sequences refused in %.3f s\n", secs);
+    CHECK(secs < 1.0);
+
+    /* block mappings, one level per line */
+    kl_buf_reset(&b);
+    for (int i = 0; i < 300; i++)
+        kl_buf_printf(&b, "%*sk:\n", i, "");
+    m = parse_timed(b.data, b.len, &secs);
+    CHECK(contains(m, "YAML nested deeper than 64 levels (line 65)"));
+
+    /* flow mappings in an ignored key, up to the bound, are fine */
+    kl_buf_reset(&b);
+    kl_buf_puts(&b, "preferences: ");
+    for (int i = 1; i < KC_MAX_DEPTH; i++)
+        kl_buf_puts(&b, "{a: ");
+    kl_buf_puts(&b, "1");
+    for (int i = 1; i < KC_MAX_DEPTH; i++)
+        kl_buf_putc(&b, '}');
+    kl_buf_puts(&b, "\ncurrent-context: x\n");
+    CHECK_STR(parse_timed(b.data, b.len, &secs), "");
+    kl_buf_free(&b);
+
+    /* past the size bound: refused before any parsing */
+    size_t big = (size_t)KC_MAX_FILE + 1;
+    char *doc = malloc(big);
+    CHECK(doc != NULL);
+    if (doc) {
+        memset(doc, '\n', big);
+        m = parse_timed(doc, big, &secs);
+        CHECK_STR(m, "kubeconfig /k/deep.yaml is larger than 16 MiB; refusing to parse it");
+        CHECK(secs < 0.1);
+        free(doc);
+    }
+    /* and from a file, which is read no further than the bound */
+    char path[] = "/tmp/klua-kc-huge-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        CHECK(ftruncate(fd, (off_t)KC_MAX_FILE * 4) == 0); /* 64 MiB, sparse */
+        close(fd);
+        double t0 = now_s();
+        m = load_error(path, NULL);
+        CHECK(contains(m, "is larger than 16 MiB; refusing to parse it"));
+        CHECK(now_s() - t0 < 1.0);
+        unlink(path);
+    }
+}
+
 int main(void)
 {
     if (!getcwd(cwd, sizeof cwd))
@@ -572,5 +689,7 @@ int main(void)
     RUN(error_alias_amplification);
     RUN(error_conflicts_found_at_load);
     RUN(errors_never_show_the_token);
+    RUN(token_with_control_characters_is_refused);
+    RUN(deep_or_huge_yaml_is_refused_quickly);
     DONE();
 }

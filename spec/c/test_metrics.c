@@ -209,7 +209,11 @@ TEST(default_registry_has_controller_runtime_families)
     metrics_workqueue_work_duration("comment", 0.2);
     metrics_rest_request(200, "GET", "127.0.0.1:6443");
     metrics_rest_request(0, "PATCH", "127.0.0.1:6443");
-    metrics_cache_objects("github.klua.dev/v1/comments", 12);
+    metrics_cache_objects_add("github.klua.dev/v1/comments", 12);
+    metrics_cache_objects_add("github.klua.dev/v1/comments", 3); /* a second informer */
+    metrics_cache_objects_add("github.klua.dev/v1/comments", -3);
+    metrics_informer_skipped("v1/configmaps", 0);
+    metrics_informer_skipped("v1/configmaps", 1);
     metrics_lua_memory("comment", 65536);
     metrics_script_reload("comment", 0);
     metrics_registry *r = metrics_default();
@@ -237,6 +241,7 @@ TEST(default_registry_has_controller_runtime_families)
         "rest_client_requests_total{code=\"200\",method=\"GET\",host=\"127.0.0.1:6443\"} 1\n",
         "rest_client_requests_total{code=\"<error>\",method=\"PATCH\",host=\"127.0.0.1:6443\"} 1\n",
         "klua_cache_objects{resource=\"github.klua.dev/v1/comments\"} 12\n",
+        "klua_informer_objects_skipped_total{resource=\"v1/configmaps\"} 1\n",
         "klua_lua_memory_bytes{controller=\"comment\"} 65536\n",
         "klua_script_reloads_total{controller=\"comment\",result=\"error\"} 1\n",
     };

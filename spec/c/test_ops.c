@@ -5,7 +5,9 @@
  * /healthz, /readyz before and after the readiness callback turns, /metrics
  * (content type and the registry's exact text), 404, 405, HEAD, keep-alive
  * and pipelining, oversized requests answered and closed, the idle timeout,
- * many connections beyond the limit, and the listen address forms.
+ * many connections beyond the limit, clients that trickle bytes (the
+ * request deadline, /healthz answering while they hold every slot), and
+ * the listen address forms.
  */
 #include "harness.h"
 #include "ops.h"
@@ -238,7 +240,7 @@ typedef struct srv {
     metrics_registry *reg;
 } srv;
 
-static int srv_start(srv *v, size_t max_conns, unsigned idle_ms)
+static int srv_start_req(srv *v, size_t max_conns, unsigned idle_ms, unsigned request_ms)
 {
     kl_err err;
     memset(v, 0, sizeof *v);
@@ -248,12 +250,18 @@ static int srv_start(srv *v, size_t max_conns, unsigned idle_ms)
                                             (const char *const[]){"k", NULL}, &err);
     metrics_counter_add(c, (const char *const[]){"v\"1"}, 3);
     ops_opts o = {.addr = "127.0.0.1:0", .registry = v->reg, .ready = ready_cb,
-                  .ready_ud = &v->rd, .max_conns = max_conns, .idle_timeout_ms = idle_ms};
+                  .ready_ud = &v->rd, .max_conns = max_conns, .idle_timeout_ms = idle_ms,
+                  .request_timeout_ms = request_ms};
     if (!v->l || ops_start(v->l, &o, &v->s, &err) != 0 || !v->s) {
         printf("# ops_start: %s\n", err.msg);
         return -1;
     }
     return ops_port(v->s);
+}
+
+static int srv_start(srv *v, size_t max_conns, unsigned idle_ms)
+{
+    return srv_start_req(v, max_conns, idle_ms, 0);
 }
 
 static void srv_stop(srv *v)
@@ -476,6 +484,118 @@ TEST(many_connections_beyond_the_limit_are_all_served)
     srv_stop(&v);
 }
 
+/* Slowloris: clients that send one byte now and then. */
+typedef struct trickler {
+    int fds[16];
+    int n;
+    uint64_t next_ms;
+    unsigned every_ms;
+    int closed;   /* how many the server has closed */
+} trickler;
+
+static void trickle(trickler *t)
+{
+    if (loop_time_ms() < t->next_ms)
+        return;
+    t->next_ms = loop_time_ms() + t->every_ms;
+    t->closed = 0;
+    for (int i = 0; i < t->n; i++) {
+        char tmp[256];
+        if (t->fds[i] < 0 || recv(t->fds[i], tmp, sizeof tmp, 0) == 0 ||
+            send(t->fds[i], "a", 1, MSG_NOSIGNAL) != 1)
+            t->closed++;
+    }
+}
+
+static void trickle_start(trickler *t, srv *v, int port, int n, unsigned every_ms)
+{
+    memset(t, 0, sizeof *t);
+    t->n = n;
+    t->every_ms = every_ms;
+    for (int i = 0; i < n; i++) {
+        t->fds[i] = connect_to(port);
+        CHECK(t->fds[i] >= 0);
+        if (t->fds[i] >= 0)
+            send(t->fds[i], "GET /healthz HTTP/1.1\r\nX-Slow: ", 30, MSG_NOSIGNAL);
+    }
+    /* until the server holds them all */
+    uint64_t deadline = loop_time_ms() + 3000;
+    while (ops_connections(v->s) < (size_t)n && loop_time_ms() < deadline)
+        loop_run_once(v->l, 5);
+    CHECK(ops_connections(v->s) == (size_t)n);
+}
+
+static void trickle_stop(trickler *t)
+{
+    for (int i = 0; i < t->n; i++)
+        if (t->fds[i] >= 0)
+            close(t->fds[i]);
+}
+
+TEST(request_deadline_is_not_extended_by_trickling)
+{
+    srv v;
+    int port = srv_start_req(&v, 0, 30000, 300);
+    if (port <= 0) {
+        CHECK(0);
+        return;
+    }
+    trickler t;
+    uint64_t t0 = loop_time_ms();
+    trickle_start(&t, &v, port, 1, 20);
+    /* one byte every 20 ms would reset an idle timer for ever */
+    while (t.closed == 0 && loop_time_ms() - t0 < 5000) {
+        loop_run_once(v.l, 5);
+        trickle(&t);
+    }
+    uint64_t took = loop_time_ms() - t0;
+    CHECK(t.closed == 1);
+    CHECK(took >= 250 && took < 2000);
+    CHECK(ops_connections(v.s) == 0);
+    trickle_stop(&t);
+    srv_stop(&v);
+}
+
+TEST(trickling_clients_cannot_keep_healthz_from_answering)
+{
+    srv v;
+    int port = srv_start_req(&v, 8, 30000, 5000);
+    if (port <= 0) {
+        CHECK(0);
+        return;
+    }
+    trickler t;
+    trickle_start(&t, &v, port, 8, 50); /* every slot, each sending a byte per 50 ms */
+    uint64_t warm = loop_time_ms() + 700; /* past the eviction grace (500 ms) */
+    while (loop_time_ms() < warm) {
+        loop_run_once(v.l, 5);
+        trickle(&t);
+    }
+    CHECK(ops_connections(v.s) == 8);
+    for (int probe = 0; probe < 3; probe++) {
+        int fd = connect_to(port);
+        CHECK(fd >= 0);
+        kl_buf raw = KL_BUF_INIT;
+        send(fd, "GET /healthz HTTP/1.1\r\n\r\n", 25, MSG_NOSIGNAL);
+        uint64_t t0 = loop_time_ms();
+        while (count_responses(&raw, 0) < 1 && loop_time_ms() - t0 < 2000) {
+            loop_run_once(v.l, 5);
+            trickle(&t);
+            char tmp[1024];
+            ssize_t r;
+            while ((r = recv(fd, tmp, sizeof tmp, 0)) > 0)
+                kl_buf_append(&raw, tmp, (size_t)r);
+        }
+        CHECK(starts(&raw, "HTTP/1.1 200 OK\r\n"));
+        CHECK(loop_time_ms() - t0 < 1000); /* a probe's timeout is 1 s by default */
+        CHECK(ops_connections(v.s) <= 8);
+        close(fd);
+        kl_buf_free(&raw);
+    }
+    trickle_stop(&t);
+    srv_stop(&v);
+}
+
 TEST(listen_address_forms)
 {
     kl_err err;
@@ -529,6 +649,8 @@ int main(void)
     RUN(oversized_and_malformed_requests_are_answered_then_closed);
     RUN(idle_connections_time_out);
     RUN(many_connections_beyond_the_limit_are_all_served);
+    RUN(request_deadline_is_not_extended_by_trickling);
+    RUN(trickling_clients_cannot_keep_healthz_from_answering);
     RUN(listen_address_forms);
     DONE();
 }

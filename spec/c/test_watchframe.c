@@ -1,7 +1,8 @@
 /* test_watchframe.c - unit tests for src/watchframe.c: framing whatever the
  * chunk boundaries, strings with braces and escapes, errors (garbage,
  * oversize, stream ending mid-event, handler stop) and watch_event_parse
- * for every event type. Uses: harness.h, watchframe, json, buf, err. */
+ * for every event type, an undecodable (too deep) object as an event of its
+ * own, and the shallow reader. Uses: harness.h, watchframe, json, buf, err. */
 #include "harness.h"
 #include "watchframe.h"
 
@@ -277,11 +278,102 @@ TEST(event_errors)
     const char notype[] = "{\"object\":{}}";
     CHECK(watch_event_parse(notype, sizeof notype - 1, &ev, &err) == -1);
     CHECK_STR(err.msg, "watch event: no \"type\" string");
+    /* invalid inside the object: that object is undecodable, the event is not */
     const char bad[] = "{\"type\":\"ADDED\",\"object\":{]}";
-    CHECK(watch_event_parse(bad, sizeof bad - 1, &ev, &err) == -1);
-    CHECK_STR(err.msg, "watch event: invalid JSON at byte 26: expected a string key");
+    CHECK(watch_event_parse(bad, sizeof bad - 1, &ev, &err) == 0);
+    CHECK(ev.undecodable == 1 && ev.type == WATCH_ADDED && ev.object_len == 2);
+    CHECK_STR(ev.message, "invalid JSON at byte 26: expected a string key");
+    watch_event_free(&ev);
+    /* invalid outside it: the stream is bad */
+    const char bad2[] = "{\"type\":\"ADDED\",\"object\":{},}";
+    CHECK(watch_event_parse(bad2, sizeof bad2 - 1, &ev, &err) == -1);
+    CHECK(strstr(err.msg, "watch event: invalid JSON") == err.msg);
     CHECK(watch_event_parse("[1]", 3, &ev, &err) == -1);
     CHECK_STR(err.msg, "watch event: not a JSON object");
+}
+
+/* {"a":{"a":...{"a":1}...}} nested n maps deep, inside object text. */
+static void nest(kl_buf *b, int n)
+{
+    for (int i = 0; i < n; i++)
+        kl_buf_puts(b, "{\"a\":");
+    kl_buf_puts(b, "1");
+    for (int i = 0; i < n; i++)
+        kl_buf_putc(b, '}');
+}
+
+TEST(deep_object_is_an_undecodable_event_not_a_bad_stream)
+{
+    kl_buf b = KL_BUF_INIT;
+    kl_buf_puts(&b, "{\"type\":\"MODIFIED\",\"object\":{\"apiVersion\":\"x/v1\","
+                    "\"metadata\":{\"name\":\"deep\",\"namespace\":\"ns1\",\"uid\":\"u-1\","
+                    "\"resourceVersion\":\"42\",\"managedFields\":[{\"fieldsV1\":");
+    nest(&b, JSON_MAX_DEPTH + 5);
+    kl_buf_puts(&b, "}]},\"spec\":");
+    nest(&b, 10000); /* far past any limit: stepping over it must not recurse */
+    kl_buf_puts(&b, "}}");
+    watch_event ev;
+    kl_err err = {0};
+    CHECK(watch_event_parse(b.data, b.len, &ev, &err) == 0);
+    CHECK(ev.type == WATCH_MODIFIED && ev.undecodable == 1);
+    CHECK(ev.message && strstr(ev.message, "deeper") != NULL);
+    CHECK_STR(ev.ident.namespace, "ns1");
+    CHECK_STR(ev.ident.name, "deep");
+    CHECK_STR(ev.ident.uid, "u-1");
+    CHECK_STR(ev.resource_version, "42");
+    CHECK(ev.object && ev.object[0] == '{' && ev.object[ev.object_len - 1] == '}');
+    watch_event_free(&ev);
+    CHECK(ev.ident.name == NULL && ev.message == NULL);
+
+    /* a deep BOOKMARK or ERROR is not an object to skip: the stream is bad */
+    kl_buf_reset(&b);
+    kl_buf_puts(&b, "{\"type\":\"BOOKMARK\",\"object\":");
+    nest(&b, JSON_MAX_DEPTH + 1);
+    kl_buf_puts(&b, "}");
+    CHECK(watch_event_parse(b.data, b.len, &ev, &err) == -1);
+    kl_buf_free(&b);
+}
+
+TEST(shallow_member_and_items)
+{
+    const char *v;
+    size_t n, pos = 0;
+    const char obj[] =
+        " { \"a\" : [1, {\"b\":\"}\\\"]\"}] , \"k\":\"v\",\"n\": -1.5e3 ,\"t\":true} ";
+    CHECK(watchframe_member(obj, sizeof obj - 1, "k", &v, &n) == 0 && n == 3 &&
+          !memcmp(v, "\"v\"", 3));
+    CHECK(watchframe_member(obj, sizeof obj - 1, "n", &v, &n) == 0 && n == 6 &&
+          !memcmp(v, "-1.5e3", 6));
+    CHECK(watchframe_member(obj, sizeof obj - 1, "t", &v, &n) == 0 && n == 4);
+    CHECK(watchframe_member(obj, sizeof obj - 1, "b", &v, &n) == 1); /* only the top level */
+    CHECK(watchframe_member(obj, sizeof obj - 1, "a", &v, &n) == 0 && v[0] == '[');
+    const char *arr = v;
+    size_t alen = n;
+    CHECK(watchframe_item(arr, alen, &pos, &v, &n) == 0 && n == 1 && v[0] == '1');
+    CHECK(watchframe_item(arr, alen, &pos, &v, &n) == 0 && n == 12 && v[0] == '{');
+    CHECK(watchframe_item(arr, alen, &pos, &v, &n) == 1);
+    CHECK(watchframe_item(arr, alen, &pos, &v, &n) == 1);
+    pos = 0;
+    CHECK(watchframe_item(" [ ] ", 5, &pos, &v, &n) == 1 && pos > 0);
+    CHECK(watchframe_item(" [ ] ", 5, &pos, &v, &n) == 1);
+    pos = 0;
+    CHECK(watchframe_item("[1 2]", 5, &pos, &v, &n) == 0);
+    CHECK(watchframe_item("[1 2]", 5, &pos, &v, &n) == -1);
+    pos = 0;
+    CHECK(watchframe_item("[{\"a\":1", 8, &pos, &v, &n) == -1); /* cut short */
+    CHECK(watchframe_member("{}", 2, "a", &v, &n) == 1);
+    CHECK(watchframe_member("[]", 2, "a", &v, &n) == -1);
+    CHECK(watchframe_member("{\"a\" 1}", 7, "a", &v, &n) == -1);
+    CHECK(watchframe_member("{\"a\":\"x", 7, "a", &v, &n) == -1);
+    CHECK(watchframe_member("{\"x\":1 \"a\":2}", 13, "a", &v, &n) == -1);
+
+    watchframe_ident id;
+    const char o[] = "{\"metadata\":{\"name\":\"n\\u0041\",\"namespace\":7}}";
+    CHECK(watchframe_ident_read(o, sizeof o - 1, &id) == 0);
+    CHECK_STR(id.name, "nA");
+    CHECK(id.namespace == NULL && id.uid == NULL && id.resource_version == NULL);
+    watchframe_ident_free(&id);
+    CHECK(watchframe_ident_read("garbage", 7, &id) == 0 && id.name == NULL);
 }
 
 int main(void)
@@ -295,5 +387,7 @@ int main(void)
     RUN(handler_stop);
     RUN(event_types);
     RUN(event_errors);
+    RUN(deep_object_is_an_undecodable_event_not_a_bad_stream);
+    RUN(shallow_member_and_items);
     DONE();
 }
