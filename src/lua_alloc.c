@@ -1,8 +1,9 @@
 /* lua_alloc.c - the memory cap (see lua_alloc.h).
- * Uses: lua_host_int.
+ * Uses: lua_budget, lua_host_int.
  */
 #include "lua_alloc.h"
 
+#include "lua_budget.h"
 #include "lua_host_int.h"
 
 #include <stdlib.h>
@@ -18,8 +19,14 @@ void *lua_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize)
         h->mem_used -= old;
         return NULL;
     }
-    if (nsize > old && h->enforce && h->mem_used - old + nsize > h->mem_limit)
-        return NULL;
+    if (nsize > old && h->enforce) {
+        if (h->mem_used - old + nsize > h->mem_limit) {
+            /* Lua runs a full collection and tries again: work too */
+            lua_budget_alloc(h, h->mem_used);
+            return NULL;
+        }
+        lua_budget_alloc(h, nsize - old);
+    }
     void *p = realloc(ptr, nsize);
     if (!p)
         return NULL;
@@ -46,4 +53,10 @@ size_t lua_host_mem_room(lua_State *L)
 {
     lua_host *h = lua_host_of(L);
     return h->mem_used >= h->mem_limit ? 0 : h->mem_limit - h->mem_used;
+}
+
+int lua_host_is_host(lua_State *L)
+{
+    void *ud = NULL;
+    return lua_getallocf(L, &ud) == lua_alloc_fn;
 }

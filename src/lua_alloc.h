@@ -6,7 +6,10 @@
  * process down; host bookkeeping runs with enforce off and never fails for
  * the script's usage. lua_host_charge/discharge/mem_room (lua_host.h) are
  * implemented here: C memory held for a script counts in the same total.
- * Uses: lua_host_int.
+ * Byte counts also go to the run's work meter (lua_budget), so C work that
+ * allocates as it goes (string.rep, upper, concat, gsub output) counts
+ * against the budget and the deadline.
+ * Uses: lua_budget, lua_host_int.
  */
 #ifndef KLUA_LUA_ALLOC_H
 #define KLUA_LUA_ALLOC_H

@@ -98,6 +98,12 @@ const lua_controller_decl *lua_host_decl(const lua_host *h) { return &h->decl; }
 const char *lua_host_path(const lua_host *h) { return h->path ? h->path : "?"; }
 size_t lua_host_mem_used(const lua_host *h) { return h->mem_used; }
 
+void lua_host_work(lua_State *L, uint64_t units)
+{
+    if (lua_host_is_host(L))
+        lua_budget_charge(L, units);
+}
+
 int lua_host_call(lua_host *h, lua_CFunction f, void *ud, kl_err *err)
 {
     int saved = h->enforce;
@@ -144,11 +150,13 @@ int lua_host_resume(lua_host *h, lua_State *co, int nargs, int *nres, lua_host_b
 {
     lua_host_budget *saved_cur = h->cur;
     uint64_t saved_start = h->cur_start_ns;
+    lua_State *saved_running = h->running;
     lua_budget_begin(h, co, b);
     int st = lua_resume(co, h->L, nargs, nres);
     lua_budget_end(h, b);
     h->cur = saved_cur;
     h->cur_start_ns = saved_start;
+    h->running = saved_running;
     return st;
 }
 

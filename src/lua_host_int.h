@@ -8,8 +8,8 @@
  * Only the lua_* host modules include this header; everything else uses
  * lua_host.h.
  *
- * The modules above it, lowest first: lua_alloc (allocator, memory cap),
- * lua_budget (instruction budget, CPU deadline, kill), lua_patguard
+ * The modules above it, lowest first: lua_budget (instruction budget, CPU
+ * deadline, kill), lua_alloc (allocator, memory cap), lua_patguard
  * (pattern cost probe), lua_guard (guarded C functions), lua_sandbox (safe
  * standard library, read-only views, module environments), lua_deps (files
  * read and their hashes), lua_require, lua_decl (declaration validation),
@@ -34,8 +34,11 @@ struct lua_host {
     uint64_t budget, run_ms;
     lua_host_budget *cur;        /* the running task's accounting */
     uint64_t cur_start_ns;       /* CPU clock when the current resume began */
-    unsigned hook_calls;
+    uint64_t unclocked;          /* work counted since the CPU clock was last read */
+    lua_State *running;          /* the thread of the run that runs now, or NULL */
     char kill_msg[512];
+    char kill_why[160];          /* the kill's reason, for kill_msg */
+    int kill_unplaced;           /* kill_msg still lacks the script's file:line */
     const char *src;             /* the script's text while validating */
     lua_controller_decl decl;
     lua_host_dep *deps;          /* files read: the script, then lib modules */

@@ -342,7 +342,7 @@ static size_t probe_init(lua_Integer pos, size_t len)
 /* Refuse (raise) when the search `kind` of pattern p over s would take
  * more than the step limit. The arguments are those of the string
  * function; anything invalid is left for the real function to report. */
-void lua_patguard_check(lua_State *L, int kind, const char *fname)
+void lua_patguard_check(lua_State *L, int kind, const char *fname, lua_patguard_charge_fn charge)
 {
     size_t ls, lp;
     const char *s = lua_tolstring(L, 1, &ls);
@@ -367,8 +367,11 @@ void lua_patguard_check(lua_State *L, int kind, const char *fname)
         /* A plain search: memchr + memcmp at each position. (A pattern with
          * an embedded NUL is treated the same, which only overestimates.) */
         size_t rest = ls - (init - 1);
-        if (lp > 0 && lp <= rest &&
-            (unsigned long long)(rest - lp + 1) * lp > LUA_HOST_PLAIN_FIND_MAX)
+        unsigned long long work = lp > 0 && lp <= rest ? (unsigned long long)(rest - lp + 1) * lp
+                                                       : 0;
+        int refused = work > LUA_HOST_PLAIN_FIND_MAX;
+        charge(L, (unsigned long)((refused ? LUA_HOST_PLAIN_FIND_MAX : work) / 16), refused);
+        if (refused)
             luaL_error(L, "%s: a plain search for %d bytes in %d bytes is more work than klua "
                           "allows in one call", fname, (int)lp, (int)rest);
         return;
@@ -411,6 +414,7 @@ void lua_patguard_check(lua_State *L, int kind, const char *fname)
                 break;
         }
     }
+    charge(L, ms.steps, ms.state == PROBE_COSTLY);
     if (ms.state == PROBE_COSTLY) {
         char shown[64];
         snprintf(shown, sizeof shown, "%s", lua_tostring(L, 2));
