@@ -204,6 +204,7 @@ typedef struct run_state {
     int releasing;               /* drained: handing the lease back */
     int lost;                    /* the lease was lost: exit 1 */
     int start_failed;            /* a controller could not start: exit 1 */
+    webhook *wh;                 /* --webhook-addr, else NULL */
     kl_err start_err;
 } run_state;
 
@@ -297,7 +298,7 @@ static void on_poll(loop *l, void *ud)
     publish_api_stats(r);
     if (r->stopping) {
         size_t active = reload_set_active(r->set);
-        if (active == 0 || loop_now_ms(l) >= r->drain_deadline) {
+        if ((active == 0 && webhook_settled(r->wh)) || loop_now_ms(l) >= r->drain_deadline) {
             if (active) {
                 char num[32];
                 snprintf(num, sizeof num, "%zu", active);
@@ -337,6 +338,7 @@ static void on_signal(loop *l, int signo, void *ud)
     kl_log(KL_LOG_INFO, "shutting down", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     if (r->set)
         reload_set_shutdown(r->set);
+    webhook_shutdown(r->wh);
 }
 
 typedef struct run_flags {
@@ -676,6 +678,7 @@ int klua_run_main(int argc, char **argv)
                        reload_set_webhook_find, reload_set_webhook_each, rs.set};
     if (webhook_start(l, kc, shared, &wo, &wh, &err) != 0)
         goto out;
+    rs.wh = wh;
     if (rs.le) {
         char lease[512];
         snprintf(lease, sizeof lease, "%s/%s", le_ns, f.le_id ? f.le_id : "klua");

@@ -124,6 +124,14 @@ fail:
 
 int webhook_port(const webhook *w) { return w ? webhook_server_port(w->server) : 0; }
 
+void webhook_shutdown(webhook *w)
+{
+    if (w)
+        webhook_dev_uninstall(w->dev);
+}
+
+int webhook_settled(const webhook *w) { return !w || webhook_dev_settled(w->dev); }
+
 void webhook_free(webhook *w)
 {
     if (!w)

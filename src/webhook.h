@@ -40,6 +40,12 @@ typedef struct webhook webhook;
 int webhook_start(loop *l, kube_client *kc, lua_ctx_shared *shared, const webhook_opts *o,
                   webhook **out, kl_err *err);
 int webhook_port(const webhook *w);
+/* klua is stopping (SIGTERM/SIGINT): under --dev, remove the webhook
+ * configurations it installed (webhook_dev_uninstall); the server keeps
+ * answering meanwhile. webhook_settled() is 1 once that is done (always
+ * without --dev, and for NULL). */
+void webhook_shutdown(webhook *w);
+int webhook_settled(const webhook *w);
 /* Stops serving, removes a generated certificate folder; NULL is fine. */
 void webhook_free(webhook *w);
 

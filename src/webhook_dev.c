@@ -280,6 +280,12 @@ struct webhook_dev {
     loop_timer_id timer;
     unsigned long writes;
     int warned;
+    int uninstalling;
+    struct removal {
+        webhook_dev *d;
+        kube_call *call;        /* in flight, or NULL once answered */
+    } removals[16];
+    size_t nremovals;
 };
 
 static void poll_cb(loop *l, void *ud);
@@ -419,6 +425,83 @@ webhook_dev *webhook_dev_start(loop *l, kube_client *kc, const webhook_dev_opts 
     return d;
 }
 
+static void on_removed(void *ud, kube_result *res)
+{
+    struct removal *r = ud;
+    webhook_dev *d = r->d;
+    r->call = NULL;
+    if (!kube_result_ok(res) && res->http_code != 404)
+        kl_log(KL_LOG_WARN, "webhook configuration: could not remove", "reason", res->reason,
+               "message", res->message, NULL);
+    if (webhook_dev_settled(d))
+        kl_log(KL_LOG_INFO, "webhook configuration removed", NULL);
+}
+
+static void remove_one(webhook_dev *d, const char *method, const char *path, const char *ctype,
+                       const char *body)
+{
+    if (d->nremovals >= sizeof d->removals / sizeof d->removals[0])
+        return;
+    struct removal *r = &d->removals[d->nremovals];
+    r->d = d;
+    r->call = kube_request(d->kc, method, path, ctype, body, body ? strlen(body) : 0, on_removed,
+                           r);
+    if (r->call)
+        d->nremovals++;
+}
+
+void webhook_dev_uninstall(webhook_dev *d)
+{
+    if (!d || d->uninstalling)
+        return;
+    d->uninstalling = 1;
+    loop_timer_cancel(d->l, d->timer);
+    d->timer = 0;
+    if (d->call) {
+        kube_cancel(d->call);
+        d->call = NULL;
+    }
+    if (!d->applied && !d->sending)
+        return;   /* nothing was written */
+    /* What may have been written: the last complete write, or the one in
+     * flight (a superset of names is harmless: deletes of nothing are 404). */
+    const char *docs = d->sending ? d->sending : d->applied;
+    remove_one(d, "DELETE", "/apis/admissionregistration.k8s.io/v1/"
+                            "validatingwebhookconfigurations/klua-dev", NULL, NULL);
+    remove_one(d, "DELETE", "/apis/admissionregistration.k8s.io/v1/"
+                            "mutatingwebhookconfigurations/klua-dev", NULL, NULL);
+    /* the conversion documents: "crdname\npatch\n" after the two configurations */
+    const char *p = strstr(docs, "]}");
+    p = p ? strstr(p + 2, "]}") : NULL;
+    for (p = p ? p + 2 : NULL; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        kl_buf path = KL_BUF_INIT;
+        kl_buf_puts(&path, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/");
+        kl_buf name = KL_BUF_INIT;
+        kl_buf_append(&name, p, (size_t)(nl - p));
+        kl_buf_put_urlenc(&path, name.data ? name.data : "");
+        if (!kl_buf_failed(&path) && !kl_buf_failed(&name))
+            remove_one(d, "PATCH", path.data, "application/merge-patch+json",
+                       "{\"spec\":{\"conversion\":{\"strategy\":\"None\",\"webhook\":null}}}");
+        kl_buf_free(&path);
+        kl_buf_free(&name);
+        const char *end = strchr(nl + 1, '\n');
+        p = end ? end + 1 : NULL;
+    }
+}
+
+int webhook_dev_settled(const webhook_dev *d)
+{
+    if (!d)
+        return 1;
+    for (size_t i = 0; i < d->nremovals; i++)
+        if (d->removals[i].call)
+            return 0;
+    return 1;
+}
+
 unsigned long webhook_dev_writes(const webhook_dev *d) { return d ? d->writes : 0; }
 
 void webhook_dev_free(webhook_dev *d)
@@ -427,6 +510,9 @@ void webhook_dev_free(webhook_dev *d)
         return;
     if (d->call)
         kube_cancel(d->call);
+    for (size_t i = 0; i < d->nremovals; i++)
+        if (d->removals[i].call)
+            kube_cancel(d->removals[i].call);
     loop_timer_cancel(d->l, d->timer);
     kl_buf_free(&d->val);
     kl_buf_free(&d->mut);

@@ -48,6 +48,15 @@ typedef struct webhook_dev webhook_dev;
 /* Start keeping the configuration in line (the first write goes out once
  * the scripts' resources are resolved). Strings are copied. */
 webhook_dev *webhook_dev_start(loop *l, kube_client *kc, const webhook_dev_opts *o, kl_err *err);
+/* klua is stopping: stop keeping the configuration in line and remove
+ * what was installed (the two klua-dev configurations are deleted, each CRD
+ * given a conversion webhook goes back to strategy None), so that a
+ * developer's cluster does not keep calling a klua that is gone (failure
+ * policy Fail would refuse every change). Logs "webhook configuration
+ * removed". */
+void webhook_dev_uninstall(webhook_dev *d);
+/* 1 once the removal's answers are in (or there was nothing to remove). */
+int webhook_dev_settled(const webhook_dev *d);
 /* Configurations written so far (tests). */
 unsigned long webhook_dev_writes(const webhook_dev *d);
 void webhook_dev_free(webhook_dev *d);

@@ -536,6 +536,67 @@ TEST(decl_webhook_keys)
     lua_host_free(h);
 }
 
+/* ---- development mode: the configuration ---- */
+
+static const kube_resource comments_res = {"github.klua.dev", "v1", "comments", "Comment", 1, 1};
+
+static const store *fake_lookup(void *ud, const char *api_version, const char *kind,
+                                const kube_resource **res)
+{
+    (void)ud;
+    if (!strcmp(api_version, "github.klua.dev/v1") && !strcmp(kind, "Comment"))
+        *res = &comments_res;
+    return NULL;
+}
+
+static int resolved = 1;
+
+static void each_one(void *ud, webhook_visit_fn visit, void *visit_ud)
+{
+    fixture *f = ud;
+    webhook_target t = {f->h, {resolved ? fake_lookup : NULL, NULL}};
+    visit(visit_ud, "comment", &t);
+}
+
+TEST(dev_render)
+{
+    fixture f;
+    CHECK(fixture_open(&f, script) == 0);
+    webhook_dev_opts o = {"https://127.0.0.1:9443", "-----BEGIN CERTIFICATE-----\nx\n", "team-a",
+                          each_one, &f};
+    kl_buf v = KL_BUF_INIT, m = KL_BUF_INIT, c = KL_BUF_INIT;
+    int pending = 1;
+    CHECK(webhook_dev_render(&o, &v, &m, &c, &pending) == 1);
+    CHECK(pending == 0);
+    CHECK_STR(jget(v.data, "kind"), "ValidatingWebhookConfiguration");
+    CHECK_STR(jget(v.data, "metadata.name"), "klua-dev");
+    char *hooks = strdup(jget(v.data, "webhooks"));
+    char *one = hooks + 1;
+    one[strlen(one) - 1] = '\0';
+    CHECK_STR(jget(one, "name"), "comment.validate.klua.dev");
+    CHECK_STR(jget(one, "clientConfig.url"), "https://127.0.0.1:9443/validate/comment");
+    CHECK_STR(jget(one, "failurePolicy"), "Fail");
+    CHECK_STR(jget(one, "namespaceSelector.matchLabels"),
+              "{\"kubernetes.io/metadata.name\":\"team-a\"}");
+    CHECK(strstr(one, "\"resources\":[\"comments\"]") && strstr(one, "\"apiVersions\":[\"v1\"]"));
+    free(hooks);
+    CHECK(strstr(m.data, "\"url\":\"https://127.0.0.1:9443/mutate/comment\"") != NULL);
+    CHECK(strncmp(c.data, "comments.github.klua.dev\n{", 26) == 0);
+    CHECK(strstr(c.data, "\"url\":\"https://127.0.0.1:9443/convert/comment\"") != NULL);
+    kl_buf_free(&v);
+    kl_buf_free(&m);
+    kl_buf_free(&c);
+    /* not resolved yet: nothing to install, try later */
+    resolved = 0;
+    CHECK(webhook_dev_render(&o, &v, &m, &c, &pending) == 0);
+    CHECK(pending == 1);
+    resolved = 1;
+    kl_buf_free(&v);
+    kl_buf_free(&m);
+    kl_buf_free(&c);
+    fixture_close(&f);
+}
+
 /* ---- the HTTPS server ---- */
 
 typedef struct client {
@@ -774,6 +835,7 @@ int main(void)
     RUN(lua_mutate_sends_a_patch);
     RUN(lua_convert);
     RUN(decl_webhook_keys);
+    RUN(dev_render);
     RUN(server_serves_reviews_over_tls);
     RUN(server_survives_a_client_that_leaves_mid_answer);
     static const char *const scripts[] = {"comment.lua", "bad.lua", "typo.lua", "ok.lua", NULL};

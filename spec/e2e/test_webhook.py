@@ -116,6 +116,18 @@ def test_validate_mutate_convert(dev_webhooks, namespace, klua_factory, github, 
     assert alpha["spec"]["text"] == "e2e message for defaulted"
     assert k.proc.poll() is None
 
+    # stopping klua removes what --dev installed: a cluster must not keep
+    # calling (failurePolicy Fail) a klua that is gone
+    assert k.stop() == 0
+    assert "webhook configuration removed" in k.log()
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        p = cluster.kubectl("get", kind, "klua-dev", check=False)
+        assert p.returncode != 0 and "NotFound" in p.stderr, p.stdout
+    assert cluster.get_json(CRD)["spec"]["conversion"] == {"strategy": "None"}
+    after = apply(cluster, namespace, comment("after-klua", repository="not-a-repo"),
+                  "--dry-run=server")
+    assert after.returncode == 0, after.stderr   # no webhook answers now, and none is asked
+
 
 def edit(path, old, new):
     src = path.read_text()
