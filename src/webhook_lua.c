@@ -6,10 +6,11 @@
  * results are moved to the host's main state and read there under a
  * protected call (so a memory error while reading them is an error, not a
  * crash); the task, the ctx and the req table are released on every path.
- * Uses: webhook_review, webhook_patch, lua_host, lua_ctx, lua_json, log.
+ * Uses: webhook_review, webhook_patch, lua_host, lua_ctx, lua_json, json, log.
  */
 #include "webhook_lua.h"
 
+#include "json.h"
 #include "log.h"
 #include "lua_json.h"
 #include "webhook_patch.h"
@@ -409,6 +410,35 @@ static int admit(void *ud, webhook_op op, const char *name, const webhook_admiss
     return rc;
 }
 
+/* A ConversionReview object must be of the script's kind and group (any
+ * version of it: that is what conversion is for). */
+static int same_group_kind(call *c, const char *obj, size_t len)
+{
+    const lua_controller_decl *d = lua_host_decl(c->t.host);
+    json_doc doc = {0};
+    char *av = NULL, *kind = NULL;
+    int ok = 0;
+    if (json_parse(&doc, obj, len, NULL) == 0) {
+        av = json_str_dup(&doc, json_obj_get(&doc, 0, "apiVersion"));
+        kind = json_str_dup(&doc, json_obj_get(&doc, 0, "kind"));
+    }
+    if (av && kind) {
+        const char *slash = strrchr(av, '/'), *wslash = strrchr(d->watch.api_version, '/');
+        size_t gl = slash ? (size_t)(slash - av) : 0;
+        size_t wl = wslash ? (size_t)(wslash - d->watch.api_version) : 0;
+        ok = gl == wl && memcmp(av, d->watch.api_version, gl) == 0 &&
+             strcmp(kind, d->watch.kind) == 0;
+    }
+    if (!ok)
+        snprintf(c->msg, sizeof c->msg, "controller %s converts %s %s (any version), not %s %s",
+                 c->controller, d->watch.api_version, d->watch.kind, av ? av : "?",
+                 kind ? kind : "?");
+    free(av);
+    free(kind);
+    json_doc_free(&doc);
+    return ok ? 0 : -1;
+}
+
 static int convert(void *ud, const char *name, const char *desired, const char *obj,
                    size_t obj_len, kl_buf *out, char *msg, size_t msgsz)
 {
@@ -421,7 +451,7 @@ static int convert(void *ud, const char *name, const char *desired, const char *
     c.desired = desired;
     c.out = out;
     int rc = find(&c, name);
-    if (rc == 0)
+    if (rc == 0 && (rc = same_group_kind(&c, obj, obj_len)) == 0)
         rc = run(&c, take_conversion);
     if (rc != 0) {
         snprintf(msg, msgsz, "%s", c.msg);

@@ -507,6 +507,16 @@ TEST(lua_convert)
     CHECK_STR(jget(one, "spec"), "{\"text\":\"hello\"}");
     free(obj);
     free(r);
+    /* another kind is not this script's to convert */
+    static const char pods[] =
+        "{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"ConversionReview\",\"request\":"
+        "{\"uid\":\"c\",\"desiredAPIVersion\":\"github.klua.dev/v1alpha1\",\"objects\":"
+        "[{\"apiVersion\":\"other.dev/v1\",\"kind\":\"Comment\",\"spec\":{}}]}}";
+    CHECK(webhook_review_handle(&h, "/convert/comment", 16, pods, sizeof pods - 1, &out) == 500);
+    r = kl_buf_take(&out);
+    CHECK_STR(jget(r, "response.result.message"), "controller comment converts "
+              "github.klua.dev/v1 Comment (any version), not other.dev/v1 Comment");
+    free(r);
     fixture_close(&f);
 }
 
