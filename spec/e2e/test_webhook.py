@@ -226,3 +226,18 @@ def test_deploy_webhook_component_dry_run(crds, tmp_path):
                         "--dry-run=server", check=False)
     assert p.returncode == 0, p.stderr
     assert cluster.get_json(CRD)["spec"]["conversion"]["strategy"] == "None"   # a dry run
+
+
+def test_webhook_flags_explain_what_is_missing(crds, tmp_path):
+    from conftest import run_klua
+    base = ["run", "--scripts", str(ROOT / "lua"), "--kubeconfig", crds.kubeconfig,
+            "--namespace", "no-such-namespace"]
+    p = run_klua(*base, "--webhook-addr", "127.0.0.1:0")
+    assert p.returncode == 1
+    assert "--webhook-addr needs --webhook-cert-dir (tls.crt, tls.key), or --dev" in p.stderr
+    p = run_klua(*base, "--webhook-addr", "127.0.0.1:0", "--webhook-cert-dir", str(tmp_path))
+    assert p.returncode == 1
+    assert f"cannot load {tmp_path}/tls.crt" in p.stderr, p.stderr
+    p = run_klua(*base, "--webhook-addr", "127.0.0.1:0", "--dev", "--lua-timeout", "10000")
+    assert p.returncode == 1
+    assert "--lua-timeout must be below the webhooks' timeoutSeconds (10 s)" in p.stderr
