@@ -511,32 +511,49 @@ static int split_addr(const char *a, char *host, size_t hcap, char *port, size_t
     return 0;
 }
 
+/* The first address of the list that binds and listens; -1 with *e. */
+static int listen_first(const struct addrinfo *ai, int wildcard, int *e)
+{
+    for (; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            *e = errno;
+            continue;
+        }
+        int one = 1, zero = 0;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (wildcard && ai->ai_family == AF_INET6)   /* IPv4 mapped in too */
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
+            return fd;
+        *e = errno;
+        close(fd);
+    }
+    return -1;
+}
+
+/* ":port" is every interface: IPv6 with IPv4 mapped in (dual-stack and
+ * IPv6-only pod networks), else IPv4, as the ops server does. */
 static int bind_listen(const char *addr, kl_err *err)
 {
     char host[256], port[8];
     if (split_addr(addr, host, sizeof host, port, sizeof port) != 0)
         return kl_err_set(err, KL_EINVAL, "webhook address \"%s\": want host:port or :port", addr);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    if (getaddrinfo(*host ? host : NULL, port, &hints, &res) != 0)   /* start-up: may block */
-        return kl_err_set(err, KL_EINVAL, "webhook address \"%s\": unknown host", addr);
-    int fd = -1, e = 0;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            e = errno;
+    int wildcard = !*host, fd = -1, e = EADDRNOTAVAIL;
+    static const int families[] = {AF_INET6, AF_INET};
+    for (int i = 0; i < (wildcard ? 2 : 1) && fd < 0; i++) {
+        struct addrinfo hints = {.ai_family = wildcard ? families[i] : AF_UNSPEC,
+                                 .ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+        struct addrinfo *res = NULL;
+        if (getaddrinfo(wildcard ? NULL : host, port, &hints, &res) != 0) {  /* start-up */
+            if (!wildcard)
+                return kl_err_set(err, KL_EINVAL, "webhook address \"%s\": unknown host", addr);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
-            e = errno;
-            close(fd);
-            fd = -1;
-        }
+        fd = listen_first(res, wildcard, &e);
+        freeaddrinfo(res);
     }
-    freeaddrinfo(res);
     if (fd < 0)
         return kl_err_set(err, KL_EIO, "webhook address \"%s\": cannot listen: %s", addr,
                           strerror(e));

@@ -733,6 +733,33 @@ TEST(server_serves_reviews_over_tls)
     fixture_close(&f);
 }
 
+TEST(server_binds_every_interface)
+{
+    fixture f;
+    CHECK(fixture_open(&f, script) == 0);
+    kl_err err = {0};
+    webhook_server_opts o = {0};
+    o.addr = ":0";
+    o.cert_dir = certdir;
+    o.handlers = webhook_lua_handlers(&f.w);
+    webhook_server *s = webhook_server_start(f.l, &o, &err);
+    CHECK(s != NULL && webhook_server_port(s) > 0);
+    http_client *hc = http_client_new(f.l, &err);
+    char cafile[128];
+    snprintf(cafile, sizeof cafile, "%s/ca.crt", certdir);
+    client c;
+    post(f.l, hc, webhook_server_port(s), cafile, "POST", "/validate/comment",
+         COMMENT("{\"repository\":\"a/b\"}"), &c);   /* IPv4, through the wildcard */
+    CHECK(c.status == 200);
+    CHECK_STR(jget(c.body, "response.allowed"), "true");
+    http_client_free(hc);
+    webhook_server_free(s);
+    o.addr = "127.0.0.1";
+    CHECK(webhook_server_start(f.l, &o, &err) == NULL);
+    CHECK(strstr(err.msg, "want host:port or :port") != NULL);
+    fixture_close(&f);
+}
+
 /* A client that sends a conversion with a large object, reads the start of
  * the answer and resets the connection while the server is still writing
  * (a webhook call the API server gave up on). */
@@ -847,6 +874,7 @@ int main(void)
     RUN(decl_webhook_keys);
     RUN(dev_render);
     RUN(server_serves_reviews_over_tls);
+    RUN(server_binds_every_interface);
     RUN(server_survives_a_client_that_leaves_mid_answer);
     static const char *const scripts[] = {"comment.lua", "bad.lua", "typo.lua", "ok.lua", NULL};
     static const char *const certs[] = {"tls.crt", "tls.key", "ca.crt", NULL};
