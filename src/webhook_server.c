@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -457,6 +458,11 @@ static void on_accept(loop *l, int lfd, int events, void *ud)
             close(fd);
             continue;
         }
+        /* Go's servers (controller-runtime's among them) set this too: a TLS
+         * handshake is several small records, and Nagle's algorithm would
+         * hold one back for the peer's delayed ACK (40 ms). */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn *c = calloc(1, sizeof *c);
         BIO *bio = NULL;
         if (!c || !(c->ssl = SSL_new(s->ctx)) || !(bio = sock_bio(fd))) {

@@ -8,10 +8,18 @@
 //
 // Prints one JSON line: requests, errors, rps, p50_ms, p99_ms (latency of
 // each round trip: request written to answer read).
+//
+// With -kubeconfig K -namespace NS it measures the whole admission round
+// trip instead: each request is a server-side dry-run create of a Widget
+// (POST .../widgets?dryRun=All) sent to the API server, which calls the
+// webhook configured for NS. Before measuring it waits until a Widget named
+// probe-deny is refused (the webhook configuration is in effect), unless
+// -no-webhook.
 package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -21,8 +29,15 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+
+	"klua.dev/bench/internal/benchout"
 )
 
 func main() {
@@ -32,7 +47,14 @@ func main() {
 	conns := flag.Int("conns", 4, "concurrent keep-alive connections")
 	duration := flag.Duration("duration", 5*time.Second, "how long to measure")
 	warmup := flag.Duration("warmup", time.Second, "load before measuring")
+	kubeconfig := flag.String("kubeconfig", "", "measure through this API server")
+	namespace := flag.String("namespace", "", "the Widgets' namespace (with -kubeconfig)")
+	noWebhook := flag.Bool("no-webhook", false, "with -kubeconfig: no webhook to wait for")
 	flag.Parse()
+	if *kubeconfig != "" {
+		throughAPIServer(*kubeconfig, *namespace, *noWebhook, *conns, *duration, *warmup)
+		return
+	}
 	ca, err := os.ReadFile(*caFile)
 	check(err)
 	body, err := os.ReadFile(*bodyFile)
@@ -93,6 +115,80 @@ func main() {
 		}()
 	}
 	wg.Wait()
+	report(lat, errors, *duration)
+}
+
+// The same measurement through the API server (see the top).
+func throughAPIServer(kubeconfig, ns string, noWebhook bool, conns int, duration,
+	warmup time.Duration) {
+	cfg, err := benchout.Config(kubeconfig, -1, 0)
+	check(err)
+	cfg.ContentType = "application/json"
+	cfg.GroupVersion = &schema.GroupVersion{Group: "bench.klua.dev", Version: "v1"}
+	cfg.APIPath = "/apis"
+	cfg.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	rc, err := rest.RESTClientFor(cfg)
+	check(err)
+	widget := func(name string) []byte {
+		b, _ := json.Marshal(map[string]any{
+			"apiVersion": "bench.klua.dev/v1", "kind": "Widget",
+			"metadata": map[string]any{"name": name, "namespace": ns},
+			"spec":     map[string]any{"seq": 1, "payload": strings.Repeat("x", 800)},
+		})
+		return b
+	}
+	create := func(body []byte) error {
+		return rc.Post().Namespace(ns).Resource("widgets").Param("dryRun", "All").
+			Body(body).Do(context.Background()).Error()
+	}
+	if !noWebhook {
+		deadline := time.Now().Add(60 * time.Second)
+		for create(widget("probe-deny")) == nil {
+			if time.Now().After(deadline) {
+				check(fmt.Errorf("the webhook configuration did not take effect in 60 s"))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	body := widget("w-1")
+	var mu sync.Mutex
+	var lat []time.Duration
+	errors := 0
+	measureFrom := time.Now().Add(warmup)
+	end := measureFrom.Add(duration)
+	var wg sync.WaitGroup
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			bad := 0
+			for {
+				t0 := time.Now()
+				if t0.After(end) {
+					break
+				}
+				err := create(body)
+				d := time.Since(t0)
+				if t0.After(measureFrom) {
+					if err == nil {
+						mine = append(mine, d)
+					} else {
+						bad++
+					}
+				}
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			errors += bad
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	report(lat, errors, duration)
+}
+
+func report(lat []time.Duration, errors int, duration time.Duration) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) float64 {
 		if len(lat) == 0 {

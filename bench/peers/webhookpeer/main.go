@@ -50,6 +50,9 @@ func main() {
 			if err := decoder.Decode(req, obj); err != nil {
 				return admission.Errored(400, err)
 			}
+			if obj.GetName() == "probe-deny" { // lets the load generator see the webhook is on
+				return admission.Denied("probe")
+			}
 			return admission.Allowed("")
 		})})
 	go func() {
