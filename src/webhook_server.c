@@ -6,7 +6,7 @@
  * again (keep-alive) or closed. An SSL call that wants the other direction
  * re-arms the loop's watch for it; one timer per connection closes it
  * when a request does not arrive whole in time or it idles too long.
- * Uses: webhook_review, ops, metrics, loop, buf, err, log, OpenSSL.
+ * Uses: webhook_review, ops, metrics, util, loop, buf, err, log, OpenSSL.
  */
 #include "webhook_server.h"
 
@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ops.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -253,11 +254,7 @@ static void arm_timer(conn *c, unsigned ms)
 static void respond(conn *c, int status, const char *body, size_t len, int close_after)
 {
     kl_buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
-                  status, status == 200 ? "OK" : status == 405 ? "Method Not Allowed"
-                                           : status == 413 ? "Payload Too Large"
-                                           : status == 431 ? "Request Header Fields Too Large"
-                                           : status == 500 ? "Internal Server Error"
-                                                           : "Bad Request",
+                  status, kl_http_reason(status),
                   status == 200 ? "application/json" : "text/plain", len,
                   close_after ? "Connection: close\r\n" : "");
     kl_buf_append(&c->out, body, len);
