@@ -9,8 +9,8 @@
  * MutatingWebhookConfiguration named "klua-dev" with a webhook per script
  * declaring validate / mutate (rules: the watched resource, CREATE and
  * UPDATE; failurePolicy Fail; timeoutSeconds WEBHOOK_DEV_TIMEOUT_S;
- * matchPolicy Equivalent; with --namespace, a namespaceSelector for it; url https://<host>:<port>/<op>/<controller>;
- * caBundle the CA), applied server-side (field manager klua-dev), and the
+ * matchPolicy Equivalent; with --namespace, a namespaceSelector for it;
+ * url https://<host>:<port>/<op>/<controller>; caBundle the CA), applied server-side (field manager klua-dev), and the
  * conversion stanza (strategy Webhook, url .../convert/<controller>) merged
  * into the CRD of each script declaring convert. It looks at the scripts
  * every WEBHOOK_DEV_POLL_MS and writes only when the configuration it
