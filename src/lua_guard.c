@@ -4,7 +4,10 @@
  * does not grow with memory (string.rep of empty strings, table.move,
  * table.insert/remove on huge borders, table.sort, plain and pattern
  * searches) refuse inputs over fixed caps, and pattern calls are first run
- * through lua_patguard's step-counting probe.
+ * through lua_patguard's step-counting probe. What they do is charged to
+ * the run's budget in units of about one Lua instruction (an element moved
+ * or compared, a probe step, 16 bytes scanned), so a loop of such calls is
+ * cut at the deadline like a loop of instructions.
  * Uses: lua_budget, lua_patguard, lua_host_int, Lua.
  */
 #include "lua_guard.h"

@@ -6,8 +6,12 @@
  * (no __gc), collectgarbage ("count" only), string.rep/find/match/gmatch/
  * gsub (size caps and the pattern cost probe), table.move/insert/remove/
  * sort (element caps), coroutine.close and xpcall (a killed run cannot run
- * Lua code while its error unwinds). lua_guard_wrap_global/field wrap a
- * function with a C closure that gets the original as upvalue 1.
+ * Lua code while its error unwinds), coroutine.resume/wrap (the run's
+ * hook and kill reach every coroutine). The work of these and of
+ * string.byte/char, table.unpack and utf8.len/codepoint/offset/codes/char
+ * is charged to the run's budget (lua_budget_charge) before or after the
+ * call. lua_guard_wrap_global/field wrap a function with a C closure that
+ * gets the original as upvalue 1.
  * Uses: lua_budget, lua_patguard, lua_host_int, Lua.
  */
 #ifndef KLUA_LUA_GUARD_H
