@@ -6,12 +6,15 @@
  * results are moved to the host's main state and read there under a
  * protected call (so a memory error while reading them is an error, not a
  * crash); the task, the ctx and the req table are released on every path.
- * Uses: webhook_review, webhook_patch, lua_host, lua_ctx, lua_json, json, log.
+ * Uses: webhook_review, webhook_patch, lua_host, lua_ctx (and the method tables of
+ * lua_ctx_kube and lua_ctx_io), lua_json, json, log.
  */
 #include "webhook_lua.h"
 
 #include "json.h"
 #include "log.h"
+#include "lua_ctx_io.h"
+#include "lua_ctx_kube.h"
 #include "lua_json.h"
 #include "webhook_patch.h"
 
@@ -82,24 +85,39 @@ static int proxy_call(lua_State *L)
     return proxy_done(L, LUA_OK, 0);
 }
 
+static int in_reg(const char *k, const luaL_Reg *r)
+{
+    for (; r->name; r++)
+        if (!strcmp(k, r->name))
+            return 1;
+    return 0;
+}
+
+/* An allowlist: the cache reads, the clock, getenv/secret and the ctx's
+ * fields pass through; every other method of the ctx's modules is refused
+ * (a write verb of lua_ctx_kube: "cannot write"; an I/O call of
+ * lua_ctx_io: "cannot wait"), so a verb added there later is refused too. */
 static int proxy_index(lua_State *L)
 {
-    static const char *const writes[] = {"create", "update", "patch", "apply", "delete",
-                                         "patch_status", "event", NULL};
-    static const char *const waits[] = {"http", "sleep", NULL};
+    static const char *const reads[] = {"get", "list", "now", "getenv", "secret", "log", "key",
+                                        "namespace", "name", "controller", NULL};
     const char *k = lua_tostring(L, 2);
-    if (k && (is_one_of(k, writes) || is_one_of(k, waits))) {
+    if (!k)
+        return 0;
+    if (!is_one_of(k, reads)) {
+        int write = in_reg(k, lua_ctx_kube_methods);
+        if (!write && !in_reg(k, lua_ctx_io_methods))
+            return 0;
         lua_pushvalue(L, 2);
-        lua_pushstring(L, is_one_of(k, writes) ? "write" : "wait");
+        lua_pushstring(L, write ? "write" : "wait");
         lua_pushcclosure(L, proxy_refuse, 2);
         return 1;
     }
     lua_pushvalue(L, lua_upvalueindex(1));               /* [t, k, ctx] */
     lua_pushvalue(L, 2);
     lua_gettable(L, -2);                                 /* [t, k, ctx, v] */
-    if (lua_type(L, -1) == LUA_TFUNCTION && k && strcmp(k, "log") != 0) {
+    if (lua_type(L, -1) == LUA_TFUNCTION)
         lua_pushcclosure(L, proxy_call, 2);              /* [t, k, closure(ctx, v)] */
-    }
     return 1;
 }
 

@@ -7,9 +7,11 @@
  * same instruction budget, memory cap and CPU deadline (--lua-timeout,
  * which klua keeps below the webhook's timeoutSeconds). A handler runs to
  * the end at once: it may read the cache (ctx:get, ctx:list of cached
- * kinds), log, and read ctx.now, but never write or wait: the write verbs
- * raise "webhook handlers cannot write (ctx:patch)", and a call that would
- * wait (a kind outside the cache, ctx:sleep, ctx:http) fails the handler.
+ * kinds), log, ctx:now, ctx:getenv and ctx:secret, but never write or
+ * wait: the ctx it gets allows only those (every other method of the ctx
+ * modules' tables is refused: the write verbs raise "webhook handlers
+ * cannot write (ctx:patch)", ctx:http and ctx:sleep "cannot wait"), and a
+ * read that would wait (a kind outside the cache) fails the handler.
  *
  * req = { uid, operation, object, oldObject, userInfo, dryRun, namespace,
  *         name, kind = { apiVersion, kind }, warnings = {} }

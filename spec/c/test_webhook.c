@@ -319,6 +319,9 @@ static const char script[] =
     "    if spec.mode == 'write' then ctx:patch(req.object, {}) end\n"
     "    if spec.mode == 'wait' then ctx:sleep(1) end\n"
     "    if spec.mode == 'odd' then return 'yes' end\n"
+    "    if spec.mode == 'event' then ctx:event(req.object, 'Normal', 'R', 'm') end\n"
+    "    if spec.mode == 'http' then ctx:http({ url = 'http://127.0.0.1:1/' }) end\n"
+    "    if spec.mode == 'unknown' then return ctx.no_such_method == nil, 'nil' end\n"
     "    if spec.mode == 'get' then\n"
     "      local o, err = ctx:get({ apiVersion = 'v1', kind = 'ConfigMap' }, 'ns', 'x')\n"
     "      return o == nil, 'got ' .. tostring(o)\n"
@@ -441,6 +444,8 @@ TEST(lua_handler_failures_deny_and_the_host_goes_on)
         {"write", "comment.lua:8: webhook handlers cannot write (ctx:patch)"},
         {"wait", "comment.lua:9: webhook handlers cannot wait (ctx:sleep)"},
         {"odd", "validate returned string; return true, or false and a message"},
+        {"event", "comment.lua:11: webhook handlers cannot write (ctx:event)"},
+        {"http", "comment.lua:12: webhook handlers cannot wait (ctx:http)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char body[1024];
@@ -459,6 +464,9 @@ TEST(lua_handler_failures_deny_and_the_host_goes_on)
     }
     /* still serving after all that */
     char *r = lua_review(&f, "/validate/comment", COMMENT("{\"repository\":\"a/b\"}"));
+    CHECK_STR(jget(r, "response.allowed"), "true");
+    free(r);
+    r = lua_review(&f, "/validate/comment", COMMENT("{\"mode\":\"unknown\"}"));
     CHECK_STR(jget(r, "response.allowed"), "true");
     free(r);
     /* reads pass through (no API server here: nil, err) */
