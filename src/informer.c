@@ -45,6 +45,14 @@ typedef struct synced_listener {
     struct synced_listener *next;
 } synced_listener;
 
+/* A listener for failures retrying will not fix. */
+typedef struct failed_listener {
+    int id;
+    informer_failed_cb cb;
+    void *ud;
+    struct failed_listener *next;
+} failed_listener;
+
 /* A set of keys seen during a relist, to find the ones that vanished. */
 typedef struct keyset {
     char **slots;
@@ -80,6 +88,9 @@ struct informer {
     synced_listener *listeners;
     int next_listener_id;
     int firing_listeners;    /* listeners being called: defer unlinking */
+    failed_listener *failed_listeners;
+    int next_failed_id;
+    int failure_reported;    /* a 400/403/404 run was reported */
 };
 
 static void start_list(informer *inf);
@@ -320,6 +331,17 @@ static void on_backoff_timer(loop *l, void *ud)
         start_list(inf);
 }
 
+/* Tell the failed listeners about a 400/403/404, once per run of them. */
+static void report_failure(informer *inf, const kube_result *res)
+{
+    long code = res->http_code;
+    if ((code != 400 && code != 403 && code != 404) || inf->failure_reported)
+        return;
+    inf->failure_reported = 1;
+    for (failed_listener *l = inf->failed_listeners; l; l = l->next)
+        l->cb(l->ud, inf, code, res->message[0] ? res->message : res->reason);
+}
+
 static void retry_later(informer *inf, const char *why)
 {
     loop *l = kube_client_loop(inf->client);
@@ -413,6 +435,7 @@ static void finish_list(informer *inf)
     }
     keyset_clear(&inf->seen);
     inf->relisting = 0;
+    inf->failure_reported = 0;
     int first = !inf->synced;
     inf->synced = 1;
     if (first) {
@@ -504,6 +527,7 @@ static void on_list_page(void *ud, kube_result *res)
         }
         char why[160];
         snprintf(why, sizeof why, "list: %.150s", res->message[0] ? res->message : res->reason);
+        report_failure(inf, res);
         free(inf->continue_token);
         inf->continue_token = NULL;
         retry_later(inf, why);
@@ -558,6 +582,7 @@ static void on_watch_event(void *ud, const watch_event *ev)
     informer *inf = ud;
     kl_err err = {0};
     inf->watch_events++;
+    inf->failure_reported = 0;
     switch (ev->type) {
     case WATCH_ADDED:
     case WATCH_MODIFIED:
@@ -617,6 +642,7 @@ static void on_watch_done(void *ud, kube_result *res)
     if (!kube_result_ok(res)) {
         char why[160];
         snprintf(why, sizeof why, "watch: %.150s", res->message[0] ? res->message : res->reason);
+        report_failure(inf, res);
         retry_later(inf, why);
         return;
     }
@@ -712,6 +738,11 @@ void informer_free(informer *inf)
         inf->listeners = l->next;
         free(l);
     }
+    while (inf->failed_listeners) {
+        failed_listener *l = inf->failed_listeners;
+        inf->failed_listeners = l->next;
+        free(l);
+    }
     free(inf);
 }
 
@@ -800,6 +831,33 @@ void informer_remove_synced_listener(informer *inf, int id)
             l->cb = NULL;
     if (!inf->firing_listeners)
         prune_listeners(inf);
+}
+
+int informer_add_failed_listener(informer *inf, informer_failed_cb cb, void *ud)
+{
+    failed_listener *l = malloc(sizeof *l);
+    if (!l || !cb) {
+        free(l);
+        return -1;
+    }
+    l->id = ++inf->next_failed_id;
+    l->cb = cb;
+    l->ud = ud;
+    l->next = inf->failed_listeners;
+    inf->failed_listeners = l;
+    return l->id;
+}
+
+void informer_remove_failed_listener(informer *inf, int id)
+{
+    for (failed_listener **p = &inf->failed_listeners; *p; p = &(*p)->next) {
+        if ((*p)->id == id) {
+            failed_listener *l = *p;
+            *p = l->next;
+            free(l);
+            return;
+        }
+    }
 }
 
 /* --- registry --------------------------------------------------------------- */

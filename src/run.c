@@ -89,6 +89,8 @@ static const char run_usage[] =
     "  --webhook-addr ADDR       serve the scripts' validate/mutate/convert handlers over\n"
     "                            HTTPS on ADDR, e.g. :9443 or 127.0.0.1:9443 (default: off)\n"
     "  --webhook-cert-dir DIR    tls.crt and tls.key for it (re-read when they change)\n"
+    "  --remove-orphan-finalizers  take klua.dev/... finalizers that no script declares off\n"
+    "                            objects being deleted (default: report them once)\n"
     "  --leader-elect            reconcile only while holding a coordination.k8s.io Lease\n"
     "                            (informers warm up meanwhile; default off)\n"
     "  --leader-election-namespace NS  the Lease's namespace (default $POD_NAMESPACE, else\n"
@@ -362,6 +364,7 @@ typedef struct run_flags {
     double qps;
     lua_host_opts limits;     /* --lua-memory, --lua-budget, --lua-timeout */
     int dev;                  /* --dev: reload on file changes */
+    int remove_orphans;       /* --remove-orphan-finalizers */
     int leader_elect;         /* --leader-elect */
     const char *le_ns, *le_id;
     long le_lease_ms, le_renew_ms, le_retry_ms;   /* 0 = leader.h's defaults */
@@ -435,6 +438,10 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         }
         if (!strcmp(argv[i], "--dev")) {
             f->dev = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--remove-orphan-finalizers")) {
+            f->remove_orphans = 1;
             continue;
         }
         if (!strcmp(argv[i], "--leader-elect")) {
@@ -686,7 +693,8 @@ int klua_run_main(int argc, char **argv)
     run_state rs = {0};
     char *le_ns = NULL, *le_id = NULL;
 
-    if (!(rs.set = reload_set_new(f.scripts, &f.limits, &err)) || reload_set_load(rs.set, &err) != 0)
+    if (!(rs.set = reload_set_new(f.scripts, &f.limits, &err)) ||
+        reload_set_load(rs.set, f.dev, &err) != 0)
         goto out;
 
     kubeconfig_opts ko = {f.kubeconfig, f.context, f.ns};
@@ -759,7 +767,7 @@ int klua_run_main(int argc, char **argv)
     }
 
     controller_deps deps = {l, kc, disco, reg, shared, f.ns, f.workers,
-                            on_controller_synced, &rs, rs.gate};
+                            on_controller_synced, &rs, rs.gate, NULL, f.remove_orphans};
     if (reload_set_start(rs.set, &deps, on_set_started, &rs, &err) != 0)
         goto out;
     if (f.dev && reload_set_watch(rs.set, &err) != 0)
