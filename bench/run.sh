@@ -65,3 +65,13 @@ kubectl --kubeconfig "$kubeconfig" wait --for condition=established --timeout=60
 python3 bench/harness.py --mode "$mode" --kubeconfig "$kubeconfig" --klua "$klua" \
     --peers "$out" --out "$out" --ns-prefix "$prefix" ${skip:+--skip-klua "$skip"} \
     ${BENCH_ARGS:-}
+
+# The webhook benchmark (issue 13): a trivial validate in klua against
+# controller-runtime's webhook server, round trips straight to each server.
+if [ -z "$skip" ]; then
+    (cd bench/peers && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go build -trimpath -buildvcs=false \
+        -o "$out/" ./webhookpeer ./webhookload)
+    case "$mode" in tiny) wreps=1 wsecs=2 ;; short) wreps=3 wsecs=5 ;; *) wreps=5 wsecs=20 ;; esac
+    python3 bench/webhook.py --kubeconfig "$kubeconfig" --klua "$klua" --peers "$out" \
+        --out "$out" --reps "$wreps" --duration "$wsecs"
+fi

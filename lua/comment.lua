@@ -20,6 +20,7 @@
 local github = require "klua.github"
 local conditions = require "klua.conditions"
 local json = require "klua.json"
+local webhooks = require "klua.comment_webhooks"
 
 local PERMANENT_RETRY = 300  -- seconds between retries of what a user must fix
 
@@ -244,4 +245,11 @@ return {
     workers = 4,
     reconcile = reconcile,
     finalize = finalize,
+
+    -- Webhooks (served with klua run --webhook-addr; see klua.comment_webhooks):
+    -- validation of repository, issue and message size, the deletionPolicy
+    -- default, and conversion from and to github.klua.dev/v1alpha1.
+    validate = webhooks.validate,
+    mutate = webhooks.mutate,
+    convert = webhooks.convert,
 }

@@ -605,6 +605,13 @@ int controller_workers(const controller *c) { return c->workers; }
 const char *controller_script(const controller *c) { return lua_host_path(c->cur->h); }
 const lua_host *controller_host(const controller *c) { return c->cur->h; }
 
+lua_host *controller_webhook_host(controller *c, lua_ctx_cache *cache)
+{
+    cache->lookup = cache_lookup;
+    cache->ud = c;
+    return c->cur->h;
+}
+
 void controller_shutdown(controller *c)
 {
     c->stopping = 1;

@@ -117,6 +117,9 @@ const lua_controller_decl *controller_decl(const controller *c);
 int controller_workers(const controller *c);
 const char *controller_script(const controller *c);
 const lua_host *controller_host(const controller *c);   /* the current script */
+/* For webhook handlers (webhook_lua.h), which run as tasks of the current
+ * script: its host, and in *cache the lookup ctx:get / ctx:list use. */
+lua_host *controller_webhook_host(controller *c, lua_ctx_cache *cache);
 /* Cancels reconciles still in flight and a start or replace still waiting
  * (no callback), releases informers, frees the host. */
 void controller_free(controller *c);

@@ -6,6 +6,7 @@
 #include "labels.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@ static void decl_free(lua_State *L, lua_controller_decl *d)
     free(d->error_condition);
     memset(d, 0, sizeof *d);
     d->reconcile_ref = d->finalize_ref = LUA_NOREF;
+    d->validate_ref = d->mutate_ref = d->convert_ref = LUA_NOREF;
     d->watch.predicate.fn_ref = LUA_NOREF;
 }
 
@@ -48,6 +50,9 @@ void lua_decl_reset(lua_host *h)
     if (h->L) {
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.reconcile_ref);
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.finalize_ref);
+        luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.validate_ref);
+        luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.mutate_ref);
+        luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.convert_ref);
     }
     decl_free(h->L, &h->decl);
 }
@@ -292,6 +297,28 @@ static int edit_distance(const char *a, const char *b)
     return d[la][lb];
 }
 
+/* The optional webhook handlers (served by webhook.c). */
+static int read_webhook_handlers(lua_host *h, int t, kl_err *err)
+{
+    static const struct {
+        const char *key, *usage;
+        size_t off;
+    } fns[] = {
+        {"validate", "validate must be a function(ctx, req) returning true, or false and a "
+                     "message", offsetof(lua_controller_decl, validate_ref)},
+        {"mutate", "mutate must be a function(ctx, req) that changes req.object",
+         offsetof(lua_controller_decl, mutate_ref)},
+        {"convert", "convert must be a function(ctx, obj, to_version) returning the object in "
+                    "to_version", offsetof(lua_controller_decl, convert_ref)},
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        int *ref = (int *)((char *)&h->decl + fns[i].off);
+        if (read_function(h, t, fns[i].key, ref) < 0)
+            return decl_fail(h, err, fns[i].key, "%s", fns[i].usage, NULL);
+    }
+    return 0;
+}
+
 /* A label selector the API server would refuse fails the load. */
 static int check_selector(lua_host *h, const char *sel, const char *what, const char *key,
                           kl_err *err)
@@ -428,7 +455,8 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
 {
     static const char *const known[] = {"name",      "watch",     "owns",     "watches",
                                         "namespace", "selector",  "workers",  "finalizer",
-                                        "error_condition", "reconcile", "finalize", NULL};
+                                        "error_condition", "reconcile", "finalize", "validate",
+                                        "mutate",    "convert",   NULL};
     lua_State *L = h->L;
     lua_controller_decl *d = &h->decl;
     if (lua_type(L, t) != LUA_TTABLE)
@@ -456,7 +484,7 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
             int rc = decl_fail(h, err, k, "unknown field \"%s\" in the controller table (%sknown: "
                                           "name, watch, owns, watches, namespace, selector, "
                                           "workers, finalizer, error_condition, reconcile, "
-                                          "finalize)", k, hint);
+                                          "finalize, validate, mutate, convert)", k, hint);
             lua_pop(L, 1);
             return rc;
         }
@@ -559,7 +587,7 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
     if (rc < 0)
         return decl_fail(h, err, "finalize", "finalize must be a function(ctx, obj)", NULL, NULL);
     d->has_finalize = rc == 1;
-    return 0;
+    return read_webhook_handlers(h, t, err);
 }
 
 int lua_decl_validate(lua_host *h, int t, const char *src, kl_err *err)

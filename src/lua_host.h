@@ -113,6 +113,9 @@ typedef struct lua_controller_decl {
     int has_finalize;
     int reconcile_ref;         /* registry refs to the functions */
     int finalize_ref;          /* LUA_NOREF without finalize */
+    /* Webhook handlers (webhook.h), each LUA_NOREF when not declared:
+     * validate(ctx, req), mutate(ctx, req), convert(ctx, obj, to_version). */
+    int validate_ref, mutate_ref, convert_ref;
 } lua_controller_decl;
 
 typedef struct lua_host lua_host;

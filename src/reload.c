@@ -1005,3 +1005,31 @@ void reload_set_free(reload_set *s)
     free(s->dir);
     free(s);
 }
+
+/* ---- webhook handlers ---- */
+
+int reload_set_webhook_find(void *ud, const char *name, webhook_target *out)
+{
+    reload_set *s = ud;
+    for (size_t i = 0; i < s->n; i++) {
+        controller *c = s->e[i].c;
+        if (c && strcmp(controller_name(c), name) == 0) {
+            out->host = controller_webhook_host(c, &out->cache);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void reload_set_webhook_each(void *ud, webhook_visit_fn visit, void *visit_ud)
+{
+    reload_set *s = ud;
+    for (size_t i = 0; i < s->n; i++) {
+        controller *c = s->e[i].c;
+        if (!c)
+            continue;
+        webhook_target t;
+        t.host = controller_webhook_host(c, &t.cache);
+        visit(visit_ud, controller_name(c), &t);
+    }
+}

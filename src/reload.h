@@ -27,7 +27,7 @@
  * version takes over (or its error is reported) when discovery answers;
  * the rescan's log line comes when its last load has its answer. A rescan
  * asked for meanwhile (or during start-up) runs right after.
- * Uses: controller, lua_host, loop, metrics, log.
+ * Uses: controller, lua_host, webhook_lua, loop, metrics, log.
  */
 #ifndef KLUA_RELOAD_H
 #define KLUA_RELOAD_H
@@ -36,6 +36,7 @@
 #include "controller.h"
 #include "err.h"
 #include "lua_host.h"
+#include "webhook_lua.h"
 
 #include <stddef.h>
 
@@ -84,6 +85,12 @@ int reload_set_ready(void *s, kl_buf *why);
 void reload_set_shutdown(reload_set *s);
 /* Frees every controller (cancelling what still runs) and the watcher. */
 void reload_set_free(reload_set *s);
+
+/* Webhook handlers (webhook_lua.h, webhook_dev.h): the controller called
+ * name, and every controller that runs. ud is the reload_set. A hot
+ * reload swaps the handlers with the script. */
+int reload_set_webhook_find(void *ud, const char *name, webhook_target *out);
+void reload_set_webhook_each(void *ud, webhook_visit_fn visit, void *visit_ud);
 
 /* The top-level *.lua files of dir (regular files, no dot files), sorted.
  * The caller frees them with reload_free_list. */

@@ -4,7 +4,8 @@
  * Uses: reload (the scripts and their controllers, hot reload), lua_host
  * (check), controller, lua_ctx (shared ctx state), informer (registry),
  * discovery, kube, http, kubeconfig, ops, metrics and health (/metrics,
- * /healthz, /readyz), leader (--leader-elect), loop, log.
+ * /healthz, /readyz), leader (--leader-elect), webhook (--webhook-addr),
+ * loop, log.
  *
  * Start-up fails fast and plainly: a script that does not load, a kind the
  * server does not know, or a bad kubeconfig each print one "error: ..."
@@ -37,6 +38,7 @@
 #include "lua_host.h"
 #include "discovery.h"
 #include "health.h"
+#include "webhook.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -86,7 +88,12 @@ static const char run_usage[] =
     "                            than S seconds (default 5)\n"
     "  --healthz-informer-failure S  /healthz fails when an informer could not list or\n"
     "                            watch for S seconds (default 180)\n"
-    "  --dev                     reload scripts when files in DIR or DIR/lib change\n"
+    "  --dev                     reload scripts when files in DIR or DIR/lib change; with\n"
+    "                            --webhook-addr, also make certificates and install the\n"
+    "                            webhook configurations\n"
+    "  --webhook-addr ADDR       serve the scripts' validate/mutate/convert handlers over\n"
+    "                            HTTPS on ADDR, e.g. :9443 or 127.0.0.1:9443 (default: off)\n"
+    "  --webhook-cert-dir DIR    tls.crt and tls.key for it (re-read when they change)\n"
     "  --remove-orphan-finalizers  take klua.dev/... finalizers that no script declares off\n"
     "                            objects being deleted (default: report them once)\n"
     "  --leader-elect            reconcile only while holding a coordination.k8s.io Lease\n"
@@ -211,6 +218,7 @@ typedef struct run_state {
     int releasing;               /* drained: handing the lease back */
     int lost;                    /* the lease was lost: exit 1 */
     int start_failed;            /* a controller could not start: exit 1 */
+    webhook *wh;                 /* --webhook-addr, else NULL */
     kl_err start_err;
 } run_state;
 
@@ -273,7 +281,7 @@ static void on_poll(loop *l, void *ud)
     run_state *r = ud;
     if (r->stopping) {
         size_t active = reload_set_active(r->set);
-        if (active == 0 || loop_now_ms(l) >= r->drain_deadline) {
+        if ((active == 0 && webhook_settled(r->wh)) || loop_now_ms(l) >= r->drain_deadline) {
             if (active) {
                 char num[32];
                 snprintf(num, sizeof num, "%zu", active);
@@ -313,6 +321,7 @@ static void on_signal(loop *l, int signo, void *ud)
     kl_log(KL_LOG_INFO, "shutting down", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     if (r->set)
         reload_set_shutdown(r->set);
+    webhook_shutdown(r->wh);
 }
 
 typedef struct run_flags {
@@ -321,6 +330,7 @@ typedef struct run_flags {
     const char **allow_env;   /* --allow-env patterns (argc slots) */
     size_t nallow_env;
     const char *scripts, *kubeconfig, *context, *ns, *log_format, *token_file, *metrics;
+    const char *webhook_addr, *webhook_cert_dir;
     int workers, verbosity, burst;
     double qps;
     lua_host_opts limits;     /* --lua-memory, --lua-budget, --lua-timeout */
@@ -422,6 +432,8 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         STR_FLAG("--log-format", log_format)
         STR_FLAG("--github-token-file", token_file)
         STR_FLAG("--metrics-addr", metrics)
+        STR_FLAG("--webhook-addr", webhook_addr)
+        STR_FLAG("--webhook-cert-dir", webhook_cert_dir)
         STR_FLAG("--leader-election-namespace", le_ns)
         STR_FLAG("--leader-election-id", le_id)
 #undef STR_FLAG
@@ -660,6 +672,7 @@ int klua_run_main(int argc, char **argv)
     informer_registry *reg = NULL;
     lua_ctx_shared *shared = NULL;
     ops_server *ops = NULL;
+    webhook *wh = NULL;
     run_state rs = {0};
     char *le_ns = NULL, *le_id = NULL;
 
@@ -741,6 +754,12 @@ int klua_run_main(int argc, char **argv)
         goto out;
     if (f.dev && reload_set_watch(rs.set, &err) != 0)
         goto out;
+    webhook_opts wo = {f.webhook_addr, f.webhook_cert_dir, f.dev, f.ns,
+                       f.limits.run_ms ? f.limits.run_ms : LUA_HOST_DEFAULT_RUN_MS,
+                       reload_set_webhook_find, reload_set_webhook_each, rs.set};
+    if (webhook_start(l, kc, shared, &wo, &wh, &err) != 0)
+        goto out;
+    rs.wh = wh;
     if (rs.le) {
         char lease[512];
         snprintf(lease, sizeof lease, "%s/%s", le_ns, f.le_id ? f.le_id : "klua");
@@ -766,6 +785,7 @@ out:
     if (rc != 0)
         fprintf(stderr, "error: %s\n", err.msg);
     ops_free(ops);
+    webhook_free(wh);
     reload_set_free(rs.set);
     controller_gate_free(rs.gate);   /* after the controllers behind it */
     leader_free(rs.le);

@@ -121,6 +121,9 @@
 ---@field error_condition? string|false  the condition set on errors, default "Ready"
 ---@field reconcile fun(ctx: klua.Context, obj: table): klua.Result|nil
 ---@field finalize? fun(ctx: klua.Context, obj: table): klua.Result|nil
+---@field validate? fun(ctx: klua.Context, req: klua.WebhookRequest): boolean, string?  see klua.WebhookRequest
+---@field mutate? fun(ctx: klua.Context, req: klua.WebhookRequest): boolean?, string?  change req.object
+---@field convert? fun(ctx: klua.Context, obj: table, to_version: string): table|nil, string?
 
 ---@class klua.Result
 ---@field requeue_after? number  seconds until the key is reconciled again
@@ -289,3 +292,39 @@ function Context:secret(name) end
 -- klua.conditions in their sources (lua/lib/klua/), which a checker reads as a
 -- library (the repository's .luarc.json, `klua check --types`). Kinds:
 -- lua/types/object.lua (klua.Object, klua.Ref<T>) and what `klua types` writes.
+
+-- Webhooks (klua run --webhook-addr ADDR [--webhook-cert-dir DIR | --dev]).
+-- A script may declare validate, mutate and convert next to reconcile; klua
+-- serves them over HTTPS at /validate/<controller>, /mutate/<controller>
+-- and /convert/<controller> (AdmissionReview v1, ConversionReview v1) for
+-- the kind it watches. `--dev` makes a local CA and certificate and installs
+-- the ValidatingWebhookConfiguration, MutatingWebhookConfiguration (both
+-- named klua-dev) and the CRD's conversion stanza pointing at klua; hot
+-- reload swaps handlers as it swaps reconcile.
+--   validate(ctx, req)  return true, or false and a message: kubectl shows
+--                       'admission webhook "<name>.validate.klua.dev" denied
+--                       the request: <message>'.
+--   mutate(ctx, req)    change req.object in place; klua sends the JSON
+--                       Patch. Return false, "message" to deny.
+--   convert(ctx, obj, to_version)  return obj in to_version
+--                       ("group/version"; apiVersion is set for you).
+-- Handlers run to the end at once under the script's limits (the
+-- --lua-timeout CPU deadline is the per-request deadline, below the
+-- webhooks' timeoutSeconds of 10): they may read the cache (ctx:get,
+-- ctx:list of watched and owned kinds), ctx.log and ctx:now, but never
+-- write or wait: ctx:create/update/patch/apply/delete/patch_status/event
+-- raise "webhook handlers cannot write", ctx:http/sleep "cannot wait". A
+-- handler that raises, loops or returns something else denies (conversion:
+-- fails) with its file:line and reason; klua goes on.
+
+---@class klua.WebhookRequest
+---@field uid string
+---@field operation "CREATE"|"UPDATE"|"DELETE"|"CONNECT"
+---@field object? table        the object (absent on DELETE)
+---@field oldObject? table     the object before an UPDATE or DELETE
+---@field userInfo table       { username =, uid =, groups = { ... }, extra = { ... } }
+---@field dryRun boolean       the request makes no change (kubectl --dry-run=server)
+---@field namespace string
+---@field name string
+---@field kind klua.TypeRef    what was sent (matchPolicy Equivalent: the watched version)
+---@field warnings string[]    add strings here: kubectl prints them as "Warning: ..."
