@@ -76,7 +76,8 @@ void reload_set_shutdown(reload_set *s);
 /* Frees every controller (cancelling what still runs) and the watcher. */
 void reload_set_free(reload_set *s);
 
-/* The top-level *.lua files of dir (regular files, no dot files), sorted.
+/* The top-level *.lua files of dir (regular files, no dot files, no
+ * *_spec.lua: those are klua test's specs), sorted.
  * The caller frees them with reload_free_list. */
 int reload_list_scripts(const char *dir, char ***out, size_t *n, kl_err *err);
 void reload_free_list(char **v, size_t n);
