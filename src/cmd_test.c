@@ -53,7 +53,7 @@ typedef struct kt_run {
     int cluster;
     const char *scripts, *kubeconfig, *context;
     lua_host_opts limits;
-    uint64_t offset;                 /* the clock's lead over CLOCK_MONOTONIC */
+    uint64_t base, offset;           /* the loop's clock: base + offset, moved by kt.advance */
     int ref_api, ref_http, ref_closed;
     char ctype[256];                 /* a stand-in answer's Content-Type */
     /* --cluster: a client for set-up (CRDs, namespaces) */
@@ -70,10 +70,11 @@ typedef struct kt_run {
     kl_err start_err;
 } kt_run;
 
+/* Time stands still unless kt.advance moves it. */
 static uint64_t kt_clock(void *ud)
 {
     kt_run *r = ud;
-    return loop_time_ms() + r->offset;
+    return r->base + r->offset;
 }
 
 /* ---- the fake server's handler: Lua answers ---- */
@@ -872,6 +873,7 @@ int klua_test_main(int argc, char **argv)
 
     if (!(r.l = loop_new(&err)))
         goto out;
+    r.base = loop_time_ms();
     loop_set_clock(r.l, kt_clock, &r);
     fakeapi_handler fh = {on_fake_request, on_fake_closed, &r};
     if (!(r.fake = fakeapi_start(r.l, &fh, &err)))
