@@ -41,6 +41,7 @@ struct lua_ctx_shared {
     char **secrets;           /* name, value pairs */
     size_t nsecrets;
     char hostname[128];
+    double now_offset;        /* seconds added to ctx:now (klua test's clock) */
 };
 
 enum verb {
@@ -148,6 +149,8 @@ int lua_ctx_shared_add_resource(lua_ctx_shared *s, const kube_resource *r)
     s->res[s->nres++] = copy;
     return 0;
 }
+
+void lua_ctx_shared_set_now_offset(lua_ctx_shared *s, double seconds) { s->now_offset = seconds; }
 
 int lua_ctx_shared_set_secret(lua_ctx_shared *s, const char *name, const char *value)
 {
@@ -1160,10 +1163,10 @@ static int l_sleep(lua_State *L)
 
 static int l_now(lua_State *L)
 {
-    luaL_checkudata(L, 1, CTX_MT);
+    const lua_ctx *c = luaL_checkudata(L, 1, CTX_MT);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9 + c->s->now_offset);
     return 1;
 }
 

@@ -37,6 +37,9 @@ int lua_ctx_shared_add_resource(lua_ctx_shared *s, const kube_resource *r);
 /* A secret scripts read with ctx:secret(name) (value copied; never logged). */
 int lua_ctx_shared_set_secret(lua_ctx_shared *s, const char *name, const char *value);
 
+/* klua test: ctx:now() runs this many seconds ahead of the wall clock. */
+void lua_ctx_shared_set_now_offset(lua_ctx_shared *s, double seconds);
+
 /* How a controller exposes its informer caches to ctx:get / ctx:list. */
 typedef struct lua_ctx_cache {
     /* The store holding apiVersion/kind objects, or NULL if not cached;
