@@ -381,6 +381,7 @@ local function run_test(host, opts, file, t, counts)
     counts.pending = counts.pending + 1
     return
   end
+  local t0 = host.elapsed_ms(0)
   local ns = opts.cluster and string.format("klua-test-%s-%d", host.token(), counts.seq) or "default"
   counts.seq = counts.seq + 1
   local kt = new_kt(host, { namespace = ns, cluster = opts.cluster }, file)
@@ -425,7 +426,7 @@ local function run_test(host, opts, file, t, counts)
     print("FAIL " .. name .. "\n  " .. failure:gsub("\n", "\n  "))
   else
     counts.passed = counts.passed + 1
-    if opts.verbose then print("ok   " .. name) end
+    if opts.verbose then print(string.format("ok   %s (%d ms)", name, host.elapsed_ms(t0))) end
   end
 end
 
