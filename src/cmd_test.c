@@ -329,7 +329,13 @@ static void runtime_free(kt_run *r)
 static int load_config(kt_run *r, kube_rest_config *cfg, kl_err *err)
 {
     if (r->cluster) {
+        /* Else $KUBECONFIG, else `make cluster-up`'s, else ~/.kube/config. */
+        struct stat st;
+        const char *local = "build/cluster/kubeconfig";
+        const char *env = getenv("KUBECONFIG");
         kubeconfig_opts ko = {r->kubeconfig, r->context, NULL};
+        if (!ko.path && !(env && *env) && stat(local, &st) == 0)
+            ko.path = local;
         return kubeconfig_load(&ko, cfg, err);
     }
     char url[64];
@@ -798,7 +804,8 @@ static const char test_usage[] =
     "\n"
     "Flags:\n"
     "  --cluster           run against a real API server (--kubeconfig, else\n"
-    "                      $KUBECONFIG, else ~/.kube/config); each test gets its own\n"
+    "                      $KUBECONFIG, else build/cluster/kubeconfig of `make\n"
+    "                      cluster-up`, else ~/.kube/config); each test gets its own\n"
     "                      namespace, deleted afterwards; CRDs are created\n"
     "  --kubeconfig FILE, --context NAME   which cluster, with --cluster\n"
     "  --crds PATH         CRD files or folders (repeatable; DIR/crds/ and DIR/*.yaml\n"

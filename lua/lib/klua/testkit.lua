@@ -417,7 +417,8 @@ local function run_test(host, opts, file, t, counts)
   host.stop()
   if opts.cluster then host.delete_namespace(ns) end
   if not failure and #problems > 0 then
-    failure = file .. ":" .. (t.line or 0) .. ": " .. table.concat(problems, "; ")
+    local first = problems[1]:match("^[^%s]+:%d+: ") and "" or (file .. ":" .. (t.line or 0) .. ": ")
+    failure = first .. table.concat(problems, "; ")
   elseif failure and #problems > 0 then
     failure = failure .. " (also: " .. table.concat(problems, "; ") .. ")"
   end
