@@ -372,6 +372,11 @@ static int runtime_start(kt_run *r, const char *ns, kl_err *err)
     r->shared = lua_ctx_shared_new(r->l, r->kc, r->script_http, err);
     if (!r->disco || !r->reg || !r->shared)
         return err->msg[0] ? -1 : kl_err_set(err, KL_ENOMEM, "out of memory");
+    lua_ctx_shared_set_discovery(r->shared, r->disco);
+    /* ctx:getenv reads what `klua run` lets it read by default. */
+    if (lua_ctx_shared_allow_env(r->shared, "KLUA_*") != 0 ||
+        lua_ctx_shared_allow_env(r->shared, "GITHUB_API_URL") != 0)
+        return kl_err_set(err, KL_ENOMEM, "out of memory");
     set_offset(r, r->offset);
     if (!(r->set = reload_set_new(r->scripts, &r->limits, err)) || reload_set_load(r->set, err) != 0)
         return -1;

@@ -119,6 +119,10 @@
 ---@field headers table<string,string>   names lower-cased
 ---@field body string
 
+--- Structured log lines on klua's stderr (at most 8 fields; the message, each
+--- field name and each value is cut at 16 KiB, and secret values are replaced
+--- by "[redacted]"). The line counts against the script's memory cap while it
+--- is written.
 ---@class klua.Log
 ---@field info fun(msg: string, fields?: table<string, any>)
 ---@field warn fun(msg: string, fields?: table<string, any>)
@@ -200,8 +204,12 @@ function Context:patch_status(obj, status) end
 ---@param message string
 function Context:event(obj, type, reason, message) end
 
---- Outbound HTTP(S), TLS verified. Returns nil, err only when no HTTP answer
---- came (err.reason "ConnectionError" or "Timeout"); any HTTP status is a response.
+--- Outbound HTTP(S), TLS verified, sent with `User-Agent: klua/VERSION` unless
+--- req.headers sets one. Returns nil, err when no whole HTTP answer came:
+--- err.reason "ConnectionError" or "Timeout"; "ResponseTooLarge" when the body
+--- (of any status) would pass the script's memory cap (`--lua-memory`), and
+--- "RequestTooLarge" when the request body and headers would (nothing is sent).
+--- Any HTTP status is a response. Yields.
 ---@param req klua.HttpRequest
 ---@return klua.HttpResponse|nil resp, klua.Error|nil err
 function Context:http(req) end
@@ -214,15 +222,20 @@ function Context:sleep(seconds) end
 ---@return number
 function Context:now() end
 
---- Environment variable of the klua process allowed for scripts
---- (only names starting with KLUA_ or GITHUB_ except secrets are readable).
+--- Environment variable of the klua process, if its name matches an
+--- `klua run --allow-env PATTERN` glob (default: `KLUA_*` and `GITHUB_API_URL`).
+--- Any other name returns nil, and klua logs one warning naming the variable
+--- and the flag. Secrets go through ctx:secret, not the environment.
 ---@param name string
 ---@return string|nil
 function Context:getenv(name) end
 
---- Read a secret value passed to klua (e.g. the GitHub token from
---- GITHUB_TOKEN or --github-token-file). The value must never be logged.
----@param name string  "github_token"
+--- A secret given to klua with `klua run --secret NAME=FILE` (the file is read
+--- again when it changes, so a rotated Kubernetes Secret volume is picked up).
+--- `github_token` may also come from `--github-token-file FILE` or
+--- `$GITHUB_TOKEN`. nil when there is no such secret. klua replaces secret values
+--- with "[redacted]" in ctx.log lines, ctx:event texts and reconcile errors.
+---@param name string  e.g. "github_token"
 ---@return string|nil
 function Context:secret(name) end
 

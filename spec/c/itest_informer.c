@@ -389,7 +389,8 @@ static void on_skip(void *ud, informer *inf, const informer_skipped *sk)
 static long post(const char *path, const char *body, size_t len)
 {
     kube_result r = {0};
-    kube_request_sync(g_c, "POST", path, NULL, body, len, &r); /* -1 for any error status */
+    (void)len;                       /* body is NUL-terminated */
+    request_sync("POST", path, body, &r); /* -1 for any error status */
     long code = r.http_code;
     kl_buf_free(&r.body);
     return code;
@@ -453,10 +454,10 @@ TEST(undecodable_objects_are_skipped_and_reported)
     CHECK(code == 201);
     CHECK(deep_create("deep-a", 197) == 201); /* managedFields mirror it past 200 levels */
     kube_resource res = {0};
-    kube_discovery *d = kube_discovery_new(g_c);
     kl_err err = {0};
-    CHECK(kube_discovery_lookup(d, "hostile.klua.dev/v1", "Deep", &res, &err) == 0);
-    kube_discovery_free(d);
+    discovery *d = discovery_new(g_c, NULL, &err);
+    CHECK(d && lookup_sync(d, "hostile.klua.dev/v1", "Deep", &res, &err) == 0);
+    discovery_free(d);
 
     informer *inf = informer_new(g_c, &res, g_ns, NULL);
     seen s = {0};
