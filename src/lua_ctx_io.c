@@ -122,6 +122,22 @@ static void on_http_done(void *ud, http_response *resp)
         lua_ctx_release(c);
         lua_ctx_set_answer(c, 0, "ConnectionError", "out of memory reading the answer");
     }
+    if (c->s->tap) {   /* klua run --record, klua replay */
+        lua_ctx_action a = {0};
+        a.controller = c->controller;
+        a.ns = c->ns;
+        a.name = c->name;
+        a.method = c->method;
+        a.url = c->url;
+        a.body = c->req_body ? c->req_body : "";
+        a.body_len = c->req_body ? c->req_len : 0;
+        a.code = c->code;
+        a.resp_body = c->rbody.data;
+        a.resp_len = c->rbody.len;
+        a.resp_headers = c->rheaders.data;
+        a.nresp_headers = c->nrheaders;
+        c->s->tap(c->s->tap_ud, &a);
+    }
     lua_ctx_finish(c);
 }
 
