@@ -40,6 +40,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define QUIET_FAKE_MS 25      /* nothing happened for this long: idle (in-memory API) */
 #define QUIET_CLUSTER_MS 300  /* the same against a real API server (watch latency) */
@@ -54,7 +55,7 @@ typedef struct kt_run {
     const char *scripts, *kubeconfig, *context;
     lua_host_opts limits;
     uint64_t base, offset;           /* the loop's clock: base + offset, moved by kt.advance */
-    int ref_api, ref_http, ref_closed;
+    int ref_api, ref_http, ref_closed, ref_tap;
     char ctype[256];                 /* a stand-in answer's Content-Type */
     /* --cluster: a client for set-up (CRDs, namespaces) */
     http_client *base_http;
@@ -361,6 +362,35 @@ static kube_client *new_client(kt_run *r, http_client *h, kl_err *err)
     return kc;
 }
 
+/* klua replay: each write and ctx:http call of a reconcile, to Lua. */
+static void on_tap(void *ud, const lua_ctx_action *a)
+{
+    kt_run *r = ud;
+    lua_State *L = r->L;
+    if (r->ref_tap == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_tap);
+    lua_newtable(L);
+    const char *f[][2] = {{"controller", a->controller}, {"namespace_of_key", a->ns},
+                          {"name_of_key", a->name},     {"method", a->method},
+                          {"url", a->url},               {"apiVersion", a->api_version},
+                          {"kind", a->kind},             {"namespace", a->target_ns},
+                          {"name", a->target_name},      {"subresource", a->subresource},
+                          {"contentType", a->content_type}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        lua_pushstring(L, f[i][1]);
+        lua_setfield(L, -2, f[i][0]);
+    }
+    lua_pushlstring(L, a->body ? a->body : "", a->body ? a->body_len : 0);
+    lua_setfield(L, -2, "body");
+    lua_pushinteger(L, a->code);
+    lua_setfield(L, -2, "code");
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        fprintf(stderr, "klua replay: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
 static int runtime_start(kt_run *r, const char *ns, kl_err *err)
 {
     if (!(r->http = http_client_new(r->l, err)) || !(r->script_http = http_client_new(r->l, err)))
@@ -373,6 +403,8 @@ static int runtime_start(kt_run *r, const char *ns, kl_err *err)
     if (!r->disco || !r->reg || !r->shared)
         return err->msg[0] ? -1 : kl_err_set(err, KL_ENOMEM, "out of memory");
     lua_ctx_shared_set_discovery(r->shared, r->disco);
+    if (r->ref_tap != LUA_NOREF)
+        lua_ctx_shared_set_tap(r->shared, on_tap, r);
     /* ctx:getenv reads what `klua run` lets it read by default. */
     if (lua_ctx_shared_allow_env(r->shared, "KLUA_*") != 0 ||
         lua_ctx_shared_allow_env(r->shared, "GITHUB_API_URL") != 0)
@@ -628,6 +660,25 @@ static void set_ref(lua_State *L, int idx, int *ref)
     *ref = lua_isfunction(L, idx) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
 }
 
+/* host.set_tap(fn): fn(action) for each write and ctx:http call (replay). */
+static int h_set_tap(lua_State *L)
+{
+    set_ref(L, 1, &run_of(L)->ref_tap);
+    return 0;
+}
+
+/* host.set_now(epoch_seconds): ctx:now() answers that time from now on. */
+static int h_set_now(lua_State *L)
+{
+    kt_run *r = run_of(L);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (r->shared)
+        lua_ctx_shared_set_now_offset(r->shared, luaL_checknumber(L, 1) - (double)ts.tv_sec -
+                                                     (double)ts.tv_nsec / 1e9);
+    return 0;
+}
+
 /* host.set_handlers(api, http, closed): the Lua answers of the fake server. */
 static int h_set_handlers(lua_State *L)
 {
@@ -645,6 +696,7 @@ static const luaL_Reg host_fns[] = {
     {"emit", h_emit},       {"now", h_now},           {"token", h_token},
     {"yaml", h_yaml},       {"set_handlers", h_set_handlers},
     {"delete_namespace", h_delete_namespace},         {"elapsed_ms", h_elapsed_ms},
+    {"set_tap", h_set_tap},  {"set_now", h_set_now},
     {NULL, NULL},
 };
 
@@ -845,7 +897,7 @@ static void server_host(const char *server, char *out, size_t n)
 int klua_test_main(int argc, char **argv)
 {
     kt_run r = {0};
-    r.ref_api = r.ref_http = r.ref_closed = LUA_NOREF;
+    r.ref_api = r.ref_http = r.ref_closed = r.ref_tap = LUA_NOREF;
     const char *dir = NULL;
     int verbose = 0, loglevel = -1, rc = 1;
     kl_err err = {0};
@@ -992,5 +1044,76 @@ out:
     fakeapi_free(r.fake);
     loop_free(r.l);
     lua_close(L);
+    return rc;
+}
+
+/* ---- klua replay ---- */
+
+static const char replay_usage[] =
+    "Usage: klua replay FILE --scripts DIR [-v N]\n"
+    "\n"
+    "Re-runs the informer events of a `klua run --record` FILE through DIR's scripts,\n"
+    "with no cluster: each recorded object state is handed to the controllers in order\n"
+    "(in memory), their writes are answered as dry runs, their ctx:http calls with the\n"
+    "recorded answers. Prints, per key, the writes and HTTP calls the scripts make now\n"
+    "as a diff against the recording ('-' recorded only, '+' made now only).\n"
+    "Exit 0 when nothing differs, 1 when something does, 2 on bad usage.\n";
+
+int klua_replay_main(int argc, char **argv)
+{
+    kt_run r = {0};
+    r.ref_api = r.ref_http = r.ref_closed = r.ref_tap = LUA_NOREF;
+    const char *file = NULL;
+    int loglevel = -1, rc = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(replay_usage, stdout);
+            return 0;
+        } else if (i + 1 < argc && !strcmp(a, "--scripts")) {
+            r.scripts = argv[++i];
+        } else if (i + 1 < argc && !strcmp(a, "-v")) {
+            loglevel = atoi(argv[++i]);
+        } else if (a[0] != '-' && !file) {
+            file = a;
+        } else {
+            fprintf(stderr, "klua replay: unexpected argument %s (see klua replay --help)\n", a);
+            return 2;
+        }
+    }
+    if (!file || !r.scripts) {
+        fputs(replay_usage, stderr);
+        return 2;
+    }
+    kl_log_setup(0, loglevel < 0 ? KL_LOG_WARN : loglevel);
+    kl_err err = {0};
+    if (!(r.L = tool_lua_new(&err)) || !(r.l = loop_new(&err)))
+        goto out;
+    r.base = loop_time_ms();
+    loop_set_clock(r.l, kt_clock, &r);
+    fakeapi_handler fh = {on_fake_request, on_fake_closed, &r};
+    if (!(r.fake = fakeapi_start(r.l, &fh, &err)))
+        goto out;
+    set_proxy_env(fakeapi_port(r.fake), NULL);
+    luaL_requiref(r.L, "klua.json", luaopen_klua_json, 0);
+    lua_pop(r.L, 1);
+    lua_newtable(r.L);
+    lua_pushlightuserdata(r.L, &r);
+    luaL_setfuncs(r.L, host_fns, 1);
+    lua_pushstring(r.L, file);
+    if (tool_lua_call(r.L, "klua.replay", "main", 2, 1, &err) != 0)
+        goto out;
+    rc = (int)lua_tointeger(r.L, -1);
+    fflush(stdout);
+out:
+    if (err.msg[0]) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        rc = 2;
+    }
+    runtime_free(&r);
+    fakeapi_free(r.fake);
+    loop_free(r.l);
+    if (r.L)
+        lua_close(r.L);
     return rc;
 }

@@ -1,7 +1,7 @@
 /* main.c - the klua command line.
  *
  * Provides: `klua run`, `klua check`, `klua init`, `klua types`, `klua test`,
- * `klua server-version`, --version and --help. Subcommands live in their own
+ * `klua replay`, `klua server-version`, --version and --help. Subcommands live in their own
  * modules (run.c, cmd_check_types.c, cmd_init.c, cmd_types.c, cmd_test.c); this file
  * only dispatches and prints usage. Uses: run, cmd_*, kubeconfig, kube,
  * loop, http.
@@ -41,6 +41,8 @@ static const char usage_text[] =
     "  klua test [DIR] [--cluster] [--crds PATH]\n"
     "                                   run DIR's *_spec.lua against its scripts (in-memory\n"
     "                                   API, or --cluster: a real API server)\n"
+    "  klua replay FILE --scripts DIR   re-run a `klua run --record` FILE through DIR's\n"
+    "                                   scripts, no cluster: per key, a diff of the writes\n"
     "  klua server-version [flags]      print the API server's version and exit\n"
     "  klua --version                   print klua's version\n"
     "  klua --help                      this text\n"
@@ -171,6 +173,8 @@ int main(int argc, char **argv)
         return klua_types_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "test"))
         return klua_test_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "replay"))
+        return klua_replay_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "server-version"))
         return server_version_main(argc - 1, argv + 1);
     if (cmd[0] == '-')

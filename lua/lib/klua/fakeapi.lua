@@ -82,7 +82,7 @@ function Server:add_crd(crd)
   for _, v in ipairs(spec.versions or {}) do
     if v.served ~= false then
       self:add_resource({ group = spec.group, version = v.name, plural = names.plural,
-                          kind = names.kind, namespaced = spec.scope ~= "Cluster",
+                          kind = names.kind, namespaced = spec.scope ~= "Cluster", crd = true,
                           status = (v.subresources or {}).status ~= nil })
     end
   end
@@ -340,7 +340,7 @@ function Server:create(r, ns, obj, q)
                       string.format('%s.%s "%s" already exists', r.plural, r.group, md.name),
                       md.name, r.plural)
   end
-  if r.status and r.group ~= "" and r.group ~= "apps" then obj.status = nil end
+  if r.status and r.crd then obj.status = nil end
   obj.apiVersion, obj.kind = r.gv, r.kind
   md.uid = self:new_uid()
   md.creationTimestamp = self.now()
@@ -644,6 +644,34 @@ function Server:patch(r, ns, name, sub, ctype, body, q)
     return status_obj(415, "UnsupportedMediaType", "unsupported patch type " .. ctype)
   end
   return self:commit(r, old, new, sub, q)
+end
+
+--- The resource serving apiVersion + kind, or nil.
+function Server:find(api_version, kind)
+  for _, r in ipairs(self.by_gv[api_version] or {}) do
+    if r.kind == kind then return r end
+  end
+end
+
+--- Make obj the stored state as a watch event of type_ says (klua replay):
+--- ADDED/MODIFIED store it (with a resourceVersion of this server), DELETED
+--- removes it; watchers see the event.
+function Server:put(api_version, kind, type_, obj)
+  local r = self:find(api_version, kind)
+  if not r then return nil, "no resource for " .. api_version .. " " .. kind end
+  local md = obj.metadata
+  local k = key_of(r.namespaced and md.namespace or nil, md.name)
+  obj.apiVersion, obj.kind = r.gv, r.kind
+  md.resourceVersion = self:next_rv()
+  if type_ == "DELETED" then
+    if not self:store_of(r)[k] then return true end
+    self:store_of(r)[k] = nil
+  else
+    type_ = self:store_of(r)[k] and "MODIFIED" or "ADDED"
+    self:store_of(r)[k] = obj
+  end
+  self:notify(r, type_, obj)
+  return true
 end
 
 --- Answer one API request: returns status, body (a table or a string),
