@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import KLUA, ROOT
+from conftest import KLUA, ROOT, run_klua, wait_for
 
 SUITES = [
     ("lua", ["--crds", "crds"], 9),             # the Comment controller
@@ -143,3 +143,54 @@ def test_no_specs_is_an_error(tmp_path):
     p = klua_test(str(tmp_path))
     assert p.returncode == 1
     assert "no *_spec.lua files" in p.stderr
+
+
+# --- klua run --record, klua replay
+
+SECRET_WATCHER = """\
+return {
+  watch = { apiVersion = "v1", kind = "Secret" },
+  selector = "kt/rec=yes",
+  reconcile = function(ctx, s) return nil end,
+}
+"""
+
+
+def test_record_then_replay_shows_a_changed_write_after_a_script_edit(
+        cluster, namespace, klua_factory, tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "greeter.lua").write_text(GREETER)
+    (scripts / "secrets.lua").write_text(SECRET_WATCHER)
+    rec = tmp_path / "rec.jsonl"
+    k = klua_factory(scripts, args=["--namespace", namespace, "--record", str(rec)]).start()
+    k.wait_log("caches synced")
+    cluster.kubectl("create", "-n", namespace, "secret", "generic", "s1",
+                    "--from-literal=password=hunter2-e2e")
+    cluster.kubectl("label", "-n", namespace, "secret", "s1", "kt/rec=yes")
+    cluster.kubectl("create", "-n", namespace, "configmap", "hi", "--from-literal=name=Ada")
+    cluster.kubectl("label", "-n", namespace, "configmap", "hi", "klua.dev/greet=true")
+    wait_for(lambda: cluster.get_json("-n", namespace, "configmap", "hi")
+             .get("data", {}).get("greeting") == "Hello, Ada!", what="the greeting")
+    wait_for(lambda: '"t":"write"' in rec.read_text(), what="the write in the recording")
+    assert k.stop() == 0
+    text = rec.read_text()
+    assert "hunter2" not in text and "aHVudGVyMi1lMmU" not in text   # plain or base64
+    assert '"password":"<redacted>"' in text
+
+    same = run_klua("replay", str(rec), "--scripts", str(scripts))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert f"{namespace}/hi (greeter): unchanged" in same.stdout
+    assert same.stdout.rstrip().endswith("0 changed, 1 unchanged")
+
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "greeter.lua").write_text(GREETER.replace('"Hello, "', '"Hi, "'))
+    (edited / "secrets.lua").write_text(SECRET_WATCHER)
+    diff = run_klua("replay", str(rec), "--scripts", str(edited))
+    assert diff.returncode == 1, diff.stdout + diff.stderr
+    out = diff.stdout
+    assert f"{namespace}/hi (greeter): changed" in out
+    assert f'- PATCH ConfigMap {namespace}/hi {{"data":{{"greeting":"Hello, Ada!"}}}}' in out, out
+    assert f'+ PATCH ConfigMap {namespace}/hi {{"data":{{"greeting":"Hi, Ada!"}}}}' in out, out
+    assert out.rstrip().endswith("1 changed, 0 unchanged")
