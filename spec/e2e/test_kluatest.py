@@ -20,8 +20,12 @@ SUITES = [
 
 
 def klua_test(*args, env=None, timeout=300):
-    return subprocess.run([KLUA, "test", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    p = subprocess.run([KLUA, "test", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    # The sanitizer build reports leaks and UB at exit: a report fails the test.
+    for bad in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        assert bad not in p.stderr, p.stderr[-4000:]
+    return p
 
 
 def summary(out):
@@ -180,6 +184,7 @@ def test_record_then_replay_shows_a_changed_write_after_a_script_edit(
 
     same = run_klua("replay", str(rec), "--scripts", str(scripts))
     assert same.returncode == 0, same.stdout + same.stderr
+    assert "Sanitizer" not in same.stderr and "runtime error:" not in same.stderr, same.stderr
     assert f"{namespace}/hi (greeter): unchanged" in same.stdout
     assert same.stdout.rstrip().endswith("0 changed, 1 unchanged")
 
