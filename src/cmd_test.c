@@ -938,7 +938,12 @@ int klua_test_main(int argc, char **argv)
         } else if (i + 1 < argc && !strcmp(a, "--context")) {
             r.context = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "-v")) {
-            loglevel = atoi(argv[++i]);
+            char *end;
+            loglevel = (int)strtol(argv[++i], &end, 10);
+            if (*end || loglevel < 0 || loglevel > 10) {
+                fprintf(stderr, "klua: -v wants a number from 0 to 10\n");
+                return 2;
+            }
         } else if (a[0] == '-' || dir) {
             fprintf(stderr, "klua test: unexpected argument %s (see klua test --help)\n", a);
             lua_close(L);
@@ -1073,7 +1078,12 @@ int klua_replay_main(int argc, char **argv)
         } else if (i + 1 < argc && !strcmp(a, "--scripts")) {
             r.scripts = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "-v")) {
-            loglevel = atoi(argv[++i]);
+            char *end;
+            loglevel = (int)strtol(argv[++i], &end, 10);
+            if (*end || loglevel < 0 || loglevel > 10) {
+                fprintf(stderr, "klua: -v wants a number from 0 to 10\n");
+                return 2;
+            }
         } else if (a[0] != '-' && !file) {
             file = a;
         } else {
