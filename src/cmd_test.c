@@ -112,11 +112,13 @@ static void take_body(lua_State *L, int idx, kl_buf *out)
     } else if (lua_type(L, idx) == LUA_TTABLE) {
         kl_err err = {0};
         if (lua_json_encode(L, idx, out, &err) != 0)
-            kl_buf_printf(out, "{\"message\":\"klua test: cannot encode the answer: %s\"}", err.msg);
+            kl_buf_printf(out, "{\"message\":\"klua test: cannot encode the answer: %s\"}",
+                          err.msg);
     }
 }
 
-static void on_fake_request(void *ud, const fakeapi_request *req, uint64_t id, fakeapi_response *resp)
+static void on_fake_request(void *ud, const fakeapi_request *req, uint64_t id,
+                            fakeapi_response *resp)
 {
     kt_run *r = ud;
     lua_State *L = r->L;
@@ -410,7 +412,8 @@ static int runtime_start(kt_run *r, const char *ns, kl_err *err)
         lua_ctx_shared_allow_env(r->shared, "GITHUB_API_URL") != 0)
         return kl_err_set(err, KL_ENOMEM, "out of memory");
     set_offset(r, r->offset);
-    if (!(r->set = reload_set_new(r->scripts, &r->limits, err)) || reload_set_load(r->set, err) != 0)
+    if (!(r->set = reload_set_new(r->scripts, &r->limits, err)) ||
+        reload_set_load(r->set, err) != 0)
         return -1;
     controller_deps deps = {r->l, r->kc, r->disco, r->reg, r->shared, ns, 0, NULL, NULL, NULL};
     if (reload_set_start(r->set, &deps, on_started, r, err) != 0)
@@ -435,9 +438,11 @@ static int ns_request(kt_run *r, const char *method, const char *ns, kl_buf *out
     kl_buf body = KL_BUF_INIT, path = KL_BUF_INIT;
     long code;
     if (!strcmp(method, "POST")) {
-        kl_buf_printf(&body, "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"%s\"}}",
+        kl_buf_printf(&body,
+                      "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"%s\"}}",
                       ns);
-        code = kt_request(r, r->base_kc, "POST", "/api/v1/namespaces", NULL, body.data, body.len, out);
+        code = kt_request(r, r->base_kc, "POST", "/api/v1/namespaces", NULL, body.data, body.len,
+                          out);
     } else {
         kl_buf_printf(&path, "/api/v1/namespaces/%s", ns);
         code = kt_request(r, r->base_kc, "DELETE", path.data, NULL, NULL, 0, out);
@@ -780,7 +785,8 @@ static int collect_crds(lua_State *L, int files, kl_err *err)
             lua_rawgeti(L, -1, j);
             if (lua_istable(L, -1)) {
                 lua_getfield(L, -1, "kind");
-                int is_crd = lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), "CustomResourceDefinition");
+                int is_crd = lua_isstring(L, -1) &&
+                             !strcmp(lua_tostring(L, -1), "CustomResourceDefinition");
                 lua_pop(L, 1);
                 if (is_crd) {
                     lua_pushvalue(L, -1);
@@ -835,7 +841,8 @@ static int install_crds(kt_run *r, int crds, kl_err *err)
                 if (code == 200 && out.data && strstr(out.data, want))
                     break;
                 if (loop_time_ms() > deadline) {
-                    rc = kl_err_set(err, KL_ETIMEOUT, "the API server does not serve %s", path.data);
+                    rc = kl_err_set(err, KL_ETIMEOUT, "the API server does not serve %s",
+                                    path.data);
                     break;
                 }
                 loop_run_once(r->l, 100);
