@@ -439,7 +439,8 @@ static int ns_request(kt_run *r, const char *method, const char *ns, kl_buf *out
     long code;
     if (!strcmp(method, "POST")) {
         kl_buf_printf(&body,
-                      "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"%s\"}}",
+                      "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":"
+                      "{\"name\":\"%s\"}}",
                       ns);
         code = kt_request(r, r->base_kc, "POST", "/api/v1/namespaces", NULL, body.data, body.len,
                           out);
