@@ -54,7 +54,7 @@ typedef struct kt_run {
     int cluster;
     const char *scripts, *kubeconfig, *context;
     lua_host_opts limits;
-    uint64_t base, offset;           /* the loop's clock: base + offset, moved by kt.advance */
+    uint64_t offset;                 /* the loop's clock runs this far ahead of CLOCK_MONOTONIC */
     int ref_api, ref_http, ref_closed, ref_tap;
     char ctype[256];                 /* a stand-in answer's Content-Type */
     /* --cluster: a client for set-up (CRDs, namespaces) */
@@ -68,14 +68,16 @@ typedef struct kt_run {
     lua_ctx_shared *shared;
     reload_set *set;
     int started, start_failed;
+    unsigned long events;            /* informer events seen (activity) */
     kl_err start_err;
 } kt_run;
 
-/* Time stands still unless kt.advance moves it. */
+/* The monotonic clock plus what kt.advance (and sleeping reconciles) added:
+ * libcurl's own timers need time to pass. */
 static uint64_t kt_clock(void *ud)
 {
     kt_run *r = ud;
-    return r->base + r->offset;
+    return loop_time_ms() + r->offset;
 }
 
 /* ---- the fake server's handler: Lua answers ---- */
@@ -239,7 +241,7 @@ static void on_started(void *ud, const kl_err *err)
 
 static unsigned long activity(kt_run *r)
 {
-    unsigned long a = fakeapi_activity(r->fake);
+    unsigned long a = fakeapi_activity(r->fake) + r->events;
     if (r->kc)
         a += kube_client_stats(r->kc).requests;
     return a;
@@ -261,25 +263,34 @@ static int run_until_idle(kt_run *r, kl_err *err)
     uint64_t quiet = r->cluster ? QUIET_CLUSTER_MS : QUIET_FAKE_MS;
     uint64_t start = loop_time_ms(), since = start;
     unsigned long last = activity(r);
+    int calm = 0;   /* iterations in a row where nothing happened */
     for (;;) {
         loop_run_once(r->l, 2);
-        uint64_t now = loop_time_ms();
+        uint64_t now = loop_time_ms(), due;
         unsigned long a = activity(r);
         if (r->start_failed)
             return kl_err_set(err, KL_EINVAL, "%s", r->start_err.msg);
         int sleeping = reload_set_active(r->set) > 0 && !http_in_flight(r->script_http);
-        if (a != last || (reload_set_active(r->set) && !sleeping) ||
+        /* A timer already due (a deferred dispatch) is work about to happen. */
+        int due_now = loop_next_due(r->l, &due) == 0 && due <= now + r->offset;
+        if (a != last || (reload_set_active(r->set) && !sleeping) || due_now ||
             http_in_flight(r->script_http) || !reload_set_synced(r->set) ||
             reload_set_rescanning(r->set)) {
             last = a;
             since = now;
+            calm = 0;
+        } else {
+            calm++;
         }
-        if (now - since >= quiet) {
-            uint64_t due;
+        /* Both: a quiet period of wall time, and iterations that saw it (a
+         * process descheduled for the whole period saw nothing). */
+        if (now - since >= quiet && calm >= 5) {
             if (!sleeping)
                 return 0;
-            if (loop_next_due(r->l, &due) == 0 && due > r->base + r->offset)
-                set_offset(r, due - r->base);
+            calm = 0;
+            uint64_t t = loop_time_ms() + r->offset;
+            if (loop_next_due(r->l, &due) == 0 && due > t)
+                set_offset(r, r->offset + (due - t));
             since = now;
         }
         if (now - start > BUSY_LIMIT_MS)
@@ -290,14 +301,15 @@ static int run_until_idle(kt_run *r, kl_err *err)
     }
 }
 
-/* Move the clock to base + target, one due timer after the other, running
- * until idle at each, so that chains of timers (backoff) play out in order. */
-static int advance_to(kt_run *r, uint64_t target, kl_err *err)
+/* Move the clock ms forward, one due timer after the other, running until
+ * idle at each, so that chains of timers (backoff) play out in order. */
+static int advance_by(kt_run *r, uint64_t ms, kl_err *err)
 {
-    uint64_t due;
-    while (loop_next_due(r->l, &due) == 0 && due <= r->base + target) {
-        if (due > r->base + r->offset)
-            set_offset(r, due - r->base);
+    uint64_t end = loop_time_ms() + r->offset + ms, due;
+    while (loop_next_due(r->l, &due) == 0 && due <= end) {
+        uint64_t t = loop_time_ms() + r->offset;
+        if (due > t)
+            set_offset(r, r->offset + (due - t));
         /* Most timers (the client's own) start nothing: skip the quiet wait. */
         unsigned long before = activity(r);
         for (int i = 0; i < 3; i++)
@@ -307,7 +319,9 @@ static int advance_to(kt_run *r, uint64_t target, kl_err *err)
         if (run_until_idle(r, err) != 0)
             return -1;
     }
-    set_offset(r, target);
+    uint64_t t = loop_time_ms() + r->offset;
+    if (end > t)
+        set_offset(r, r->offset + (end - t));
     return run_until_idle(r, err);
 }
 
@@ -393,6 +407,17 @@ static void on_tap(void *ud, const lua_ctx_action *a)
     }
 }
 
+/* Informer events count as activity: an event read in the iteration where
+ * the quiet period ends must not read as idleness. */
+static void count_add(void *ud, const store_obj *o) { ((kt_run *)ud)->events++; }
+static void count_upd(void *ud, const store_obj *a, const store_obj *o) { ((kt_run *)ud)->events++; }
+static void count_del(void *ud, const store_obj *o) { ((kt_run *)ud)->events++; }
+static void on_new_informer(void *ud, informer *inf)
+{
+    informer_handler h = {count_add, count_upd, count_del, ud};
+    informer_add_handler(inf, &h);
+}
+
 static int runtime_start(kt_run *r, const char *ns, kl_err *err)
 {
     if (!(r->http = http_client_new(r->l, err)) || !(r->script_http = http_client_new(r->l, err)))
@@ -401,6 +426,8 @@ static int runtime_start(kt_run *r, const char *ns, kl_err *err)
         return -1;
     r->disco = discovery_new(r->kc, NULL, err);
     r->reg = informer_registry_new(r->kc);
+    if (r->reg)
+        informer_registry_set_new_listener(r->reg, on_new_informer, r);
     r->shared = lua_ctx_shared_new(r->l, r->kc, r->script_http, err);
     if (!r->disco || !r->reg || !r->shared)
         return err->msg[0] ? -1 : kl_err_set(err, KL_ENOMEM, "out of memory");
@@ -588,7 +615,7 @@ static int h_advance(lua_State *L)
     kl_err err = {0};
     if (!r->started)
         return fail2(L, "no runtime is running");
-    if (advance_to(r, r->offset + (uint64_t)ms, &err) != 0)
+    if (advance_by(r, (uint64_t)ms, &err) != 0)
         return fail2(L, err.msg);
     lua_pushboolean(L, 1);
     return 1;
@@ -685,6 +712,16 @@ static int h_set_now(lua_State *L)
     return 0;
 }
 
+/* host.clock(): the test clock as epoch seconds (what ctx:now() answers). */
+static int h_clock(lua_State *L)
+{
+    kt_run *r = run_of(L);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + (double)r->offset / 1000.0);
+    return 1;
+}
+
 /* host.set_handlers(api, http, closed): the Lua answers of the fake server. */
 static int h_set_handlers(lua_State *L)
 {
@@ -702,7 +739,7 @@ static const luaL_Reg host_fns[] = {
     {"emit", h_emit},       {"now", h_now},           {"token", h_token},
     {"yaml", h_yaml},       {"set_handlers", h_set_handlers},
     {"delete_namespace", h_delete_namespace},         {"elapsed_ms", h_elapsed_ms},
-    {"set_tap", h_set_tap},  {"set_now", h_set_now},
+    {"set_tap", h_set_tap},  {"set_now", h_set_now},  {"clock", h_clock},
     {NULL, NULL},
 };
 
@@ -1002,7 +1039,6 @@ int klua_test_main(int argc, char **argv)
 
     if (!(r.l = loop_new(&err)))
         goto out;
-    r.base = loop_time_ms();
     loop_set_clock(r.l, kt_clock, &r);
     fakeapi_handler fh = {on_fake_request, on_fake_closed, &r};
     if (!(r.fake = fakeapi_start(r.l, &fh, &err)))
@@ -1107,7 +1143,6 @@ int klua_replay_main(int argc, char **argv)
     kl_err err = {0};
     if (!(r.L = tool_lua_new(&err)) || !(r.l = loop_new(&err)))
         goto out;
-    r.base = loop_time_ms();
     loop_set_clock(r.l, kt_clock, &r);
     fakeapi_handler fh = {on_fake_request, on_fake_closed, &r};
     if (!(r.fake = fakeapi_start(r.l, &fh, &err)))

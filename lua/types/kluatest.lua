@@ -73,6 +73,8 @@ function Test.patch(obj, patch, opts) end
 function Test.delete(obj) end
 ---@return table[] events the events.k8s.io/v1 Events about obj, oldest first
 function Test.events(obj) end
+---@return number seconds the test clock in epoch seconds (what ctx:now() answers)
+function Test.now() end
 --- Run until nothing happens; time stands still (a sleeping reconcile jumps it).
 function Test.run() end
 ---@param seconds number move the clock forward, timer by timer, then run until idle

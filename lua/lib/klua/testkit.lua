@@ -243,6 +243,9 @@ local function new_kt(host, opts, file)
     if not ok then error("kt.advance: " .. err, 2) end
   end
 
+  --- The test clock in epoch seconds: what ctx:now() answers now.
+  function kt.now() return host.clock() end
+
   --- A secret scripts read with ctx:secret(name).
   function kt.secret(name, value) host.secret(name, value) end
 
