@@ -75,7 +75,7 @@ function Test.delete(obj) end
 function Test.events(obj) end
 ---@return number seconds the test clock in epoch seconds (what ctx:now() answers)
 function Test.now() end
---- Run until nothing happens; time stands still (a sleeping reconcile jumps it).
+--- Run until nothing happens (a reconcile in ctx:sleep jumps the clock to its wake-up).
 function Test.run() end
 ---@param seconds number move the clock forward, timer by timer, then run until idle
 function Test.advance(seconds) end

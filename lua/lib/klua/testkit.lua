@@ -230,7 +230,7 @@ local function new_kt(host, opts, file)
   end
 
   --- Run until nothing happens: reconciles done, queues empty, no request in
-  --- flight. Time stands still (see kt.advance).
+  --- flight, no timer due (a reconcile in ctx:sleep jumps the clock).
   function kt.run()
     local ok, err = host.run()
     if not ok then error("kt.run: " .. err, 2) end
