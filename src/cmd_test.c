@@ -440,9 +440,10 @@ static int runtime_start(kt_run *r, const char *ns, kl_err *err)
         return kl_err_set(err, KL_ENOMEM, "out of memory");
     set_offset(r, r->offset);
     if (!(r->set = reload_set_new(r->scripts, &r->limits, err)) ||
-        reload_set_load(r->set, err) != 0)
+        reload_set_load(r->set, 0, err) != 0)
         return -1;
-    controller_deps deps = {r->l, r->kc, r->disco, r->reg, r->shared, ns, 0, NULL, NULL, NULL};
+    controller_deps deps = {r->l, r->kc, r->disco, r->reg, r->shared, ns, 0, NULL, NULL, NULL,
+                            NULL, 0};
     if (reload_set_start(r->set, &deps, on_started, r, err) != 0)
         return -1;
     r->started = 1;
