@@ -410,7 +410,10 @@ static void on_tap(void *ud, const lua_ctx_action *a)
 /* Informer events count as activity: an event read in the iteration where
  * the quiet period ends must not read as idleness. */
 static void count_add(void *ud, const store_obj *o) { ((kt_run *)ud)->events++; }
-static void count_upd(void *ud, const store_obj *a, const store_obj *o) { ((kt_run *)ud)->events++; }
+static void count_upd(void *ud, const store_obj *a, const store_obj *o)
+{
+    ((kt_run *)ud)->events++;
+}
 static void count_del(void *ud, const store_obj *o) { ((kt_run *)ud)->events++; }
 static void on_new_informer(void *ud, informer *inf)
 {
