@@ -883,6 +883,8 @@ struct informer_registry {
     size_t n;
     informer_skip_cb on_skip;
     void *skip_ud;
+    informer_new_cb on_new;      /* klua run --record */
+    void *new_ud;
 };
 
 informer_registry *informer_registry_new(kube_client *c)
@@ -928,6 +930,8 @@ informer *informer_registry_get(informer_registry *reg, const kube_resource *r, 
     if (!inf)
         return NULL;
     informer_set_skip_handler(inf, reg->on_skip, reg->skip_ud);
+    if (reg->on_new)
+        reg->on_new(reg->new_ud, inf);
     reg->entries[reg->n].inf = inf;
     reg->entries[reg->n].refs = 1;
     reg->n++;
@@ -946,6 +950,12 @@ void informer_registry_release(informer_registry *reg, informer *inf)
         }
         return;
     }
+}
+
+void informer_registry_set_new_listener(informer_registry *reg, informer_new_cb cb, void *ud)
+{
+    reg->on_new = cb;
+    reg->new_ud = ud;
 }
 
 void informer_registry_set_skip_handler(informer_registry *reg, informer_skip_cb cb, void *ud)

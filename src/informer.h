@@ -87,6 +87,10 @@ void informer_registry_free(informer_registry *reg);
 informer *informer_registry_get(informer_registry *reg, const kube_resource *r, const char *ns,
                                 const char *label_selector);
 void informer_registry_release(informer_registry *reg, informer *inf); /* stops at zero */
+/* cb(ud, inf) for each informer the registry creates from now on, before
+ * it starts (klua run --record adds its handler there). */
+typedef void (*informer_new_cb)(void *ud, informer *inf);
+void informer_registry_set_new_listener(informer_registry *reg, informer_new_cb cb, void *ud);
 /* The skip handler of every informer the registry holds or will create. */
 void informer_registry_set_skip_handler(informer_registry *reg, informer_skip_cb cb, void *ud);
 

@@ -509,6 +509,15 @@ int loop_run_once(loop *l, int timeout_ms)
     return 0;
 }
 
+int loop_next_due(loop *l, uint64_t *due)
+{
+    heap_skip_dead(l);
+    if (!l->heap_len)
+        return -1;
+    *due = l->heap[0].due;
+    return 0;
+}
+
 int loop_run(loop *l)
 {
     /* A stop requested in an earlier run (e.g. before a shutdown grace

@@ -45,6 +45,10 @@ uint64_t loop_time_ms(void);          /* CLOCK_MONOTONIC milliseconds, fresh */
 typedef uint64_t (*loop_clock_fn)(void *ud);
 void loop_set_clock(loop *l, loop_clock_fn now_ms, void *ud);
 
+/* When the next timer falls due, on the loop's clock: 0 and *due set, or
+ * -1 when no timer is pending. `klua test` moves its clock to it. */
+int loop_next_due(loop *l, uint64_t *due);
+
 /* One-shot timers. delay 0 runs on the next iteration (a deferred call). */
 loop_timer_id loop_timer_add(loop *l, uint64_t delay_ms, loop_timer_cb cb, void *ud);
 void loop_timer_cancel(loop *l, loop_timer_id id);  /* no-op if fired or unknown */

@@ -61,6 +61,14 @@ event_recorder *lua_ctx_shared_events(lua_ctx_shared *s) { return s->events; }
 
 void lua_ctx_shared_set_discovery(lua_ctx_shared *s, discovery *d) { s->disco = d; }
 
+void lua_ctx_shared_set_now_offset(lua_ctx_shared *s, double seconds) { s->now_offset = seconds; }
+
+void lua_ctx_shared_set_tap(lua_ctx_shared *s, lua_ctx_tap_fn tap, void *ud)
+{
+    s->tap = tap;
+    s->tap_ud = ud;
+}
+
 int lua_ctx_shared_allow_env(lua_ctx_shared *s, const char *pattern)
 {
     char **n = realloc(s->env_allow, (s->nenv_allow + 1) * sizeof *n);

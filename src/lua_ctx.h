@@ -57,6 +57,29 @@ void lua_ctx_shared_redact(const lua_ctx_shared *s, const char *text, char *out,
  * (fnmatch; --allow-env). Without any, ctx:getenv reads nothing. */
 int lua_ctx_shared_allow_env(lua_ctx_shared *s, const char *pattern);
 
+/* What a reconcile did, for klua run --record and klua replay: an API
+ * write (create/update/patch/delete; kind and target set) or a ctx:http
+ * request (url set, and the answer: resp_*). Strings are valid during the
+ * call only; bodies are not NUL-terminated. */
+typedef struct lua_ctx_action {
+    const char *controller, *ns, *name;      /* the reconcile's key */
+    const char *method;
+    const char *api_version, *kind, *target_ns, *target_name, *subresource, *content_type;
+    const char *url;
+    const char *body;
+    size_t body_len;
+    long code;                               /* 0: no answer */
+    const char *resp_body;
+    size_t resp_len;
+    const char *resp_headers;                /* "name\0value\0" ... */
+    size_t nresp_headers;
+} lua_ctx_action;
+typedef void (*lua_ctx_tap_fn)(void *ud, const lua_ctx_action *a);
+void lua_ctx_shared_set_tap(lua_ctx_shared *s, lua_ctx_tap_fn tap, void *ud);
+
+/* klua test: ctx:now() runs this many seconds ahead of the wall clock. */
+void lua_ctx_shared_set_now_offset(lua_ctx_shared *s, double seconds);
+
 /* How a controller exposes its informer caches to ctx:get / ctx:list. */
 typedef struct lua_ctx_cache {
     /* The store holding apiVersion/kind objects, or NULL if not cached;

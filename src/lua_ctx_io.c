@@ -124,6 +124,22 @@ static void on_http_done(void *ud, http_response *resp)
         lua_ctx_release(c);
         lua_ctx_set_answer(c, 0, "ConnectionError", "out of memory reading the answer");
     }
+    if (c->s->tap) {   /* klua run --record, klua replay */
+        lua_ctx_action a = {0};
+        a.controller = c->controller;
+        a.ns = c->ns;
+        a.name = c->name;
+        a.method = c->method;
+        a.url = c->url;
+        a.body = c->req_body ? c->req_body : "";
+        a.body_len = c->req_body ? c->req_len : 0;
+        a.code = c->code;
+        a.resp_body = c->rbody.data;
+        a.resp_len = c->rbody.len;
+        a.resp_headers = c->rheaders.data;
+        a.nresp_headers = c->nrheaders;
+        c->s->tap(c->s->tap_ud, &a);
+    }
     lua_ctx_finish(c);
 }
 
@@ -308,10 +324,10 @@ static int l_sleep(lua_State *L)
 
 static int l_now(lua_State *L)
 {
-    luaL_checkudata(L, 1, LUA_CTX_MT);
+    const lua_ctx *c = luaL_checkudata(L, 1, LUA_CTX_MT);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9 + c->s->now_offset);
     return 1;
 }
 

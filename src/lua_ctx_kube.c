@@ -30,6 +30,32 @@ enum kube_op { OP_NONE, OP_GET, OP_LIST, OP_CREATE, OP_UPDATE, OP_PATCH, OP_DELE
 
 /* ---- the API call ---- */
 
+/* Tell the tap (klua run --record, klua replay) about a write. */
+static void tap_write(lua_ctx *c)
+{
+    static const char *const methods[] = {"", "GET", "GET", "POST", "PUT", "PATCH", "DELETE"};
+    const kube_resource *r = c->r;
+    char av[256];
+    snprintf(av, sizeof av, "%s%s%s", r->group, *r->group ? "/" : "", r->version);
+    lua_ctx_action a = {0};
+    a.controller = c->controller;
+    a.ns = c->ns;
+    a.name = c->name;
+    a.method = methods[c->op];
+    a.api_version = av;
+    a.kind = r->kind;
+    a.target_ns = r->namespaced ? (c->req_ns[0] ? c->req_ns : c->ns) : "";
+    a.target_name = c->req_name;
+    a.subresource = c->subresource;
+    a.content_type = c->op == OP_PATCH ? kube_patch_content_type(c->ptype) : "application/json";
+    a.body = c->op == OP_DELETE ? "" : (c->body.data ? c->body.data : "");
+    a.body_len = c->op == OP_DELETE ? 0 : c->body.len;
+    a.code = c->code;
+    a.resp_body = c->rbody.data;
+    a.resp_len = c->rbody.len;
+    c->s->tap(c->s->tap_ud, &a);
+}
+
 static void on_kube_done(void *ud, kube_result *res)
 {
     lua_ctx *c = ud;
@@ -40,6 +66,8 @@ static void on_kube_done(void *ud, kube_result *res)
     kl_buf_reset(&c->rbody);
     if (res->body.len && kl_buf_append(&c->rbody, res->body.data, res->body.len) != 0)
         lua_ctx_set_answer(c, 0, "ConnectionError", "out of memory reading the answer");
+    if (c->s->tap && c->op >= OP_CREATE && c->op <= OP_DELETE)
+        tap_write(c);
     lua_ctx_finish(c);
 }
 

@@ -40,6 +40,9 @@ struct lua_ctx_shared {
     size_t nenv_allow;
     char **env_refused;       /* names already warned about (bounded) */
     size_t nenv_refused;
+    double now_offset;        /* seconds added to ctx:now (klua test's clock) */
+    lua_ctx_tap_fn tap;       /* --record / replay: each write and HTTP call */
+    void *tap_ud;
 };
 
 typedef struct lua_ctx lua_ctx;

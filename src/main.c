@@ -1,13 +1,14 @@
 /* main.c - the klua command line.
  *
- * Provides: `klua run`, `klua check`, `klua init`, `klua types`,
- * `klua server-version`, --version and --help. Subcommands live in their own
- * modules (run.c, cmd_check_types.c, cmd_init.c, cmd_types.c); this file
+ * Provides: `klua run`, `klua check`, `klua init`, `klua types`, `klua test`,
+ * `klua replay`, `klua server-version`, --version and --help. Subcommands live in their own
+ * modules (run.c, cmd_check_types.c, cmd_init.c, cmd_types.c, cmd_test.c); this file
  * only dispatches and prints usage. Uses: run, cmd_*, kubeconfig, kube,
  * loop, http.
  */
 #include "cmd_check_types.h"
 #include "cmd_init.h"
+#include "cmd_test.h"
 #include "cmd_types.h"
 #include "err.h"
 #include "http.h"
@@ -37,6 +38,11 @@ static const char usage_text[] =
     "                                   scaffold a controller: CRD, script, spec, example\n"
     "  klua types [--crds PATH] [--from-cluster] -o DIR\n"
     "                                   LuaLS/EmmyLua annotations from CRD / OpenAPI schemas\n"
+    "  klua test [DIR] [--cluster] [--crds PATH]\n"
+    "                                   run DIR's *_spec.lua against its scripts (in-memory\n"
+    "                                   API, or --cluster: a real API server)\n"
+    "  klua replay FILE --scripts DIR   re-run a `klua run --record` FILE through DIR's\n"
+    "                                   scripts, no cluster: per key, a diff of the writes\n"
     "  klua server-version [flags]      print the API server's version and exit\n"
     "  klua --version                   print klua's version\n"
     "  klua --help                      this text\n"
@@ -165,6 +171,10 @@ int main(int argc, char **argv)
         return klua_init_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "types"))
         return klua_types_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "test"))
+        return klua_test_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "replay"))
+        return klua_replay_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "server-version"))
         return server_version_main(argc - 1, argv + 1);
     if (cmd[0] == '-')

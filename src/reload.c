@@ -129,6 +129,9 @@ int reload_list_scripts(const char *dir, char ***out, size_t *n, kl_err *err)
         size_t nl = strlen(e->d_name);
         if (nl < 5 || strcmp(e->d_name + nl - 4, ".lua") != 0 || e->d_name[0] == '.')
             continue;
+        /* klua test's specs live beside the scripts; they are not controllers. */
+        if (nl > 9 && !strcmp(e->d_name + nl - 9, "_spec.lua"))
+            continue;
         size_t pl = dl + nl + 2;
         char *path = malloc(pl);
         char **nv = realloc(v, (len + 1) * sizeof *v);

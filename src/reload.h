@@ -92,7 +92,8 @@ void reload_set_free(reload_set *s);
 int reload_set_webhook_find(void *ud, const char *name, webhook_target *out);
 void reload_set_webhook_each(void *ud, webhook_visit_fn visit, void *visit_ud);
 
-/* The top-level *.lua files of dir (regular files, no dot files), sorted.
+/* The top-level *.lua files of dir (regular files, no dot files, no
+ * *_spec.lua: those are klua test's specs), sorted.
  * The caller frees them with reload_free_list. */
 int reload_list_scripts(const char *dir, char ***out, size_t *n, kl_err *err);
 void reload_free_list(char **v, size_t n);

@@ -27,6 +27,7 @@
 #include "leader.h"
 #include "metrics.h"
 #include "ops.h"
+#include "record.h"
 #include "reload.h"
 #include "http.h"
 #include "informer.h"
@@ -82,6 +83,8 @@ static const char run_usage[] =
     "  --lua-memory MIB          memory cap per script (default 64)\n"
     "  --lua-budget N            Lua instructions per reconcile (default 100000000)\n"
     "  --lua-timeout MS          CPU time a reconcile may run without waiting (default 200)\n"
+    "  --record FILE             append what the controllers saw and did to FILE (JSON\n"
+    "                            lines, secrets redacted) for `klua replay`\n"
     "  --metrics-addr ADDR       serve /metrics, /healthz, /readyz on ADDR, e.g. :8080 or\n"
     "                            127.0.0.1:0 (default: off)\n"
     "  --healthz-loop-stall S    /healthz fails when the event loop's heartbeat is older\n"
@@ -331,6 +334,7 @@ typedef struct run_flags {
     size_t nallow_env;
     const char *scripts, *kubeconfig, *context, *ns, *log_format, *token_file, *metrics;
     const char *webhook_addr, *webhook_cert_dir;
+    const char *record;       /* --record FILE */
     int workers, verbosity, burst;
     double qps;
     lua_host_opts limits;     /* --lua-memory, --lua-budget, --lua-timeout */
@@ -434,6 +438,7 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         STR_FLAG("--metrics-addr", metrics)
         STR_FLAG("--webhook-addr", webhook_addr)
         STR_FLAG("--webhook-cert-dir", webhook_cert_dir)
+        STR_FLAG("--record", record)
         STR_FLAG("--leader-election-namespace", le_ns)
         STR_FLAG("--leader-election-id", le_id)
 #undef STR_FLAG
@@ -673,6 +678,7 @@ int klua_run_main(int argc, char **argv)
     lua_ctx_shared *shared = NULL;
     ops_server *ops = NULL;
     webhook *wh = NULL;
+    recorder *rec = NULL;       /* --record */
     run_state rs = {0};
     char *le_ns = NULL, *le_id = NULL;
 
@@ -714,6 +720,8 @@ int klua_run_main(int argc, char **argv)
         goto out;
     }
     lua_ctx_shared_set_discovery(shared, disco);
+    if (f.record && !(rec = recorder_open(f.record, reg, shared, &err)))
+        goto out;
     if (setup_secrets(&f, shared, &err) != 0)
         goto out;
     if (f.metrics && *f.metrics && strcmp(f.metrics, "0") != 0) {
@@ -794,6 +802,7 @@ out:
     informer_registry_free(reg);
     discovery_free(disco);
     lua_ctx_shared_free(shared);
+    recorder_free(rec);
     kube_client_free(kc);
     http_client_free(http);
     health_reset();   /* its heartbeat timer is on l */

@@ -192,16 +192,16 @@ return controller
 ]]
 
 local SPEC = [[
--- ${singular}_spec.lua - the specs of ${singular}.lua, for `klua test` (issue 11 §4:
--- the real host against an in-memory API server, or the local control plane
--- with --cluster). Scaffolded by `klua init`; `klua test` is not part of this
--- klua yet, so nothing runs this file today.
+-- ${singular}_spec.lua - the specs of ${singular}.lua: `klua test` runs them
+-- against the real runtime and an in-memory API server, or with --cluster
+-- against a real one (each test in a namespace of its own).
+local REF = { apiVersion = "${apiVersion}", kind = "${Kind}" }
+
 describe("${Kind}", function()
-  it("copies spec.message to status and reports Ready", function()
-    local api = klua_test.api()
-    local obj = api:create(klua_test.yaml("examples/${singular}.yaml"))
-    api:run_until_idle()
-    local got = api:get(obj)
+  it("copies spec.message to status and reports Ready", function(kt)
+    local obj = kt.create(kt.yaml("../examples/${singular}.yaml")[1])
+    kt.run()
+    local got = kt.get(REF, obj.metadata.namespace, obj.metadata.name)
     assert.are.equal(obj.spec.message, got.status.message)
     assert.are.equal(got.metadata.generation, got.status.observedGeneration)
     assert.are.equal("True", got.status.conditions[1].status)
@@ -290,7 +290,7 @@ function M.files(opts)
       '  "runtime.path": ["?.lua", "?/init.lua", "lib/?.lua", "lib/?/init.lua"],\n' ..
       '  "workspace.library": [' .. table.concat(library, ", ") .. "],\n" ..
       '  "workspace.ignoreDir": ["spec"],\n' ..
-      '  "diagnostics.globals": ["describe", "it", "klua_test"]\n' ..
+      '  "diagnostics.globals": ["describe", "it", "before_each", "after_each"]\n' ..
       "}\n",
   }
   return files

@@ -1,0 +1,30 @@
+/* cmd_test.h - `klua test`: run reconciler specs against the real runtime.
+ *
+ * Provides: klua_test_main (argv[0] is "test"). It finds the *_spec.lua
+ * files of DIR (beside the scripts and in DIR/spec/), and runs each `it`
+ * with a fresh runtime built from DIR's scripts as `klua run` builds it
+ * (reload_set, controllers, informers, workqueue, sandbox, ctx), against
+ * the in-memory fake API (fakeapi.c + klua.fakeapi, the default) or the
+ * real cluster (--cluster). ctx:http reaches a stand-in (fakeapi.c in its
+ * HTTP-proxy role, driven by klua.testkit), and the loop's clock is the
+ * monotonic clock plus an offset that kt.advance moves. Prints one block per
+ * failing test with file:line and ends with "N passed, N failed"; returns
+ * 0 when all passed, 1 otherwise, 2 on bad usage.
+ * `klua replay` shares this host (see klua_replay_main).
+ * Uses: fakeapi, reload, controller, lua_ctx, informer, discovery, kube,
+ * http, kubeconfig, loop, tool_lua, lua_json, log, klua.testkit.
+ */
+#ifndef KLUA_CMD_TEST_H
+#define KLUA_CMD_TEST_H
+
+int klua_test_main(int argc, char **argv);
+
+/* `klua replay FILE --scripts DIR` (argv[0] is "replay"): the same host
+ * drives klua.replay, which feeds a `klua run --record` file's events to
+ * DIR's controllers against the in-memory API (writes as dry runs, ctx:http
+ * answered from the recording) and prints per key the writes and HTTP
+ * calls as a diff against the recording. Returns 0 (no difference), 1
+ * (differences) or 2 (bad usage or input). */
+int klua_replay_main(int argc, char **argv);
+
+#endif
