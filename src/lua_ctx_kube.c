@@ -47,7 +47,11 @@ static void start_call(lua_ctx *c)
 {
     lua_ctx_shared *s = c->s;
     const kube_resource *r = c->r;
-    const char *ns = r->namespaced ? (c->req_ns[0] ? c->req_ns : c->ns) : NULL;
+    /* get and writes default to the reconciled object's namespace; a list
+     * without one spans all namespaces, as a cached list does. */
+    const char *ns = !r->namespaced ? NULL
+                     : c->req_ns[0] ? c->req_ns
+                     : c->op == OP_LIST ? NULL : c->ns;
     const char *name = c->req_name[0] ? c->req_name : NULL;
     kube_write_opts wo = {c->field_manager[0] ? c->field_manager : "klua", c->force, c->dry_run,
                           c->subresource[0] ? c->subresource : NULL};
@@ -205,12 +209,25 @@ static void push_cached(lua_State *L, const store_obj *o)
         luaL_error(L, "cached object %s: %s", o->key, err.msg);
 }
 
+/* opts.live at arg: 1 when the read must bypass the cache. */
+static int read_live(lua_State *L, int arg, const char *what)
+{
+    if (lua_isnoneornil(L, arg))
+        return 0;
+    if (!lua_istable(L, arg))
+        luaL_error(L, "%s: opts must be a table", what);
+    int live = lua_getfield(L, arg, "live") != LUA_TNIL && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return live;
+}
+
 static int l_get(lua_State *L)
 {
     lua_ctx *c = lua_ctx_check(L);
     read_type(L, c, 2, "ctx:get");
     const char *ns = luaL_optstring(L, 3, NULL);
     const char *name = luaL_checkstring(L, 4);
+    int live = read_live(L, 5, "ctx:get");
     const store *st = NULL;
     const kube_resource *r = lua_ctx_resolve_now(c, &st);
     if (ns && strlen(ns) >= sizeof c->req_ns)
@@ -219,7 +236,7 @@ static int l_get(lua_State *L)
         return luaL_error(L, "ctx:get: name too long");
     snprintf(c->req_ns, sizeof c->req_ns, "%s", ns ? ns : "");
     snprintf(c->req_name, sizeof c->req_name, "%s", name);
-    if (st && r) {
+    if (st && r && !live) {
         char key[600];
         if (r->namespaced)
             snprintf(key, sizeof key, "%s/%s", c->req_ns[0] ? c->req_ns : c->ns, name);
@@ -227,8 +244,12 @@ static int l_get(lua_State *L)
             snprintf(key, sizeof key, "%s", name);
         const store_obj *o = store_get(st, key);
         if (!o) {
+            /* the same answer a live GET gives */
+            char msg[700];
+            snprintf(msg, sizeof msg, "%s \"%s\" not found", r->resource, name);
             lua_pushnil(L);
-            return 1;
+            lua_ctx_push_error(L, 404, "NotFound", msg);
+            return 2;
         }
         push_cached(L, o);
         return 1;
@@ -282,8 +303,8 @@ static int l_list(lua_State *L)
     lua_ctx *c = lua_ctx_check(L);
     read_type(L, c, 2, "ctx:list");
     char owner[128] = "";
+    int live = read_live(L, 3, "ctx:list");
     if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
         lua_ctx_copy_field(L, 3, "namespace", c->req_ns, sizeof c->req_ns, "ctx:list");
         lua_ctx_copy_field(L, 3, "owner", owner, sizeof owner, "ctx:list");
         if (lua_getfield(L, 3, "selector") == LUA_TSTRING &&
@@ -293,7 +314,9 @@ static int l_list(lua_State *L)
     }
     const store *st = NULL;
     const kube_resource *r = lua_ctx_resolve_now(c, &st);
-    if (!st || !r) {
+    if (!st || !r || live) {
+        if (owner[0] && live)
+            return luaL_error(L, "ctx:list: owner filtering reads the cache (not with live)");
         if (owner[0])
             return luaL_error(L, "ctx:list: owner filtering needs a watched or owned kind (%s)",
                               c->kind);
@@ -304,8 +327,11 @@ static int l_list(lua_State *L)
     const char *selector = c->selector.len ? c->selector.data : NULL;
     label_selector *sel = NULL;
     kl_err err = {0};
-    if (owner[0] && selector && label_selector_parse(selector, &sel, &err) != 0)
-        return luaL_error(L, "ctx:list: %s", err.msg);
+    if (owner[0] && selector && label_selector_parse(selector, &sel, &err) != 0) {
+        lua_pushnil(L);          /* what the API server answers a bad selector */
+        lua_ctx_push_error(L, 400, "BadRequest", err.msg);
+        return 2;
+    }
     list_walk w = {0};
     int rc = walk_store(st, ns, selector, owner[0] ? owner : NULL, sel, &w, &err);
     const store_obj **arr = NULL;
@@ -319,8 +345,11 @@ static int l_list(lua_State *L)
             w.n = count;
     }
     label_selector_free(sel);
-    if (rc != 0)
-        return luaL_error(L, "ctx:list: %s", err.msg);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_ctx_push_error(L, 400, "BadRequest", err.msg);
+        return 2;
+    }
     lua_createtable(L, (int)w.n, 0);                     /* [.., tmp?, list] */
     for (size_t i = 0; i < w.n; i++) {
         push_cached(L, arr[i]);
@@ -514,7 +543,41 @@ static int l_event(lua_State *L)
     return lua_ctx_op_begin(L, c, start_event, push_event_answer, "event");
 }
 
+/* ---- owner references ---- */
+
+/* A controller ownerReference to obj (controller-runtime's
+ * SetControllerReference): put it in a child's metadata.ownerReferences so
+ * that the child is garbage-collected with obj and `owns` maps it back. */
+static int l_owner_reference(lua_State *L)
+{
+    luaL_checkudata(L, 1, LUA_CTX_MT);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const top[] = {"apiVersion", "kind"};
+    static const char *const md[] = {"name", "uid"};
+    lua_createtable(L, 0, 6);                            /* [.., ref] */
+    for (int i = 0; i < 2; i++) {
+        if (lua_getfield(L, 2, top[i]) != LUA_TSTRING)
+            return luaL_error(L, "ctx:owner_reference: obj.%s must be a string", top[i]);
+        lua_setfield(L, -2, top[i]);
+    }
+    if (lua_getfield(L, 2, "metadata") != LUA_TTABLE)   /* [.., ref, md] */
+        return luaL_error(L, "ctx:owner_reference: obj.metadata must be a table");
+    for (int i = 0; i < 2; i++) {
+        if (lua_getfield(L, -1, md[i]) != LUA_TSTRING)
+            return luaL_error(L, "ctx:owner_reference: obj.metadata.%s must be a string "
+                                 "(an object read from the API server has both)", md[i]);
+        lua_setfield(L, -3, md[i]);
+    }
+    lua_pop(L, 1);                                       /* [.., ref] */
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "controller");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "blockOwnerDeletion");
+    return 1;
+}
+
 const luaL_Reg lua_ctx_kube_methods[] = {
+    {"owner_reference", l_owner_reference},
     {"get", l_get},       {"list", l_list},     {"create", l_create},
     {"update", l_update}, {"patch", l_patch},   {"apply", l_apply},
     {"delete", l_delete}, {"patch_status", l_patch_status},

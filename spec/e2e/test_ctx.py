@@ -313,3 +313,186 @@ def test_secret_flag_errors(cluster, tmp_path):
         p = run_klua("run", "--scripts", str(tmp_path / "s"), "--kubeconfig",
                      cluster.kubeconfig, *argv)
         assert p.returncode == rc and want in p.stderr, (argv, p.returncode, p.stderr)
+
+
+# ---- the reconciler API: reads, read-your-own-writes, owner references, conditions ----
+
+API = r'''
+local conditions = require "klua.conditions"
+local CM = { apiVersion = "v1", kind = "ConfigMap" }
+local SECRET = { apiVersion = "v1", kind = "Secret" }
+
+local function reads(ctx, cm, d)
+  local ns = cm.metadata.namespace
+  local out = {}
+  local _, e1 = ctx:get(CM, ns, "absent-x")
+  local _, e2 = ctx:get(CM, ns, "absent-x", { live = true })
+  local _, e3 = ctx:get(SECRET, ns, "absent-x")
+  out[#out + 1] = tostring(e1 and e1.reason) .. "," .. tostring(e2 and e2.reason) .. ","
+    .. tostring(e3 and e3.reason)
+  -- no namespace: every namespace, cached and live alike
+  for _, opts in ipairs({ { selector = "klua.dev/mark=" .. d.mark },
+                          { selector = "klua.dev/mark=" .. d.mark, live = true } }) do
+    local items, err = ctx:list(CM, opts)
+    local seen = {}
+    for _, o in ipairs(items or {}) do seen[#seen + 1] = o.metadata.namespace end
+    table.sort(seen)
+    out[#out + 1] = err and tostring(err) or table.concat(seen, "+")
+  end
+  -- live reads see what the cache does not yet: a write just made
+  local got = ctx:get(CM, ns, cm.metadata.name, { live = true })
+  out[#out + 1] = got and got.metadata.uid == cm.metadata.uid and "live-ok" or "live-bad"
+  return table.concat(out, " | ")
+end
+
+local function ryw(ctx, cm, d)
+  local ns, name = cm.metadata.namespace, cm.metadata.name
+  local stale, rounds = 0, math.tointeger(tonumber(d.rounds))
+  for i = 1, rounds do
+    local w, err = ctx:patch(cm, { data = { n = tostring(i) } })
+    if not w then error(tostring(err)) end
+    local got = ctx:get(CM, ns, name)
+    if not got or got.data.n ~= tostring(i) then stale = stale + 1 end
+    local listed = ctx:list(CM, { namespace = ns, selector = "klua.dev/api=true" })
+    for _, o in ipairs(listed) do
+      if o.metadata.name == name and o.data.n ~= tostring(i) then stale = stale + 1 end
+    end
+  end
+  -- create then read, delete then read
+  local child = { apiVersion = "v1", kind = "ConfigMap",
+    metadata = { name = name .. "-c", namespace = ns, labels = { ["klua.dev/api"] = "true" } },
+    data = { child = "yes" } }
+  local made, cerr = ctx:create(child)
+  if not made then error(tostring(cerr)) end
+  if not ctx:get(CM, ns, child.metadata.name) then stale = stale + 1 end
+  local ok, derr = ctx:delete(made)
+  if not ok then error(tostring(derr)) end
+  local gone, gerr = ctx:get(CM, ns, child.metadata.name)
+  if gone or gerr.reason ~= "NotFound" then stale = stale + 1 end
+  for _, o in ipairs(ctx:list(CM, { namespace = ns })) do
+    if o.metadata.name == child.metadata.name then stale = stale + 1 end
+  end
+  return "stale " .. stale
+end
+
+local function owner(ctx, cm)
+  local ref = ctx:owner_reference(cm)
+  local child = { apiVersion = "v1", kind = "ConfigMap",
+    metadata = { name = cm.metadata.name .. "-owned", namespace = cm.metadata.namespace,
+                 ownerReferences = { ref } } }
+  local made, err = ctx:create(child)
+  return made and "owned" or tostring(err)
+end
+
+return {
+  watch    = { apiVersion = "v1", kind = "ConfigMap" },
+  selector = "klua.dev/api=true",
+  reconcile = function(ctx, cm)
+    local d = cm.data or {}
+    if d.result or not d.action then return nil end
+    local result
+    if d.action == "reads" then result = reads(ctx, cm, d)
+    elseif d.action == "ryw" then result = ryw(ctx, cm, d)
+    elseif d.action == "owner" then result = owner(ctx, cm)
+    end
+    local _, err = ctx:patch(cm, { data = { result = result } })
+    if err then error(tostring(err)) end
+  end,
+}
+'''
+
+CONDS = r'''
+local conditions = require "klua.conditions"
+return {
+  watch = { apiVersion = "github.klua.dev/v1", kind = "Comment" },
+  reconcile = function(ctx, c)
+    if c.status and c.status.conditions then return nil end
+    local list = conditions.set(nil, { type = "Delivered", status = "True", reason = "ByCtx" }, ctx)
+    list = conditions.set(list, { type = "Clock", status = "True", reason = "NoTime" })
+    local _, err = ctx:patch_status(c, { conditions = list })
+    if err then error(tostring(err)) end
+  end,
+}
+'''
+
+
+def _start_api(klua_factory, tmp_path, script, args=()):
+    d = tmp_path / "api"
+    d.mkdir(exist_ok=True)
+    (d / "api.lua").write_text(script)
+    k = klua_factory(d, args=list(args)).start()
+    k.wait_log("caches synced")
+    return k
+
+
+def _api_probe(cluster, ns, name, labels=None, **data):
+    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": name, "namespace": ns,
+                       "labels": {"klua.dev/api": "true", **(labels or {})}},
+          "data": {k: str(v) for k, v in data.items()}}
+    cluster.apply(cm)
+
+    def result():
+        got = cluster.get_json("configmap", name, "-n", ns)
+        return (got.get("data") or {}).get("result")
+    return wait_for(result, 90, what=f"the probe's result on {name}")
+
+
+def test_conditions_set_writes_the_time_of_now(crds, namespace, klua_factory, tmp_path):
+    """conditions.set with the (userdata) ctx as time, or with no time at all, writes the
+    current time as lastTransitionTime, read back from the API server (was 1970)."""
+    import datetime
+    _start_api(klua_factory, tmp_path, CONDS, ["--namespace", namespace])
+    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    crds.apply({"apiVersion": "github.klua.dev/v1", "kind": "Comment",
+                "metadata": {"name": "t"},
+                "spec": {"repository": "a/b", "issue": 1, "message": "m"}}, namespace)
+
+    def conds():
+        got = crds.get_json("comments.github.klua.dev", "t", "-n", namespace)
+        return {c["type"]: c for c in (got.get("status") or {}).get("conditions") or []}
+    got = wait_for(lambda: len(conds()) == 2 and conds(), 60, what="two conditions")
+    after = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+    for ctype in ("Delivered", "Clock"):
+        t = datetime.datetime.strptime(got[ctype]["lastTransitionTime"],
+                                       "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+        assert before - datetime.timedelta(seconds=1) <= t <= after, (ctype, t, before)
+
+
+def test_cached_and_live_reads_alike(cluster, namespace, klua_factory, tmp_path):
+    """ctx:get of a missing object: nil, err NotFound from the cache, live, and for a kind
+    outside the caches; ctx:list without a namespace spans every namespace, cached and
+    { live = true } alike."""
+    mark = namespace
+    other = {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "mark-" + namespace, "namespace": "default",
+                          "labels": {"klua.dev/api": "true", "klua.dev/mark": mark}}}
+    cluster.apply(other)
+    try:
+        _start_api(klua_factory, tmp_path, API)
+        got = _api_probe(cluster, namespace, "reads", labels={"klua.dev/mark": mark},
+                         action="reads", mark=mark)
+    finally:
+        cluster.kubectl("delete", "configmap", "-n", "default", "mark-" + namespace,
+                        check=False)
+    both = "+".join(sorted(["default", namespace]))
+    assert got == f"NotFound,NotFound,NotFound | {both} | {both} | live-ok", got
+
+
+def test_read_your_own_writes(cluster, namespace, klua_factory, tmp_path):
+    """After ctx:patch returns, the cached get and list see the write; after ctx:create the
+    object is there, after ctx:delete it is gone: never the older state the watch has not
+    yet replaced."""
+    _start_api(klua_factory, tmp_path, API, ["--namespace", namespace])
+    assert _api_probe(cluster, namespace, "ryw", action="ryw", rounds=30) == "stale 0"
+
+
+def test_owner_reference(cluster, namespace, klua_factory, tmp_path):
+    """ctx:owner_reference(obj) is a controller reference the API server accepts."""
+    _start_api(klua_factory, tmp_path, API, ["--namespace", namespace])
+    assert _api_probe(cluster, namespace, "own", action="owner") == "owned"
+    parent = cluster.get_json("configmap", "own", "-n", namespace)
+    child = cluster.get_json("configmap", "own-owned", "-n", namespace)
+    assert child["metadata"]["ownerReferences"] == [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "own",
+        "uid": parent["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
