@@ -17,6 +17,7 @@
 #include "lua_ctx_op.h"
 #include "lua_ctx_secret.h"
 #include "lua_json.h"
+#include "rywcache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,11 +108,48 @@ static void start_kube(lua_ctx *c)
 
 /* ---- pushing answers ---- */
 
+/* A write returned: its answer overlays the cache for this process's reads
+ * until the watch brings it (rywcache.h). Kinds without a cache need none. */
+static void remember_write(lua_ctx *c, int ok)
+{
+    if (c->op == OP_NONE || c->op == OP_GET || c->op == OP_LIST || c->dry_run)
+        return;
+    const store *st = NULL;
+    const kube_resource *r = lua_ctx_resolve_now(c, &st);
+    if (!st || !r)
+        return;
+    int rc = 0;
+    if (c->op == OP_DELETE && (ok || c->code == 404)) {
+        store_obj *o = NULL;
+        kl_err err = {0};
+        if (ok && c->rbody.len)
+            o = store_obj_new(c->rbody.data, c->rbody.len, &err);
+        if (o && o->deleting) {  /* finalizers or a grace period: still there */
+            rc = rywcache_record(st, c->rbody.data, c->rbody.len);
+        } else {
+            char key[600];
+            const char *ns = c->req_ns[0] ? c->req_ns : c->ns;
+            if (r->namespaced)
+                snprintf(key, sizeof key, "%s/%s", ns, c->req_name);
+            else
+                snprintf(key, sizeof key, "%s", c->req_name);
+            rc = rywcache_record_delete(st, key, o ? o->uid : NULL);
+        }
+        store_obj_free(o);
+    } else if (ok && c->op != OP_DELETE && c->rbody.len) {
+        rc = rywcache_record(st, c->rbody.data, c->rbody.len);
+    }
+    if (rc != 0)
+        kl_log(KL_LOG_V1, "write not remembered for cached reads", "controller", c->controller,
+               "kind", c->kind, "name", c->req_name, NULL);
+}
+
 static int push_kube_answer(lua_State *L, lua_ctx *c)
 {
     int ok = c->code >= 200 && c->code < 300;
     if (c->raise)
         return luaL_error(L, "%s", c->message);
+    remember_write(c, ok);
     if (c->op == OP_DELETE && (ok || c->code == 404)) {
         lua_pushboolean(L, 1);
         return 1;
@@ -242,7 +280,9 @@ static int l_get(lua_State *L)
             snprintf(key, sizeof key, "%s/%s", c->req_ns[0] ? c->req_ns : c->ns, name);
         else
             snprintf(key, sizeof key, "%s", name);
-        const store_obj *o = store_get(st, key);
+        const store_obj *o = NULL;
+        if (!rywcache_lookup(st, key, &o))    /* our own write first */
+            o = store_get(st, key);
         if (!o) {
             /* the same answer a live GET gives */
             char msg[700];
@@ -259,43 +299,74 @@ static int l_get(lua_State *L)
 }
 
 typedef struct list_walk {
-    const char *ns;            /* filter for owner walks, or NULL */
-    const label_selector *sel; /* filter for owner walks, or NULL */
+    const store *st;
+    const char *ns;            /* NULL = every namespace */
+    const label_selector *sel; /* NULL = every object */
+    const char *owner;         /* an owner uid, or NULL */
     const store_obj **out;     /* NULL on the counting pass */
     size_t n;
 } list_walk;
 
-static int list_visit(void *ud, const store_obj *o)
+static int walk_matches(const list_walk *w, const store_obj *o)
 {
-    list_walk *w = ud;
     if (w->ns && strcmp(o->ns, w->ns) != 0)
         return 0;
     if (w->sel && !label_selector_matches(w->sel, o->labels, o->nlabels))
         return 0;
+    if (w->owner) {
+        for (size_t i = 0; i < o->nowners; i++)
+            if (!strcmp(o->owner_uids[i], w->owner))
+                return 1;
+        return 0;
+    }
+    return 1;
+}
+
+static void walk_emit(list_walk *w, const store_obj *o)
+{
     if (w->out)
         w->out[w->n] = o;
     w->n++;
+}
+
+/* A cached object, or what this process wrote over it (rywcache). */
+static int list_visit(void *ud, const store_obj *o)
+{
+    list_walk *w = ud;
+    const store_obj *mine = NULL;
+    if (!rywcache_lookup(w->st, o->key, &mine))
+        mine = o;
+    else if (!mine || !walk_matches(w, mine))
+        return 0;                /* deleted by us, or no longer selected */
+    if (walk_matches(w, o))
+        walk_emit(w, mine);
+    return 0;
+}
+
+/* Objects this process wrote that the store has not (or not as selected). */
+static int overlay_visit(void *ud, const store_obj *mine)
+{
+    list_walk *w = ud;
+    const store_obj *cached = store_get(w->st, mine->key);
+    if (walk_matches(w, mine) && !(cached && walk_matches(w, cached)))
+        walk_emit(w, mine);
     return 0;
 }
 
 /* Two passes (count, then fill a Lua-owned array) so that no C allocation
  * is pending when decoding raises. */
-static int walk_store(const store *st, const char *ns, const char *selector, const char *owner,
-                      const label_selector *sel, list_walk *w, kl_err *err)
+static void walk_store(list_walk *w, const char *selector)
 {
-    if (owner) {
-        w->ns = ns;
-        w->sel = sel;
-        store_each_owned_by(st, owner, list_visit, w);
-        return 0;
-    }
-    if (selector)
-        return store_each_selected(st, ns, selector, list_visit, w, err);
-    if (ns)
-        store_each_in_namespace(st, ns, list_visit, w);
+    kl_err err = {0};
+    if (w->owner)
+        store_each_owned_by(w->st, w->owner, list_visit, w);
+    else if (selector)           /* the label index; parsed already, so it cannot fail */
+        (void)store_each_selected(w->st, w->ns, selector, list_visit, w, &err);
+    else if (w->ns)
+        store_each_in_namespace(w->st, w->ns, list_visit, w);
     else
-        store_each(st, list_visit, w);
-    return 0;
+        store_each(w->st, list_visit, w);
+    rywcache_each(w->st, overlay_visit, w);
 }
 
 static int l_list(lua_State *L)
@@ -323,33 +394,28 @@ static int l_list(lua_State *L)
         c->op = OP_LIST;
         return lua_ctx_op_begin(L, c, start_kube, push_kube_answer, "list");
     }
-    const char *ns = c->req_ns[0] ? c->req_ns : NULL;
     const char *selector = c->selector.len ? c->selector.data : NULL;
     label_selector *sel = NULL;
     kl_err err = {0};
-    if (owner[0] && selector && label_selector_parse(selector, &sel, &err) != 0) {
+    if (selector && label_selector_parse(selector, &sel, &err) != 0) {
         lua_pushnil(L);          /* what the API server answers a bad selector */
         lua_ctx_push_error(L, 400, "BadRequest", err.msg);
         return 2;
     }
-    list_walk w = {0};
-    int rc = walk_store(st, ns, selector, owner[0] ? owner : NULL, sel, &w, &err);
+    list_walk w = {st, c->req_ns[0] ? c->req_ns : NULL, sel, owner[0] ? owner : NULL, NULL, 0};
+    walk_store(&w, selector);
     const store_obj **arr = NULL;
-    if (rc == 0 && w.n) {
-        arr = lua_newuserdatauv(L, w.n * sizeof *arr, 0); /* [.., tmp] (cannot leak) */
+    if (w.n) {
         size_t count = w.n;
-        memset(&w, 0, sizeof w);
+        /* [.., tmp]: Lua-owned, so a raise cannot leak it; sel is freed first */
+        arr = lua_newuserdatauv(L, count * sizeof *arr, 0);
         w.out = arr;
-        walk_store(st, ns, selector, owner[0] ? owner : NULL, sel, &w, &err);
+        w.n = 0;
+        walk_store(&w, selector);
         if (w.n > count)
             w.n = count;
     }
     label_selector_free(sel);
-    if (rc != 0) {
-        lua_pushnil(L);
-        lua_ctx_push_error(L, 400, "BadRequest", err.msg);
-        return 2;
-    }
     lua_createtable(L, (int)w.n, 0);                     /* [.., tmp?, list] */
     for (size_t i = 0; i < w.n; i++) {
         push_cached(L, arr[i]);
