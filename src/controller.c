@@ -184,6 +184,12 @@ static void end_reconcile(reconcile *rc, int done, const char *result)
         metrics_reconcile_done(c->name, result, secs);
         metrics_workqueue_work_duration(c->name, secs);
         metrics_lua_memory(c->name, lua_host_mem_used(v->h));
+        if (kl_log_enabled(KL_LOG_V1)) {
+            char ms[32];
+            snprintf(ms, sizeof ms, "%.1f", secs * 1e3);
+            kl_log(KL_LOG_V1, "reconciled", "controller", c->name, "key", rc->key, "result",
+                   result, KL_LOG_RAW "duration_ms", ms, NULL);
+        }
     }
     if (done)
         workqueue_done(c->q, rc->key);

@@ -80,6 +80,7 @@ struct lua_ctx {
     size_t resp_charged;      /* ... for rbody (ctx:http) */
     int too_large;            /* ctx:http: the answer passed the memory cap */
     long timeout_ms;
+    double sent_ms;           /* ctx:http: when it started (monotonic), for -v 2 */
     int resolving;
     lua_ctx_start_fn after_resolve;
 

@@ -394,6 +394,10 @@ return {
     if d.action == "reads" then result = reads(ctx, cm, d)
     elseif d.action == "ryw" then result = ryw(ctx, cm, d)
     elseif d.action == "owner" then result = owner(ctx, cm)
+    elseif d.action == "log" then
+      ctx.log.info("typed", { n = 3, f = 1.5, ok = true, t = { a = 1, l = { "x" } }, s = "str" })
+      local r, err = ctx:http{ url = ctx:getenv("KLUA_STUB_URL") .. "/echo?token=s3cr3t" }
+      result = r and ("http " .. r.status) or tostring(err)
     end
     local _, err = ctx:patch(cm, { data = { result = result } })
     if err then error(tostring(err)) end
@@ -496,3 +500,29 @@ def test_owner_reference(cluster, namespace, klua_factory, tmp_path):
     assert child["metadata"]["ownerReferences"] == [{
         "apiVersion": "v1", "kind": "ConfigMap", "name": "own",
         "uid": parent["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+
+
+def test_log_fields_typed_and_verbosity(cluster, namespace, klua_factory, tmp_path, stub):
+    """JSON log lines keep ctx.log field types; -v 1 adds one line per reconcile, -v 2 one
+    per API and ctx:http request (the URL without its query)."""
+    d = tmp_path / "api"
+    d.mkdir(exist_ok=True)
+    (d / "api.lua").write_text(API)
+    k = klua_factory(d, args=["--namespace", namespace, "--log-format", "json", "-v", "2"],
+                     env={"KLUA_STUB_URL": stub.url}).start()
+    k.wait_log("caches synced")
+    assert _api_probe(cluster, namespace, "lg", action="log") == "http 200"
+    k.wait_log(r'"msg":"reconciled".*"key":"%s/lg"' % namespace)
+    lines = [json.loads(x) for x in k.log().splitlines() if x.startswith("{")]
+    typed = next(x for x in lines if x["msg"] == "typed")
+    assert (typed["n"], typed["f"], typed["ok"], typed["t"], typed["s"]) == \
+        (3, 1.5, True, {"a": 1, "l": ["x"]}, "str")
+    rec = next(x for x in lines if x["msg"] == "reconciled" and x["key"] == f"{namespace}/lg")
+    assert rec["result"] == "success" and isinstance(rec["duration_ms"], (int, float))
+    api = [x for x in lines if x["msg"] == "api request"]
+    assert any(x["method"] == "PATCH" and f"/namespaces/{namespace}/configmaps/lg" in x["path"]
+               and x["status"] == 200 for x in api), api[-5:]
+    http = next(x for x in lines if x["msg"] == "http request")
+    assert http["url"] == stub.url + "/echo" and http["status"] == 200, http
+    assert isinstance(http["duration_ms"], (int, float))
+    assert "s3cr3t" not in k.log()
