@@ -95,7 +95,19 @@
 ---@class klua.ListOptions
 ---@field namespace? string  default: all namespaces
 ---@field selector? string   label selector, e.g. "app=web,tier!=db"
----@field owner? string      uid of an owner: objects whose ownerReferences name it
+---@field owner? string      uid of an owner: objects whose ownerReferences name it (cache only)
+---@field live? boolean      read from the API server, not the cache (controller-runtime's APIReader)
+
+---@class klua.GetOptions
+---@field live? boolean      read from the API server, not the cache
+
+---@class klua.OwnerReference
+---@field apiVersion string
+---@field kind string
+---@field name string
+---@field uid string
+---@field controller boolean
+---@field blockOwnerDeletion boolean
 
 ---@class klua.WriteOptions
 ---@field field_manager? string  default "klua"
@@ -122,7 +134,9 @@
 --- Structured log lines on klua's stderr (at most 8 fields; the message, each
 --- field name and each value is cut at 16 KiB, and secret values are replaced
 --- by "[redacted]"). The line counts against the script's memory cap while it
---- is written.
+--- is written. With `--log-format json`, numbers, booleans and tables keep their
+--- types (tables are encoded as JSON); other values are strings. debug lines
+--- show at `-v 1` and above.
 ---@class klua.Log
 ---@field info fun(msg: string, fields?: table<string, any>)
 ---@field warn fun(msg: string, fields?: table<string, any>)
@@ -137,21 +151,38 @@
 ---@field log klua.Log        log lines carry controller and key
 local Context = {}
 
---- Read one object from the informer cache (a fresh copy), or nil if absent.
---- For a kind that no controller watches or owns, this is a live GET (yields).
+--- Read one object from the informer cache (a fresh copy). A missing object is
+--- nil, err with err.reason "NotFound", from the cache as from the API server.
+--- For a kind that no controller watches or owns, or with opts.live, this is a
+--- live GET (yields). Reads your own writes: after a ctx write to this object
+--- returns, the cached read answers that write (or newer), or NotFound after a
+--- delete, even before the watch has brought it.
 ---@generic T
 ---@param type klua.Ref<T>  a type reference; typed when declared as a klua.ref.* (klua types)
----@param namespace string|nil
+---@param namespace string|nil  default: the reconciled object's namespace
 ---@param name string
+---@param opts? klua.GetOptions
 ---@return T|nil obj, klua.Error|nil err
-function Context:get(type, namespace, name) end
+function Context:get(type, namespace, name, opts) end
 
---- List objects of a kind from the cache (fresh copies), filtered.
+--- List objects of a kind (fresh copies), filtered; without opts.namespace, in
+--- every namespace (cached and live alike). From the cache (with your own
+--- writes, as ctx:get), else (a kind nobody caches, or opts.live) a live LIST
+--- (yields). nil, err on failure, e.g. err.reason "BadRequest" for a bad selector.
 ---@generic T
 ---@param type klua.Ref<T>
 ---@param opts? klua.ListOptions
----@return T[] objs
+---@return T[]|nil objs, klua.Error|nil err
 function Context:list(type, opts) end
+
+--- A controller ownerReference to obj (controller = true, blockOwnerDeletion =
+--- true), controller-runtime's SetControllerReference: put it in a child's
+--- metadata.ownerReferences, so the child is deleted with obj and `owns` maps
+--- the child's changes back to obj. obj needs apiVersion, kind, metadata.name
+--- and metadata.uid (an object read from the API server has them).
+---@param obj table
+---@return klua.OwnerReference
+function Context:owner_reference(obj) end
 
 --- Create an object (apiVersion, kind and metadata in obj). Yields.
 ---@generic T: table

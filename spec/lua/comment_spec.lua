@@ -2,7 +2,7 @@
 -- a small in-memory GitHub behind the fake ctx.
 package.path = "lua/lib/?.lua;spec/lua/support/?.lua;" .. package.path
 local fake = require "fake_ctx"
-local cjson = require "cjson"
+local cjson = require "klua.json"   -- the codec klua runs (lua-cjson is not a dependency)
 local github = require "klua.github"
 
 -- reloaded before each test: the controller keeps per-object retry times
