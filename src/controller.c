@@ -219,7 +219,7 @@ static void record_error(reconcile *rc, const char *raw)
     kl_log(KL_LOG_ERROR, "reconcile failed", "controller", c->name, "key", rc->key, "error", msg,
            NULL);
     event_object o = {decl->watch.api_version, decl->watch.kind, rc->ns, rc->name, rc->uid,
-                      rc->rv};
+                      rc->rv, c->name};
     if (c->d.shared)
         event_post(lua_ctx_shared_events(c->d.shared), &o, "Warning", "ReconcileError",
                    "Reconcile", msg);

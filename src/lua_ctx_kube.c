@@ -24,7 +24,7 @@
 #include <string.h>
 
 /* ctx:event's reason and note are cut here before building (the note is
- * cut again to 1 KB by event_build). */
+ * cut again to 1 KB by event_build). ctx:event does not wait. */
 #define EVENT_TEXT_MAX 4096
 
 enum kube_op { OP_NONE, OP_GET, OP_LIST, OP_CREATE, OP_UPDATE, OP_PATCH, OP_DELETE };
@@ -547,32 +547,6 @@ static int l_patch_status(lua_State *L)
 
 /* ---- events ---- */
 
-/* The Event's answer: failures are logged, never returned (a reconcile
- * does not fail because its Event was not recorded). */
-static int push_event_answer(lua_State *L, lua_ctx *c)
-{
-    (void)L;
-    if (c->code < 200 || c->code >= 300)
-        kl_log(KL_LOG_V1, "event not recorded", "controller", c->controller, "reason", c->reason,
-               "message", c->message, NULL);
-    return 0;
-}
-
-static void start_event(lua_ctx *c)
-{
-    if (!c->s->kc) {
-        lua_ctx_set_answer(c, 0, "ConnectionError", "no API server configured");
-        lua_ctx_finish(c);
-        return;
-    }
-    c->call = kube_create(c->s->kc, event_resource(), c->req_ns, c->body.data, c->body.len, NULL,
-                          on_kube_done, c);
-    if (!c->call) {
-        lua_ctx_set_answer(c, 0, "ConnectionError", "cannot start the API request");
-        lua_ctx_finish(c);
-    }
-}
-
 static const char *opt_field(lua_State *L, int t, const char *k)
 {
     return lua_getfield(L, t, k) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
@@ -603,10 +577,10 @@ static int l_event(lua_State *L)
     /* An Event is public: no secret value goes into it */
     reason = lua_ctx_push_redacted(L, c->s, reason, strlen(reason), EVENT_TEXT_MAX);
     note = lua_ctx_push_redacted(L, c->s, note, note_len, EVENT_TEXT_MAX);
-    if (event_build(c->s->events, &c->body, &o, type, reason, "Reconcile", note) != 0)
-        return luaL_error(L, "ctx:event: out of memory");
-    snprintf(c->req_ns, sizeof c->req_ns, "%s", event_namespace(&o));
-    return lua_ctx_op_begin(L, c, start_event, push_event_answer, "event");
+    o.controller = c->controller;
+    /* asynchronous: repeats become the first Event's series (event.h) */
+    event_post(c->s->events, &o, type, reason, "Reconcile", note);
+    return 0;
 }
 
 /* ---- owner references ---- */

@@ -394,6 +394,12 @@ return {
     if d.action == "reads" then result = reads(ctx, cm, d)
     elseif d.action == "ryw" then result = ryw(ctx, cm, d)
     elseif d.action == "owner" then result = owner(ctx, cm)
+    elseif d.action == "events" then
+      -- ctx:event does not wait: it works where yielding cannot (a gsub callback)
+      local ok, err = pcall(string.gsub, "xxxxxxxxxx", "x", function()
+        ctx:event(cm, "Normal", "Repeated", "the same note")
+      end)
+      result = ok and "raised" or tostring(err)
     elseif d.action == "log" then
       ctx.log.info("typed", { n = 3, f = 1.5, ok = true, t = { a = 1, l = { "x" } }, s = "str" })
       local r, err = ctx:http{ url = ctx:getenv("KLUA_STUB_URL") .. "/echo?token=s3cr3t" }
@@ -526,3 +532,22 @@ def test_log_fields_typed_and_verbosity(cluster, namespace, klua_factory, tmp_pa
     assert http["url"] == stub.url + "/echo" and http["status"] == 200, http
     assert isinstance(http["duration_ms"], (int, float))
     assert "s3cr3t" not in k.log()
+
+
+def test_event_repeats_become_one_series(cluster, namespace, klua_factory, tmp_path):
+    """The same Event raised 10 times at once (ctx:event returns at once: it works inside a
+    gsub callback, where nothing can wait) leaves one Event whose series counts them, with
+    reportingController klua.dev/<controller>."""
+    _start_api(klua_factory, tmp_path, API, ["--namespace", namespace])
+    assert _api_probe(cluster, namespace, "ev", action="events") == "raised"
+
+    def series():
+        evs = [e for e in cluster.get_json("events.events.k8s.io", "-n", namespace,
+                                           "--field-selector", "regarding.name=ev")["items"]
+               if e.get("reason") == "Repeated"]
+        return evs if evs and (evs[0].get("series") or {}).get("count", 0) > 1 else None
+    evs = wait_for(series, 30, what="the Event's series")
+    assert len(evs) == 1, evs
+    ev = evs[0]
+    assert ev["series"]["count"] == 10 and ev["series"]["lastObservedTime"], ev
+    assert ev["reportingController"] == "klua.dev/api" and ev["reportingInstance"], ev
