@@ -17,6 +17,7 @@
 #include "lua_ctx_kube.h"
 #include "lua_ctx_op.h"
 #include "lua_ctx_secret.h"
+#include "lua_ctx_task.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -92,15 +93,19 @@ static int ctx_newindex(lua_State *L)
     return luaL_error(L, "ctx is read-only");
 }
 
-static int ctx_gc(lua_State *L)
+void lua_ctx_free_buffers(lua_ctx *c)
 {
-    lua_ctx *c = luaL_checkudata(L, 1, LUA_CTX_MT);
     lua_ctx_end(c);
     lua_ctx_reset(c);
     kl_buf_free(&c->body);
     kl_buf_free(&c->selector);
     kl_buf_free(&c->rbody);
     kl_buf_free(&c->rheaders);
+}
+
+static int ctx_gc(lua_State *L)
+{
+    lua_ctx_free_buffers(luaL_checkudata(L, 1, LUA_CTX_MT));
     return 0;
 }
 
@@ -133,6 +138,8 @@ lua_ctx *lua_ctx_push(lua_State *L, lua_ctx_shared *s, const lua_ctx_cache *cach
         lua_createtable(L, 0, 16);                       /* [c, mt, methods] */
         luaL_setfuncs(L, lua_ctx_kube_methods, 0);
         luaL_setfuncs(L, lua_ctx_io_methods, 0);
+        luaL_setfuncs(L, lua_ctx_task_methods, 0);
+        lua_ctx_task_setup(L);
         lua_pushcclosure(L, ctx_index, 1);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, ctx_newindex);
@@ -172,6 +179,7 @@ void lua_ctx_bind(lua_ctx *c, lua_State *co) { c->co = co; }
 
 void lua_ctx_end(lua_ctx *c)
 {
+    lua_ctx_tasks_end(c);
     lua_ctx_cancel(c);
     lua_ctx_release(c);
     c->ended = 1;

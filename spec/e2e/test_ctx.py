@@ -72,6 +72,8 @@ class Stub:
     def __init__(self):
         self.echoes = []
         self.big_sent = 0
+        self.inflight = self.max_inflight = 0
+        self.cond = threading.Condition()
         stub = self
 
         class H(BaseHTTPRequestHandler):
@@ -103,6 +105,16 @@ class Stub:
                 self._echo()
 
             def do_POST(self):
+                if self.path == "/slow":   # held until a second request is in flight (or 10 s)
+                    with stub.cond:
+                        stub.inflight += 1
+                        stub.max_inflight = max(stub.max_inflight, stub.inflight)
+                        stub.cond.notify_all()
+                        stub.cond.wait_for(lambda: stub.inflight >= 2, timeout=10)
+                    self._echo()
+                    with stub.cond:
+                        stub.inflight -= 1
+                    return
                 self._echo()
 
             def _echo(self):
@@ -400,6 +412,20 @@ return {
         ctx:event(cm, "Normal", "Repeated", "the same note")
       end)
       result = ok and "raised" or tostring(err)
+    elseif d.action == "spawn" then
+      local base = ctx:getenv("KLUA_STUB_URL")
+      local function post(i, path)
+        assert(ctx:get(CM, cm.metadata.namespace, cm.metadata.name), "a cached read in a task")
+        local r, err = ctx:http{ url = base .. (path or "/slow"), method = "POST", body = "w" .. i }
+        if not r then error(tostring(err)) end
+        return r.status .. "/" .. i, "second"
+      end
+      local t1, t2 = ctx:spawn(post, 1), ctx:spawn(post, 2)
+      local a, b = ctx:wait(t1, t2)
+      local one = { ctx:wait(ctx:spawn(post, 3, "/echo")) }
+      local t3 = ctx:spawn(function() ctx:sleep(0.01); error("boom") end)
+      local ok, msg = pcall(ctx.wait, ctx, t3)
+      result = table.concat({ a, b, one[1], one[2], tostring(ok), tostring(msg) }, " ")
     elseif d.action == "log" then
       ctx.log.info("typed", { n = 3, f = 1.5, ok = true, t = { a = 1, l = { "x" } }, s = "str" })
       local r, err = ctx:http{ url = ctx:getenv("KLUA_STUB_URL") .. "/echo?token=s3cr3t" }
@@ -551,3 +577,18 @@ def test_event_repeats_become_one_series(cluster, namespace, klua_factory, tmp_p
     ev = evs[0]
     assert ev["series"]["count"] == 10 and ev["series"]["lastObservedTime"], ev
     assert ev["reportingController"] == "klua.dev/api" and ev["reportingInstance"], ev
+
+
+def test_spawn_runs_calls_at_once(cluster, namespace, klua_factory, tmp_path, stub):
+    """ctx:spawn starts tasks that call ctx; two POSTs to a slow stand-in are in flight at
+    once (the stand-in holds each until it sees the second); ctx:wait returns results in
+    order, and a task's error is raised in the reconcile with the task's file:line."""
+    d = tmp_path / "api"
+    d.mkdir(exist_ok=True)
+    (d / "api.lua").write_text(API)
+    k = klua_factory(d, args=["--namespace", namespace],
+                     env={"KLUA_STUB_URL": stub.url}).start()
+    k.wait_log("caches synced")
+    got = _api_probe(cluster, namespace, "sp", action="spawn")
+    assert stub.max_inflight == 2, stub.max_inflight
+    assert re.fullmatch(r"200/1 200/2 200/3 second false \S*api\.lua:\d+: boom", got), got
