@@ -227,13 +227,36 @@ function Context:delete(obj, opts) end
 ---@return table|nil patched, klua.Error|nil err
 function Context:patch_status(obj, status) end
 
---- Record a Kubernetes Event (events.k8s.io/v1) about obj. Never raises for
---- API failures (they are logged). Yields.
+--- Record a Kubernetes Event (events.k8s.io/v1) about obj. Returns at once (the
+--- write is asynchronous; a failed write is logged, never raised). The Event
+--- carries reportingController "klua.dev/<controller>" and reportingInstance
+--- ($POD_NAME, else the host name). Repeats of the same (obj, type, reason,
+--- message) within 6 minutes update the first Event's series (count,
+--- lastObservedTime) instead of creating new Events, as client-go does; series
+--- writes go out at most every 30 s.
 ---@param obj table
 ---@param type "Normal"|"Warning"
 ---@param reason string   CamelCase, e.g. "Delivered"
 ---@param message string
 function Context:event(obj, type, reason, message) end
+
+---@class klua.Task
+
+--- Start fn(...) as a task: a coroutine of this reconcile that may call ctx (each
+--- task has its own call in flight, so tasks wait at the same time). It runs at
+--- once until its first wait. The instruction budget, CPU deadline and memory
+--- cap cover the reconcile and all its tasks. Tasks not waited for are cancelled
+--- when the reconcile returns. Call from the reconcile itself (not from a task).
+---@param fn fun(...): ...
+---@return klua.Task
+function Context:spawn(fn, ...) end
+
+--- Wait for tasks and return their results in order: for one task, all of its
+--- results; for several, the first result of each. An error a task raised is
+--- raised here, as it was (its file:line in front). Yields.
+---@param ... klua.Task
+---@return any ...
+function Context:wait(...) end
 
 --- Outbound HTTP(S), TLS verified, sent with `User-Agent: klua/VERSION` unless
 --- req.headers sets one. Returns nil, err when no whole HTTP answer came:
