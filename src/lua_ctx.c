@@ -2,8 +2,8 @@
  *
  * Provides: lua_ctx_shared (new, free, --allow-env), lua_ctx_push and the
  * Context metatable, lua_ctx_bind/end/waiting.
- * Uses: lua_ctx_kube and lua_ctx_io (the methods), lua_ctx_secret (secrets), lua_ctx_op (plumbing), event
- * (the recorder).
+ * Uses: lua_ctx_kube, lua_ctx_io and lua_ctx_task (the methods),
+ * lua_ctx_secret (secrets), lua_ctx_op (plumbing), event (the recorder).
  *
  * The ctx is split by area: lua_ctx_op (the call in flight: yield, resume,
  * continuation), lua_ctx_kube (Kubernetes verbs), lua_ctx_io (http, sleep,
