@@ -57,6 +57,13 @@ static void start_call(lua_ctx *c)
     kube_write_opts wo = {c->field_manager[0] ? c->field_manager : "klua", c->force, c->dry_run,
                           c->subresource[0] ? c->subresource : NULL};
     const char *body = c->body.data ? c->body.data : "";
+    const store *st = NULL;
+    if (c->op >= OP_CREATE && !c->dry_run && c->req_name[0] &&
+        lua_ctx_resolve_now(c, &st) && st) {
+        char key[600];                  /* note what the watch brings meanwhile */
+        snprintf(key, sizeof key, "%s%s%s", ns ? ns : "", ns ? "/" : "", c->req_name);
+        c->ryw = rywcache_begin(st, key);
+    }
     switch (c->op) {
     case OP_GET:
         c->call = kube_get(s->kc, r, ns, name, NULL, on_kube_done, c);
@@ -112,12 +119,16 @@ static void start_kube(lua_ctx *c)
  * until the watch brings it (rywcache.h). Kinds without a cache need none. */
 static void remember_write(lua_ctx *c, int ok)
 {
-    if (c->op == OP_NONE || c->op == OP_GET || c->op == OP_LIST || c->dry_run)
-        return;
+    struct ryw_pending *p = c->ryw;
+    c->ryw = NULL;
     const store *st = NULL;
-    const kube_resource *r = lua_ctx_resolve_now(c, &st);
-    if (!st || !r)
+    const kube_resource *r = NULL;
+    if (c->op >= OP_CREATE && !c->dry_run)
+        r = lua_ctx_resolve_now(c, &st);
+    if (!st || !r || !(ok || (c->op == OP_DELETE && c->code == 404))) {
+        rywcache_abandon(p);
         return;
+    }
     int rc = 0;
     if (c->op == OP_DELETE && (ok || c->code == 404)) {
         store_obj *o = NULL;
@@ -125,7 +136,7 @@ static void remember_write(lua_ctx *c, int ok)
         if (ok && c->rbody.len)
             o = store_obj_new(c->rbody.data, c->rbody.len, &err);
         if (o && o->deleting) {  /* finalizers or a grace period: still there */
-            rc = rywcache_record(st, c->rbody.data, c->rbody.len);
+            rc = rywcache_record(st, p, c->rbody.data, c->rbody.len);
         } else {
             char key[600];
             const char *ns = c->req_ns[0] ? c->req_ns : c->ns;
@@ -133,11 +144,13 @@ static void remember_write(lua_ctx *c, int ok)
                 snprintf(key, sizeof key, "%s/%s", ns, c->req_name);
             else
                 snprintf(key, sizeof key, "%s", c->req_name);
-            rc = rywcache_record_delete(st, key, o ? o->uid : NULL);
+            rc = rywcache_record_delete(st, p, key, o ? o->uid : NULL);
         }
         store_obj_free(o);
-    } else if (ok && c->op != OP_DELETE && c->rbody.len) {
-        rc = rywcache_record(st, c->rbody.data, c->rbody.len);
+    } else if (c->rbody.len) {
+        rc = rywcache_record(st, p, c->rbody.data, c->rbody.len);
+    } else {
+        rywcache_abandon(p);
     }
     if (rc != 0)
         kl_log(KL_LOG_V1, "write not remembered for cached reads", "controller", c->controller,
@@ -432,7 +445,7 @@ static int l_create(lua_State *L)
     lua_ctx *c = lua_ctx_check(L);
     read_target(L, c, 2, 0, "ctx:create");
     read_write_opts(L, c, 3, "ctx:create");
-    c->req_name[0] = '\0'; /* POST to the collection */
+    /* POST to the collection; req_name (when not generateName) keys rywcache */
     encode_arg(L, c, 2, "ctx:create");
     c->op = OP_CREATE;
     return lua_ctx_op_begin(L, c, start_kube, push_kube_answer, "create");

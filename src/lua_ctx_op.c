@@ -11,6 +11,7 @@
 
 #include "lua_ctx_task.h"
 #include "lua_host.h"
+#include "rywcache.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -95,6 +96,8 @@ void lua_ctx_reset(lua_ctx *c)
     c->too_large = 0;
     c->code = 0;
     c->reason[0] = c->message[0] = '\0';
+    rywcache_abandon(c->ryw);
+    c->ryw = NULL;
     lua_ctx_release(c);
 }
 
@@ -144,6 +147,8 @@ void lua_ctx_cancel(lua_ctx *c)
     if (c->dreq)
         discovery_cancel(c->dreq);
     c->dreq = NULL;
+    rywcache_abandon(c->ryw);
+    c->ryw = NULL;
     c->timer = 0;
     c->call = NULL;
     c->hreq = NULL;

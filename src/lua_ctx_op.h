@@ -89,6 +89,7 @@ struct lua_ctx {
     double sent_ms;           /* ctx:http: when it started (monotonic), for -v 2 */
     int resolving;
     lua_ctx_start_fn after_resolve;
+    struct ryw_pending *ryw;  /* a write in flight to a cached kind (rywcache) */
 
     /* the answer */
     long code;

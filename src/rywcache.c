@@ -25,6 +25,74 @@ typedef struct ryw_entry {
 static ryw_entry *entries;
 static size_t nentries;
 
+/* A write in flight and the versions the watch brought meanwhile. */
+struct ryw_pending {
+    ryw_pending *next, **prevp;
+    const store *st;
+    char *key;
+    char *seen[RYWCACHE_SEEN_MAX];  /* resourceVersions; "" = a delete */
+    int nseen, overflow;
+};
+
+static ryw_pending *pendings;
+
+ryw_pending *rywcache_begin(const store *st, const char *key)
+{
+    if (!key || !*key)
+        return NULL;
+    ryw_pending *p = calloc(1, sizeof *p);
+    if (!p || !(p->key = strdup(key))) {
+        free(p);
+        return NULL;
+    }
+    p->st = st;
+    p->next = pendings;
+    if (pendings)
+        pendings->prevp = &p->next;
+    p->prevp = &pendings;
+    pendings = p;
+    return p;
+}
+
+void rywcache_abandon(ryw_pending *p)
+{
+    if (!p)
+        return;
+    *p->prevp = p->next;
+    if (p->next)
+        p->next->prevp = p->prevp;
+    for (int i = 0; i < p->nseen; i++)
+        free(p->seen[i]);
+    free(p->key);
+    free(p);
+}
+
+/* Did the watch bring rv (or, rv NULL, a delete) while p was in flight? 1
+ * also when too many events came to tell. */
+static int seen(const ryw_pending *p, const char *rv)
+{
+    if (!p)
+        return 0;
+    if (p->overflow)
+        return 1;
+    for (int i = 0; i < p->nseen; i++)
+        if (!strcmp(p->seen[i], rv ? rv : ""))
+            return 1;
+    return 0;
+}
+
+static void note(const store *st, const char *key, const store_obj *cur)
+{
+    for (ryw_pending *p = pendings; p; p = p->next) {
+        if (p->st != st || strcmp(p->key, key) != 0 || p->overflow)
+            continue;
+        if (p->nseen == RYWCACHE_SEEN_MAX || !(p->seen[p->nseen] = strdup(cur && cur->rv ? cur->rv : "")))
+            p->overflow = 1;
+        else
+            p->nseen++;
+    }
+}
+
 static long long now_ms(void)
 {
     struct timespec ts;
@@ -86,15 +154,17 @@ static void put(ryw_entry *e)
         expire();
 }
 
-int rywcache_record(const store *st, const char *json, size_t len)
+int rywcache_record(const store *st, ryw_pending *p, const char *json, size_t len)
 {
     kl_err err = {0};
     store_obj *o = store_obj_new(json, len, &err);
+    int first = o && o->rv && seen(p, o->rv);
+    rywcache_abandon(p);
     if (!o)
         return -1;
     const store_obj *cur = store_get(st, o->key);
-    if (cur && cur->rv && o->rv && !strcmp(cur->rv, o->rv)) {
-        /* the watch was first: the store has it already */
+    if (first || (cur && cur->rv && o->rv && !strcmp(cur->rv, o->rv))) {
+        /* the watch was first: the store has it already, or newer */
         ryw_entry **old = find(st, o->key);
         if (old)
             drop(old);
@@ -113,11 +183,13 @@ int rywcache_record(const store *st, const char *json, size_t len)
     return 0;
 }
 
-int rywcache_record_delete(const store *st, const char *key, const char *uid)
+int rywcache_record_delete(const store *st, ryw_pending *p, const char *key, const char *uid)
 {
+    int first = seen(p, NULL);
+    rywcache_abandon(p);
     const store_obj *cur = store_get(st, key);
     ryw_entry **old = find(st, key);
-    if (!cur) {                   /* the watch was first (or it was never cached) */
+    if (!cur || first) {          /* the watch was first (or it was never cached) */
         if (old)
             drop(old);
         return 0;
@@ -170,6 +242,8 @@ static int superseded(const ryw_entry *e, const store_obj *cur)
 
 void rywcache_observe(const store *st, const char *key, const store_obj *cur)
 {
+    if (pendings)
+        note(st, key, cur);
     if (!entries)
         return;
     ryw_entry **pp = find(st, key);
@@ -179,6 +253,9 @@ void rywcache_observe(const store *st, const char *key, const store_obj *cur)
 
 void rywcache_forget_store(const store *st)
 {
+    for (ryw_pending *p = pendings; p; p = p->next)
+        if (p->st == st)
+            p->st = NULL;         /* answers for it go nowhere */
     for (ryw_entry **pp = &entries; *pp;) {
         if ((*pp)->st == st)
             drop(pp);

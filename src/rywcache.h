@@ -24,14 +24,23 @@
 
 #define RYWCACHE_MAX_AGE_MS 30000
 #define RYWCACHE_MAX_ENTRIES 4096   /* past this, the oldest goes */
+#define RYWCACHE_SEEN_MAX 8         /* events noted per pending write */
 
-/* A write answered this object (JSON, copied) for a key of st. Returns 0,
- * or -1 when it cannot be recorded (memory, undecodable: reads then show
- * the cache as it is). An object still being deleted (deletionTimestamp
- * set) is recorded as present. */
-int rywcache_record(const store *st, const char *json, size_t len);
-/* A delete succeeded (or found nothing) for key; uid may be NULL. */
-int rywcache_record_delete(const store *st, const char *key, const char *uid);
+/* A write to key of st is being sent: what the watch brings for that key
+ * meanwhile is noted, so that an answer the watch has already delivered
+ * (and perhaps passed) is not laid over the store. NULL (memory, or key
+ * NULL) is allowed everywhere a pending write is taken. */
+typedef struct ryw_pending ryw_pending;
+ryw_pending *rywcache_begin(const store *st, const char *key);
+/* The write was cancelled: forget it. */
+void rywcache_abandon(ryw_pending *p);
+/* A write answered this object (JSON, copied) for a key of st; takes p.
+ * Returns 0, or -1 when it cannot be recorded (memory, undecodable: reads
+ * then show the cache as it is). An object still being deleted
+ * (deletionTimestamp set) is recorded as present. */
+int rywcache_record(const store *st, ryw_pending *p, const char *json, size_t len);
+/* A delete succeeded (or found nothing) for key; uid may be NULL; takes p. */
+int rywcache_record_delete(const store *st, ryw_pending *p, const char *key, const char *uid);
 /* The overlay's answer for key: 0 when there is none (read the store);
  * else 1 with *obj the written object, or NULL after a delete. */
 int rywcache_lookup(const store *st, const char *key, const store_obj **obj);
