@@ -21,6 +21,7 @@
  * it in on_resolved.
  */
 #include "controller.h"
+#include "rywcache.h"
 
 #include "controller_binding.h"
 #include "controller_result.h"
@@ -312,7 +313,10 @@ static char *dup0(const char *s) { return strdup(s ? s : ""); }
 
 static void start_reconcile(controller *c, const char *key)
 {
-    const store_obj *obj = store_get(controller_binding_watch_store(c->b), key);
+    const store *st = controller_binding_watch_store(c->b);
+    const store_obj *obj = NULL;
+    if (!rywcache_lookup(st, key, &obj))  /* this process's own write first, as ctx:get */
+        obj = store_get(st, key);
     if (!obj) {
         /* Gone from the cache: level-based, nothing to reconcile. */
         workqueue_forget(c->q, key);

@@ -168,11 +168,12 @@ function Context:get(type, namespace, name, opts) end
 --- List objects of a kind (fresh copies), filtered; without opts.namespace, in
 --- every namespace (cached and live alike). From the cache (with your own
 --- writes, as ctx:get), else (a kind nobody caches, or opts.live) a live LIST
---- (yields). nil, err on failure, e.g. err.reason "BadRequest" for a bad selector.
+--- (yields). nil, err on failure, e.g. err.reason "BadRequest" for a bad selector
+--- (annotated T[] so that `for _, o in ipairs(ctx:list(T))` stays typed).
 ---@generic T
 ---@param type klua.Ref<T>
 ---@param opts? klua.ListOptions
----@return T[]|nil objs, klua.Error|nil err
+---@return T[] objs, klua.Error|nil err
 function Context:list(type, opts) end
 
 --- A controller ownerReference to obj (controller = true, blockOwnerDeletion =
