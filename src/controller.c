@@ -21,6 +21,7 @@
  * it in on_resolved.
  */
 #include "controller.h"
+#include "rywcache.h"
 
 #include "controller_binding.h"
 #include "controller_result.h"
@@ -181,6 +182,12 @@ static void end_reconcile(reconcile *rc, int done, const char *result)
         metrics_reconcile_done(c->name, result, secs);
         metrics_lua_memory(c->name, lua_host_mem_used(v->h));
         metrics_lua_instructions(c->name, rc->budget.instructions);
+        if (kl_log_enabled(KL_LOG_V1)) {
+            char ms[32];
+            snprintf(ms, sizeof ms, "%.1f", secs * 1e3);
+            kl_log(KL_LOG_V1, "reconciled", "controller", c->name, "key", rc->key, "result",
+                   result, KL_LOG_RAW "duration_ms", ms, NULL);
+        }
     }
     if (done)
         workqueue_done(c->q, rc->key);
@@ -208,7 +215,7 @@ static void record_error(reconcile *rc, const char *raw)
     kl_log(KL_LOG_ERROR, "reconcile failed", "controller", c->name, "key", rc->key, "error", msg,
            NULL);
     event_object o = {decl->watch.api_version, decl->watch.kind, rc->ns, rc->name, rc->uid,
-                      rc->rv};
+                      rc->rv, c->name};
     if (c->d.shared)
         event_post(lua_ctx_shared_events(c->d.shared), &o, "Warning", "ReconcileError",
                    "Reconcile", msg);
@@ -310,7 +317,10 @@ static char *dup0(const char *s) { return strdup(s ? s : ""); }
 
 static void start_reconcile(controller *c, const char *key)
 {
-    const store_obj *obj = store_get(controller_binding_watch_store(c->b), key);
+    const store *st = controller_binding_watch_store(c->b);
+    const store_obj *obj = NULL;
+    if (!rywcache_lookup(st, key, &obj))  /* this process's own write first, as ctx:get */
+        obj = store_get(st, key);
     if (!obj) {
         /* Gone from the cache: level-based, nothing to reconcile. */
         workqueue_forget(c->q, key);

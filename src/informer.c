@@ -13,6 +13,8 @@
  */
 #include "informer.h"
 
+#include "rywcache.h"
+
 #include "json.h"
 #include "log.h"
 #include "health.h"
@@ -205,6 +207,7 @@ static void apply_upsert(informer *inf, store_obj *o)
         store_obj_free(o);
         return;
     }
+    rywcache_observe(inf->store, o->key, o);    /* the watch caught up with a write? */
     if (old)
         notify_update(inf, old, o);
     else
@@ -215,6 +218,7 @@ static void apply_upsert(informer *inf, store_obj *o)
 static void apply_delete(informer *inf, const char *key, store_obj *final)
 {
     store_obj *old = store_remove(inf->store, key);
+    rywcache_observe(inf->store, key, NULL);
     if (old || final)
         notify_delete(inf, final ? final : old);
     store_obj_free(old);
@@ -733,6 +737,7 @@ void informer_free(informer *inf)
     informer_stop(inf);
     if (inf->reported && inf->metric_res)
         metrics_cache_objects_add(inf->metric_res, -(long)inf->reported);
+    rywcache_forget_store(inf->store);
     store_free(inf->store);
     kube_resource_free(&inf->res);
     keyset_clear(&inf->seen);

@@ -69,6 +69,7 @@ struct kube_call {
     kube_event_cb on_event;
     void *ud;
     http_request *req;           /* while a transfer runs */
+    struct timespec sent;        /* when the transfer started (-v 2 lines) */
     loop_timer_id timer;         /* while waiting (throttle, backoff) */
     int attempt;                 /* retries so far */
     int auth_retried;            /* a 401 already made us refresh credentials */
@@ -567,11 +568,15 @@ static void on_done(void *ud, http_response *resp)
         ra_ms = kube_retry_after_ms(http_response_header(resp, "retry-after"), (long)time(NULL));
         has_ra = ra_ms >= 0;
     }
-    if (kl_log_enabled(KL_LOG_V4)) {
-        char st[32];
+    if (kl_log_enabled(KL_LOG_V2)) {   /* the path carries no credential */
+        char st[32], ms[32];
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
         snprintf(st, sizeof st, "%ld", resp->status);
-        kl_log(KL_LOG_V4, "api response", "method", call->method, "path", call->path, "status", st,
-               NULL);
+        snprintf(ms, sizeof ms, "%.1f", (double)(now.tv_sec - call->sent.tv_sec) * 1e3 +
+                                            (double)(now.tv_nsec - call->sent.tv_nsec) / 1e6);
+        kl_log(KL_LOG_V2, "api request", "method", call->method, "path", call->path,
+               KL_LOG_RAW "status", st, KL_LOG_RAW "duration_ms", ms, NULL);
     }
 
     /* The credential was refused: refresh it once and try again. */
@@ -702,6 +707,7 @@ static void call_send(loop *l, void *ud)
     }
     c->stats.requests++;
     metrics_api_count(METRICS_API_REQUEST);
+    clock_gettime(CLOCK_MONOTONIC, &call->sent);
     call->req = http_start(c->h, &o, &err);
     if (!call->req) {
         res.http_code = 0;

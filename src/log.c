@@ -90,11 +90,16 @@ void kl_log(int level, const char *msg, ...)
         const char *v = va_arg(ap, const char *);
         if (!v)
             v = "";
+        int raw = k[0] == KL_LOG_RAW[0];
+        k += raw;
         if (log_json) {
             kl_buf_putc(&b, ',');
             put_json_str(&b, k);
             kl_buf_putc(&b, ':');
-            put_json_str(&b, v);
+            if (raw && *v)
+                kl_buf_puts(&b, v);
+            else
+                put_json_str(&b, v);
         } else {
             kl_buf_printf(&b, " %s=", k);
             put_text_val(&b, v);

@@ -18,6 +18,11 @@ enum {
     KL_LOG_V4 = 4    /* -v 4: every API response */
 };
 
+/* A key that starts with KL_LOG_RAW (the prefix is not printed) has a value
+ * that is already JSON (a number, true/false, an object or array): JSON
+ * lines write it as it is, text lines like any other value. */
+#define KL_LOG_RAW "\001"
+
 void kl_log_setup(int json, int verbosity);
 int kl_log_enabled(int level);
 /* Pairs of (const char *key, const char *value), terminated by NULL. */

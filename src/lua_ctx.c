@@ -2,8 +2,8 @@
  *
  * Provides: lua_ctx_shared (new, free, --allow-env), lua_ctx_push and the
  * Context metatable, lua_ctx_bind/end/waiting.
- * Uses: lua_ctx_kube and lua_ctx_io (the methods), lua_ctx_secret (secrets), lua_ctx_op (plumbing), event
- * (the recorder).
+ * Uses: lua_ctx_kube, lua_ctx_io and lua_ctx_task (the methods),
+ * lua_ctx_secret (secrets), lua_ctx_op (plumbing), event (the recorder).
  *
  * The ctx is split by area: lua_ctx_op (the call in flight: yield, resume,
  * continuation), lua_ctx_kube (Kubernetes verbs), lua_ctx_io (http, sleep,
@@ -17,6 +17,7 @@
 #include "lua_ctx_kube.h"
 #include "lua_ctx_op.h"
 #include "lua_ctx_secret.h"
+#include "lua_ctx_task.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -100,15 +101,19 @@ static int ctx_newindex(lua_State *L)
     return luaL_error(L, "ctx is read-only");
 }
 
-static int ctx_gc(lua_State *L)
+void lua_ctx_free_buffers(lua_ctx *c)
 {
-    lua_ctx *c = luaL_checkudata(L, 1, LUA_CTX_MT);
     lua_ctx_end(c);
     lua_ctx_reset(c);
     kl_buf_free(&c->body);
     kl_buf_free(&c->selector);
     kl_buf_free(&c->rbody);
     kl_buf_free(&c->rheaders);
+}
+
+static int ctx_gc(lua_State *L)
+{
+    lua_ctx_free_buffers(luaL_checkudata(L, 1, LUA_CTX_MT));
     return 0;
 }
 
@@ -141,6 +146,8 @@ lua_ctx *lua_ctx_push(lua_State *L, lua_ctx_shared *s, const lua_ctx_cache *cach
         lua_createtable(L, 0, 16);                       /* [c, mt, methods] */
         luaL_setfuncs(L, lua_ctx_kube_methods, 0);
         luaL_setfuncs(L, lua_ctx_io_methods, 0);
+        luaL_setfuncs(L, lua_ctx_task_methods, 0);
+        lua_ctx_task_setup(L);
         lua_pushcclosure(L, ctx_index, 1);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, ctx_newindex);
@@ -180,6 +187,7 @@ void lua_ctx_bind(lua_ctx *c, lua_State *co) { c->co = co; }
 
 void lua_ctx_end(lua_ctx *c)
 {
+    lua_ctx_tasks_end(c);
     lua_ctx_cancel(c);
     lua_ctx_release(c);
     c->ended = 1;

@@ -1,8 +1,10 @@
 /* lua_ctx.h - the `ctx` object a reconcile receives, and its bindings.
  *
  * Provides: lua_ctx, one per reconcile, pushed to Lua as a userdata whose
- * methods follow lua/types/klua.lua: cache reads (get, list), API writes
- * (create, update, patch, apply, delete, patch_status), events, http,
+ * methods follow lua/types/klua.lua: cache reads (get, list; with
+ * { live = true } API reads; reading this process's own writes), API
+ * writes (create, update, patch, apply, delete, patch_status),
+ * owner_reference, events (asynchronous), tasks (spawn, wait), http,
  * sleep, now, getenv, secret, and ctx.log. A call that waits starts the
  * I/O, records the request in the lua_ctx and yields with a continuation;
  * the completion callback stores the answer in C and asks the owner to
@@ -14,8 +16,9 @@
  * waiting like any other I/O), secrets, the environment allowlist, the
  * Event recorder.
  * The parts: lua_ctx_op (plumbing), lua_ctx_kube (verbs), lua_ctx_io (I/O,
- * logs), lua_ctx_discovery (resources); this header is their public face.
- * Uses: discovery, event, rest, kube, http, store, loop.
+ * logs), lua_ctx_task (spawn, wait), lua_ctx_discovery (resources); this
+ * header is their public face.
+ * Uses: discovery, event, rest, kube, http, store, rywcache, loop.
  */
 #ifndef KLUA_LUA_CTX_H
 #define KLUA_LUA_CTX_H

@@ -6,6 +6,8 @@
  */
 #include "lua_ctx_io.h"
 
+#include "lua_json.h"
+
 #include "log.h"
 #include "lua_host.h"
 #include "lua_ctx_op.h"
@@ -86,11 +88,42 @@ static int on_http_data(void *ud, long status, const char *data, size_t len)
     return 0;
 }
 
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* -v 2: one line per ctx:http request. The URL loses its user info and
+ * query (where credentials travel), and secret values are redacted. */
+static void log_http(lua_ctx *c, long status, const char *failure)
+{
+    if (!kl_log_enabled(KL_LOG_V2) || !c->url)
+        return;
+    char cut[1024], url[1024], st[32], ms[32];
+    const char *u = c->url, *host = strstr(u, "://");
+    host = host ? host + 3 : u;
+    const char *at = strchr(host, '@'), *slash = strchr(host, '/');
+    size_t scheme = (size_t)(host - u);
+    if (at && (!slash || at < slash))
+        host = at + 1;
+    snprintf(cut, sizeof cut, "%.*s%.*s", (int)scheme, u, (int)strcspn(host, "?#"), host);
+    lua_ctx_shared_redact(c->s, cut, url, sizeof url);
+    snprintf(st, sizeof st, "%ld", status);
+    snprintf(ms, sizeof ms, "%.1f", mono_ms() - c->sent_ms);
+    kl_log(KL_LOG_V2, "http request", "controller", c->controller, "method",
+           c->method[0] ? c->method : "GET", "url", url, KL_LOG_RAW "status", st,
+           KL_LOG_RAW "duration_ms", ms, failure ? "error" : NULL, failure, NULL);
+}
+
 static void on_http_done(void *ud, http_response *resp)
 {
     lua_ctx *c = ud;
     c->hreq = NULL;
     metrics_http_request(c->controller, resp->curl_code ? 0 : resp->status);
+    log_http(c, c->too_large ? 0 : resp->status,
+             c->too_large ? "ResponseTooLarge" : resp->curl_code ? resp->error : NULL);
     lua_ctx_discharge(c, &c->req_charged);               /* http freed its copy */
     if (c->too_large) {
         char msg[256];
@@ -193,6 +226,7 @@ static void start_http(lua_ctx *c)
     o.on_done = on_http_done;
     o.ud = c;
     kl_err err = {0};
+    c->sent_ms = mono_ms();
     c->hreq = http_start(c->s->http, &o, &err);
     c->req_body = NULL;                                  /* the script's string: not ours */
     if (!c->hreq) {
@@ -393,6 +427,22 @@ static int l_secret(lua_State *L)
 
 /* ---- ctx.log ---- */
 
+/* The value at idx as JSON, pushed as a Lua string (so nothing C-owned is
+ * pending if a later step raises), or NULL (nothing pushed) when it does
+ * not encode (NaN, a function inside a table...): then it is logged as text. */
+static const char *encode_field(lua_State *L, int idx, size_t *len)
+{
+    kl_buf b = KL_BUF_INIT;
+    kl_err err = {0};
+    if (lua_json_encode(L, idx, &b, &err) != 0 || !b.data || b.len > LOG_VALUE_MAX) {
+        kl_buf_free(&b);
+        return NULL;
+    }
+    lua_pushlstring(L, b.data, b.len);
+    kl_buf_free(&b);
+    return lua_tolstring(L, -1, len);
+}
+
 static int log_at(lua_State *L, int level)
 {
     lua_ctx *c = lua_touserdata(L, lua_upvalueindex(1));
@@ -411,10 +461,24 @@ static int log_at(lua_State *L, int level)
         while (n < MAX_LOG_FIELDS * 2 && lua_next(L, 2)) {  /* [.., k, v] */
             if (lua_type(L, -2) == LUA_TSTRING) {
                 const char *k = lua_tolstring(L, -2, &len);
-                kv[n] = lua_ctx_push_redacted(L, c->s, k, len, LOG_VALUE_MAX);     /* [.., k, v, k'] */
+                int t = lua_type(L, -1);
+                /* numbers, booleans and tables keep their type in JSON lines */
+                const char *v = NULL;
+                if (t == LUA_TNUMBER || t == LUA_TBOOLEAN || t == LUA_TTABLE) {
+                    v = encode_field(L, lua_gettop(L), &len);      /* [.., k, v, json?] */
+                    if (v)
+                        lua_pushfstring(L, KL_LOG_RAW "%s", k);    /* [.., k, v, json, k1] */
+                }
+                if (!v) {
+                    v = luaL_tolstring(L, -1, &len);               /* [.., k, v, s] */
+                    lua_pushstring(L, k);                          /* [.., k, v, s, k] */
+                }
+                k = lua_tolstring(L, -1, &len);
+                kv[n] = lua_ctx_push_redacted(L, c->s, k, len, LOG_VALUE_MAX);
                 lua_insert(L, 4);                        /* anchored below the iteration */
-                const char *v = luaL_tolstring(L, -1, &len); /* [.., k, v, s] */
-                kv[n + 1] = lua_ctx_push_redacted(L, c->s, v, len, LOG_VALUE_MAX); /* [.., k, v, s, v'] */
+                lua_pop(L, 1);                           /* [.., k, v, s] */
+                v = lua_tolstring(L, -1, &len);
+                kv[n + 1] = lua_ctx_push_redacted(L, c->s, v, len, LOG_VALUE_MAX);
                 lua_insert(L, 4);
                 lua_pop(L, 1);                           /* [.., k, v] */
                 total += strlen(kv[n]) + strlen(kv[n + 1]);

@@ -17,13 +17,14 @@
 #include "lua_ctx_op.h"
 #include "lua_ctx_secret.h"
 #include "lua_json.h"
+#include "rywcache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ctx:event's reason and note are cut here before building (the note is
- * cut again to 1 KB by event_build). */
+ * cut again to 1 KB by event_build). ctx:event does not wait. */
 #define EVENT_TEXT_MAX 4096
 
 enum kube_op { OP_NONE, OP_GET, OP_LIST, OP_CREATE, OP_UPDATE, OP_PATCH, OP_DELETE };
@@ -75,11 +76,22 @@ static void start_call(lua_ctx *c)
 {
     lua_ctx_shared *s = c->s;
     const kube_resource *r = c->r;
-    const char *ns = r->namespaced ? (c->req_ns[0] ? c->req_ns : c->ns) : NULL;
+    /* get and writes default to the reconciled object's namespace; a list
+     * without one spans all namespaces, as a cached list does. */
+    const char *ns = !r->namespaced ? NULL
+                     : c->req_ns[0] ? c->req_ns
+                     : c->op == OP_LIST ? NULL : c->ns;
     const char *name = c->req_name[0] ? c->req_name : NULL;
     kube_write_opts wo = {c->field_manager[0] ? c->field_manager : "klua", c->force, c->dry_run,
                           c->subresource[0] ? c->subresource : NULL};
     const char *body = c->body.data ? c->body.data : "";
+    const store *st = NULL;
+    if (c->op >= OP_CREATE && !c->dry_run && c->req_name[0] &&
+        lua_ctx_resolve_now(c, &st) && st) {
+        char key[600];                  /* note what the watch brings meanwhile */
+        snprintf(key, sizeof key, "%s%s%s", ns ? ns : "", ns ? "/" : "", c->req_name);
+        c->ryw = rywcache_begin(st, key);
+    }
     switch (c->op) {
     case OP_GET:
         c->call = kube_get(s->kc, r, ns, name, NULL, on_kube_done, c);
@@ -131,11 +143,54 @@ static void start_kube(lua_ctx *c)
 
 /* ---- pushing answers ---- */
 
+/* A write returned: its answer overlays the cache for this process's reads
+ * until the watch brings it (rywcache.h). Kinds without a cache need none. */
+static void remember_write(lua_ctx *c, int ok)
+{
+    struct ryw_pending *p = c->ryw;
+    c->ryw = NULL;
+    const store *st = NULL;
+    const kube_resource *r = NULL;
+    if (c->op >= OP_CREATE && !c->dry_run)
+        r = lua_ctx_resolve_now(c, &st);
+    if (!st || !r || !(ok || (c->op == OP_DELETE && c->code == 404))) {
+        rywcache_abandon(p);
+        return;
+    }
+    int rc = 0;
+    if (c->op == OP_DELETE && (ok || c->code == 404)) {
+        store_obj *o = NULL;
+        kl_err err = {0};
+        if (ok && c->rbody.len)
+            o = store_obj_new(c->rbody.data, c->rbody.len, &err);
+        if (o && o->deleting) {  /* finalizers or a grace period: still there */
+            rc = rywcache_record(st, p, c->rbody.data, c->rbody.len);
+        } else {
+            char key[600];
+            const char *ns = c->req_ns[0] ? c->req_ns : c->ns;
+            if (r->namespaced)
+                snprintf(key, sizeof key, "%s/%s", ns, c->req_name);
+            else
+                snprintf(key, sizeof key, "%s", c->req_name);
+            rc = rywcache_record_delete(st, p, key, o ? o->uid : NULL);
+        }
+        store_obj_free(o);
+    } else if (c->rbody.len) {
+        rc = rywcache_record(st, p, c->rbody.data, c->rbody.len);
+    } else {
+        rywcache_abandon(p);
+    }
+    if (rc != 0)
+        kl_log(KL_LOG_V1, "write not remembered for cached reads", "controller", c->controller,
+               "kind", c->kind, "name", c->req_name, NULL);
+}
+
 static int push_kube_answer(lua_State *L, lua_ctx *c)
 {
     int ok = c->code >= 200 && c->code < 300;
     if (c->raise)
         return luaL_error(L, "%s", c->message);
+    remember_write(c, ok);
     if (c->op == OP_DELETE && (ok || c->code == 404)) {
         lua_pushboolean(L, 1);
         return 1;
@@ -233,12 +288,25 @@ static void push_cached(lua_State *L, const store_obj *o)
         luaL_error(L, "cached object %s: %s", o->key, err.msg);
 }
 
+/* opts.live at arg: 1 when the read must bypass the cache. */
+static int read_live(lua_State *L, int arg, const char *what)
+{
+    if (lua_isnoneornil(L, arg))
+        return 0;
+    if (!lua_istable(L, arg))
+        luaL_error(L, "%s: opts must be a table", what);
+    int live = lua_getfield(L, arg, "live") != LUA_TNIL && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return live;
+}
+
 static int l_get(lua_State *L)
 {
     lua_ctx *c = lua_ctx_check(L);
     read_type(L, c, 2, "ctx:get");
     const char *ns = luaL_optstring(L, 3, NULL);
     const char *name = luaL_checkstring(L, 4);
+    int live = read_live(L, 5, "ctx:get");
     const store *st = NULL;
     const kube_resource *r = lua_ctx_resolve_now(c, &st);
     if (ns && strlen(ns) >= sizeof c->req_ns)
@@ -247,16 +315,22 @@ static int l_get(lua_State *L)
         return luaL_error(L, "ctx:get: name too long");
     snprintf(c->req_ns, sizeof c->req_ns, "%s", ns ? ns : "");
     snprintf(c->req_name, sizeof c->req_name, "%s", name);
-    if (st && r) {
+    if (st && r && !live) {
         char key[600];
         if (r->namespaced)
             snprintf(key, sizeof key, "%s/%s", c->req_ns[0] ? c->req_ns : c->ns, name);
         else
             snprintf(key, sizeof key, "%s", name);
-        const store_obj *o = store_get(st, key);
+        const store_obj *o = NULL;
+        if (!rywcache_lookup(st, key, &o))    /* our own write first */
+            o = store_get(st, key);
         if (!o) {
+            /* the same answer a live GET gives */
+            char msg[700];
+            snprintf(msg, sizeof msg, "%s \"%s\" not found", r->resource, name);
             lua_pushnil(L);
-            return 1;
+            lua_ctx_push_error(L, 404, "NotFound", msg);
+            return 2;
         }
         push_cached(L, o);
         return 1;
@@ -266,43 +340,74 @@ static int l_get(lua_State *L)
 }
 
 typedef struct list_walk {
-    const char *ns;            /* filter for owner walks, or NULL */
-    const label_selector *sel; /* filter for owner walks, or NULL */
+    const store *st;
+    const char *ns;            /* NULL = every namespace */
+    const label_selector *sel; /* NULL = every object */
+    const char *owner;         /* an owner uid, or NULL */
     const store_obj **out;     /* NULL on the counting pass */
     size_t n;
 } list_walk;
 
-static int list_visit(void *ud, const store_obj *o)
+static int walk_matches(const list_walk *w, const store_obj *o)
 {
-    list_walk *w = ud;
     if (w->ns && strcmp(o->ns, w->ns) != 0)
         return 0;
     if (w->sel && !label_selector_matches(w->sel, o->labels, o->nlabels))
         return 0;
+    if (w->owner) {
+        for (size_t i = 0; i < o->nowners; i++)
+            if (!strcmp(o->owner_uids[i], w->owner))
+                return 1;
+        return 0;
+    }
+    return 1;
+}
+
+static void walk_emit(list_walk *w, const store_obj *o)
+{
     if (w->out)
         w->out[w->n] = o;
     w->n++;
+}
+
+/* A cached object, or what this process wrote over it (rywcache). */
+static int list_visit(void *ud, const store_obj *o)
+{
+    list_walk *w = ud;
+    const store_obj *mine = NULL;
+    if (!rywcache_lookup(w->st, o->key, &mine))
+        mine = o;
+    else if (!mine || !walk_matches(w, mine))
+        return 0;                /* deleted by us, or no longer selected */
+    if (walk_matches(w, o))
+        walk_emit(w, mine);
+    return 0;
+}
+
+/* Objects this process wrote that the store has not (or not as selected). */
+static int overlay_visit(void *ud, const store_obj *mine)
+{
+    list_walk *w = ud;
+    const store_obj *cached = store_get(w->st, mine->key);
+    if (walk_matches(w, mine) && !(cached && walk_matches(w, cached)))
+        walk_emit(w, mine);
     return 0;
 }
 
 /* Two passes (count, then fill a Lua-owned array) so that no C allocation
  * is pending when decoding raises. */
-static int walk_store(const store *st, const char *ns, const char *selector, const char *owner,
-                      const label_selector *sel, list_walk *w, kl_err *err)
+static void walk_store(list_walk *w, const char *selector)
 {
-    if (owner) {
-        w->ns = ns;
-        w->sel = sel;
-        store_each_owned_by(st, owner, list_visit, w);
-        return 0;
-    }
-    if (selector)
-        return store_each_selected(st, ns, selector, list_visit, w, err);
-    if (ns)
-        store_each_in_namespace(st, ns, list_visit, w);
+    kl_err err = {0};
+    if (w->owner)
+        store_each_owned_by(w->st, w->owner, list_visit, w);
+    else if (selector)           /* the label index; parsed already, so it cannot fail */
+        (void)store_each_selected(w->st, w->ns, selector, list_visit, w, &err);
+    else if (w->ns)
+        store_each_in_namespace(w->st, w->ns, list_visit, w);
     else
-        store_each(st, list_visit, w);
-    return 0;
+        store_each(w->st, list_visit, w);
+    rywcache_each(w->st, overlay_visit, w);
 }
 
 static int l_list(lua_State *L)
@@ -310,8 +415,8 @@ static int l_list(lua_State *L)
     lua_ctx *c = lua_ctx_check(L);
     read_type(L, c, 2, "ctx:list");
     char owner[128] = "";
+    int live = read_live(L, 3, "ctx:list");
     if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
         lua_ctx_copy_field(L, 3, "namespace", c->req_ns, sizeof c->req_ns, "ctx:list");
         lua_ctx_copy_field(L, 3, "owner", owner, sizeof owner, "ctx:list");
         if (lua_getfield(L, 3, "selector") == LUA_TSTRING &&
@@ -321,34 +426,37 @@ static int l_list(lua_State *L)
     }
     const store *st = NULL;
     const kube_resource *r = lua_ctx_resolve_now(c, &st);
-    if (!st || !r) {
+    if (!st || !r || live) {
+        if (owner[0] && live)
+            return luaL_error(L, "ctx:list: owner filtering reads the cache (not with live)");
         if (owner[0])
             return luaL_error(L, "ctx:list: owner filtering needs a watched or owned kind (%s)",
                               c->kind);
         c->op = OP_LIST;
         return lua_ctx_op_begin(L, c, start_kube, push_kube_answer, "list");
     }
-    const char *ns = c->req_ns[0] ? c->req_ns : NULL;
     const char *selector = c->selector.len ? c->selector.data : NULL;
     label_selector *sel = NULL;
     kl_err err = {0};
-    if (owner[0] && selector && label_selector_parse(selector, &sel, &err) != 0)
-        return luaL_error(L, "ctx:list: %s", err.msg);
-    list_walk w = {0};
-    int rc = walk_store(st, ns, selector, owner[0] ? owner : NULL, sel, &w, &err);
+    if (selector && label_selector_parse(selector, &sel, &err) != 0) {
+        lua_pushnil(L);          /* what the API server answers a bad selector */
+        lua_ctx_push_error(L, 400, "BadRequest", err.msg);
+        return 2;
+    }
+    list_walk w = {st, c->req_ns[0] ? c->req_ns : NULL, sel, owner[0] ? owner : NULL, NULL, 0};
+    walk_store(&w, selector);
     const store_obj **arr = NULL;
-    if (rc == 0 && w.n) {
-        arr = lua_newuserdatauv(L, w.n * sizeof *arr, 0); /* [.., tmp] (cannot leak) */
+    if (w.n) {
         size_t count = w.n;
-        memset(&w, 0, sizeof w);
+        /* [.., tmp]: Lua-owned, so a raise cannot leak it; sel is freed first */
+        arr = lua_newuserdatauv(L, count * sizeof *arr, 0);
         w.out = arr;
-        walk_store(st, ns, selector, owner[0] ? owner : NULL, sel, &w, &err);
+        w.n = 0;
+        walk_store(&w, selector);
         if (w.n > count)
             w.n = count;
     }
     label_selector_free(sel);
-    if (rc != 0)
-        return luaL_error(L, "ctx:list: %s", err.msg);
     lua_createtable(L, (int)w.n, 0);                     /* [.., tmp?, list] */
     for (size_t i = 0; i < w.n; i++) {
         push_cached(L, arr[i]);
@@ -365,7 +473,7 @@ static int l_create(lua_State *L)
     lua_ctx *c = lua_ctx_check(L);
     read_target(L, c, 2, 0, "ctx:create");
     read_write_opts(L, c, 3, "ctx:create");
-    c->req_name[0] = '\0'; /* POST to the collection */
+    /* POST to the collection; req_name (when not generateName) keys rywcache */
     encode_arg(L, c, 2, "ctx:create");
     c->op = OP_CREATE;
     return lua_ctx_op_begin(L, c, start_kube, push_kube_answer, "create");
@@ -480,32 +588,6 @@ static int l_patch_status(lua_State *L)
 
 /* ---- events ---- */
 
-/* The Event's answer: failures are logged, never returned (a reconcile
- * does not fail because its Event was not recorded). */
-static int push_event_answer(lua_State *L, lua_ctx *c)
-{
-    (void)L;
-    if (c->code < 200 || c->code >= 300)
-        kl_log(KL_LOG_V1, "event not recorded", "controller", c->controller, "reason", c->reason,
-               "message", c->message, NULL);
-    return 0;
-}
-
-static void start_event(lua_ctx *c)
-{
-    if (!c->s->kc) {
-        lua_ctx_set_answer(c, 0, "ConnectionError", "no API server configured");
-        lua_ctx_finish(c);
-        return;
-    }
-    c->call = kube_create(c->s->kc, event_resource(), c->req_ns, c->body.data, c->body.len, NULL,
-                          on_kube_done, c);
-    if (!c->call) {
-        lua_ctx_set_answer(c, 0, "ConnectionError", "cannot start the API request");
-        lua_ctx_finish(c);
-    }
-}
-
 static const char *opt_field(lua_State *L, int t, const char *k)
 {
     return lua_getfield(L, t, k) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
@@ -536,13 +618,47 @@ static int l_event(lua_State *L)
     /* An Event is public: no secret value goes into it */
     reason = lua_ctx_push_redacted(L, c->s, reason, strlen(reason), EVENT_TEXT_MAX);
     note = lua_ctx_push_redacted(L, c->s, note, note_len, EVENT_TEXT_MAX);
-    if (event_build(c->s->events, &c->body, &o, type, reason, "Reconcile", note) != 0)
-        return luaL_error(L, "ctx:event: out of memory");
-    snprintf(c->req_ns, sizeof c->req_ns, "%s", event_namespace(&o));
-    return lua_ctx_op_begin(L, c, start_event, push_event_answer, "event");
+    o.controller = c->controller;
+    /* asynchronous: repeats become the first Event's series (event.h) */
+    event_post(c->s->events, &o, type, reason, "Reconcile", note);
+    return 0;
+}
+
+/* ---- owner references ---- */
+
+/* A controller ownerReference to obj (controller-runtime's
+ * SetControllerReference): put it in a child's metadata.ownerReferences so
+ * that the child is garbage-collected with obj and `owns` maps it back. */
+static int l_owner_reference(lua_State *L)
+{
+    luaL_checkudata(L, 1, LUA_CTX_MT);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const top[] = {"apiVersion", "kind"};
+    static const char *const md[] = {"name", "uid"};
+    lua_createtable(L, 0, 6);                            /* [.., ref] */
+    for (int i = 0; i < 2; i++) {
+        if (lua_getfield(L, 2, top[i]) != LUA_TSTRING)
+            return luaL_error(L, "ctx:owner_reference: obj.%s must be a string", top[i]);
+        lua_setfield(L, -2, top[i]);
+    }
+    if (lua_getfield(L, 2, "metadata") != LUA_TTABLE)   /* [.., ref, md] */
+        return luaL_error(L, "ctx:owner_reference: obj.metadata must be a table");
+    for (int i = 0; i < 2; i++) {
+        if (lua_getfield(L, -1, md[i]) != LUA_TSTRING)
+            return luaL_error(L, "ctx:owner_reference: obj.metadata.%s must be a string "
+                                 "(an object read from the API server has both)", md[i]);
+        lua_setfield(L, -3, md[i]);
+    }
+    lua_pop(L, 1);                                       /* [.., ref] */
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "controller");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "blockOwnerDeletion");
+    return 1;
 }
 
 const luaL_Reg lua_ctx_kube_methods[] = {
+    {"owner_reference", l_owner_reference},
     {"get", l_get},       {"list", l_list},     {"create", l_create},
     {"update", l_update}, {"patch", l_patch},   {"apply", l_apply},
     {"delete", l_delete}, {"patch_status", l_patch_status},

@@ -9,7 +9,9 @@
  */
 #include "lua_ctx_op.h"
 
+#include "lua_ctx_task.h"
 #include "lua_host.h"
+#include "rywcache.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -94,6 +96,8 @@ void lua_ctx_reset(lua_ctx *c)
     c->too_large = 0;
     c->code = 0;
     c->reason[0] = c->message[0] = '\0';
+    rywcache_abandon(c->ryw);
+    c->ryw = NULL;
     lua_ctx_release(c);
 }
 
@@ -143,6 +147,8 @@ void lua_ctx_cancel(lua_ctx *c)
     if (c->dreq)
         discovery_cancel(c->dreq);
     c->dreq = NULL;
+    rywcache_abandon(c->ryw);
+    c->ryw = NULL;
     c->timer = 0;
     c->call = NULL;
     c->hreq = NULL;
@@ -177,6 +183,12 @@ static int op_k(lua_State *L, int status, lua_KContext kctx)
 {
     (void)status;
     lua_ctx *c = (lua_ctx *)kctx;
+    if (c->tasks) {
+        /* woken for a task whose answer is in, perhaps before our own */
+        lua_ctx_tasks_run(L, c);
+        if (!c->done)
+            return lua_yieldk(L, 0, kctx, op_k);
+    }
     return push_results(L, c);
 }
 
@@ -184,8 +196,8 @@ int lua_ctx_op_begin(lua_State *L, lua_ctx *c, lua_ctx_start_fn start, lua_ctx_p
                      const char *what)
 {
     if (L != c->co)
-        return luaL_error(L, "ctx:%s must be called from the reconcile itself, not from a "
-                             "coroutine it created", what);
+        return luaL_error(L, "ctx:%s must be called from the reconcile itself or a task of "
+                             "ctx:spawn, not from a coroutine it created", what);
     if (!lua_isyieldable(L))
         return luaL_error(L, "ctx:%s cannot wait here (inside a metamethod, iterator or sort "
                              "function)", what);
@@ -205,7 +217,8 @@ int lua_ctx_op_begin(lua_State *L, lua_ctx *c, lua_ctx_start_fn start, lua_ctx_p
 
 lua_ctx *lua_ctx_check(lua_State *L)
 {
-    lua_ctx *c = luaL_checkudata(L, 1, LUA_CTX_MT);
+    /* a task's calls go through its own slot */
+    lua_ctx *c = lua_ctx_for_thread(L, luaL_checkudata(L, 1, LUA_CTX_MT));
     if (c->ended)
         luaL_error(L, "this ctx belongs to a reconcile that has ended");
     if (c->waiting)

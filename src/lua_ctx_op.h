@@ -60,6 +60,12 @@ struct lua_ctx {
     int ended;
     char controller[64], ns[256], name[256];
 
+    /* tasks (lua_ctx_task.c): a task's slot has a parent; the reconcile's
+     * ctx lists its tasks */
+    lua_ctx *parent;
+    lua_ctx *tasks, *next_task;
+    int task_state;
+
     /* the call in flight */
     lua_ctx_push_fn push;     /* NULL: no results */
     int waiting, in_lua, done, raise;
@@ -83,8 +89,10 @@ struct lua_ctx {
     size_t resp_charged;      /* ... for rbody (ctx:http) */
     int too_large;            /* ctx:http: the answer passed the memory cap */
     long timeout_ms;
+    double sent_ms;           /* ctx:http: when it started (monotonic), for -v 2 */
     int resolving;
     lua_ctx_start_fn after_resolve;
+    struct ryw_pending *ryw;  /* a write in flight to a cached kind (rywcache) */
 
     /* the answer */
     long code;
@@ -119,6 +127,9 @@ void lua_ctx_set_answer(lua_ctx *c, long code, const char *reason, const char *m
  * results. `what` names the method in errors. */
 int lua_ctx_op_begin(lua_State *L, lua_ctx *c, lua_ctx_start_fn start, lua_ctx_push_fn push,
                      const char *what);
+
+/* Free what the ctx holds (its __gc). */
+void lua_ctx_free_buffers(lua_ctx *c);
 
 /* ---- argument helpers ---- */
 

@@ -139,7 +139,19 @@
 ---@class klua.ListOptions
 ---@field namespace? string  default: all namespaces
 ---@field selector? string   label selector, e.g. "app=web,tier!=db"
----@field owner? string      uid of an owner: objects whose ownerReferences name it
+---@field owner? string      uid of an owner: objects whose ownerReferences name it (cache only)
+---@field live? boolean      read from the API server, not the cache (controller-runtime's APIReader)
+
+---@class klua.GetOptions
+---@field live? boolean      read from the API server, not the cache
+
+---@class klua.OwnerReference
+---@field apiVersion string
+---@field kind string
+---@field name string
+---@field uid string
+---@field controller boolean
+---@field blockOwnerDeletion boolean
 
 ---@class klua.WriteOptions
 ---@field field_manager? string  default "klua"
@@ -166,7 +178,9 @@
 --- Structured log lines on klua's stderr (at most 8 fields; the message, each
 --- field name and each value is cut at 16 KiB, and secret values are replaced
 --- by "[redacted]"). The line counts against the script's memory cap while it
---- is written.
+--- is written. With `--log-format json`, numbers, booleans and tables keep their
+--- types (tables are encoded as JSON); other values are strings. debug lines
+--- show at `-v 1` and above.
 ---@class klua.Log
 ---@field info fun(msg: string, fields?: table<string, any>)
 ---@field warn fun(msg: string, fields?: table<string, any>)
@@ -181,21 +195,39 @@
 ---@field log klua.Log        log lines carry controller and key
 local Context = {}
 
---- Read one object from the informer cache (a fresh copy), or nil if absent.
---- For a kind that no controller watches or owns, this is a live GET (yields).
+--- Read one object from the informer cache (a fresh copy). A missing object is
+--- nil, err with err.reason "NotFound", from the cache as from the API server.
+--- For a kind that no controller watches or owns, or with opts.live, this is a
+--- live GET (yields). Reads your own writes: after a ctx write to this object
+--- returns, the cached read answers that write (or newer), or NotFound after a
+--- delete, even before the watch has brought it.
 ---@generic T
 ---@param type klua.Ref<T>  a type reference; typed when declared as a klua.ref.* (klua types)
----@param namespace string|nil
+---@param namespace string|nil  default: the reconciled object's namespace
 ---@param name string
+---@param opts? klua.GetOptions
 ---@return T|nil obj, klua.Error|nil err
-function Context:get(type, namespace, name) end
+function Context:get(type, namespace, name, opts) end
 
---- List objects of a kind from the cache (fresh copies), filtered.
+--- List objects of a kind (fresh copies), filtered; without opts.namespace, in
+--- every namespace (cached and live alike). From the cache (with your own
+--- writes, as ctx:get), else (a kind nobody caches, or opts.live) a live LIST
+--- (yields). nil, err on failure, e.g. err.reason "BadRequest" for a bad selector
+--- (annotated T[] so that `for _, o in ipairs(ctx:list(T))` stays typed).
 ---@generic T
 ---@param type klua.Ref<T>
 ---@param opts? klua.ListOptions
----@return T[] objs
+---@return T[] objs, klua.Error|nil err
 function Context:list(type, opts) end
+
+--- A controller ownerReference to obj (controller = true, blockOwnerDeletion =
+--- true), controller-runtime's SetControllerReference: put it in a child's
+--- metadata.ownerReferences, so the child is deleted with obj and `owns` maps
+--- the child's changes back to obj. obj needs apiVersion, kind, metadata.name
+--- and metadata.uid (an object read from the API server has them).
+---@param obj table
+---@return klua.OwnerReference
+function Context:owner_reference(obj) end
 
 --- Create an object (apiVersion, kind and metadata in obj). Yields.
 ---@generic T: table
@@ -240,13 +272,36 @@ function Context:delete(obj, opts) end
 ---@return table|nil patched, klua.Error|nil err
 function Context:patch_status(obj, status) end
 
---- Record a Kubernetes Event (events.k8s.io/v1) about obj. Never raises for
---- API failures (they are logged). Yields.
+--- Record a Kubernetes Event (events.k8s.io/v1) about obj. Returns at once (the
+--- write is asynchronous; a failed write is logged, never raised). The Event
+--- carries reportingController "klua.dev/<controller>" and reportingInstance
+--- ($POD_NAME, else the host name). Repeats of the same (obj, type, reason,
+--- message) within 6 minutes update the first Event's series (count,
+--- lastObservedTime) instead of creating new Events, as client-go does; series
+--- writes go out at most every 30 s.
 ---@param obj table
 ---@param type "Normal"|"Warning"
 ---@param reason string   CamelCase, e.g. "Delivered"
 ---@param message string
 function Context:event(obj, type, reason, message) end
+
+---@class klua.Task
+
+--- Start fn(...) as a task: a coroutine of this reconcile that may call ctx (each
+--- task has its own call in flight, so tasks wait at the same time). It runs at
+--- once until its first wait. The instruction budget, CPU deadline and memory
+--- cap cover the reconcile and all its tasks. Tasks not waited for are cancelled
+--- when the reconcile returns. Call from the reconcile itself (not from a task).
+---@param fn fun(...): ...
+---@return klua.Task
+function Context:spawn(fn, ...) end
+
+--- Wait for tasks and return their results in order: for one task, all of its
+--- results; for several, the first result of each. An error a task raised is
+--- raised here, as it was (its file:line in front). Yields.
+---@param ... klua.Task
+---@return any ...
+function Context:wait(...) end
 
 --- Outbound HTTP(S), TLS verified, sent with `User-Agent: klua/VERSION` unless
 --- req.headers sets one. Returns nil, err when no whole HTTP answer came:

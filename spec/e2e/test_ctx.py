@@ -72,6 +72,8 @@ class Stub:
     def __init__(self):
         self.echoes = []
         self.big_sent = 0
+        self.inflight = self.max_inflight = 0
+        self.cond = threading.Condition()
         stub = self
 
         class H(BaseHTTPRequestHandler):
@@ -103,6 +105,16 @@ class Stub:
                 self._echo()
 
             def do_POST(self):
+                if self.path == "/slow":   # held until a second request is in flight (or 10 s)
+                    with stub.cond:
+                        stub.inflight += 1
+                        stub.max_inflight = max(stub.max_inflight, stub.inflight)
+                        stub.cond.notify_all()
+                        stub.cond.wait_for(lambda: stub.inflight >= 2, timeout=10)
+                    self._echo()
+                    with stub.cond:
+                        stub.inflight -= 1
+                    return
                 self._echo()
 
             def _echo(self):
@@ -313,3 +325,270 @@ def test_secret_flag_errors(cluster, tmp_path):
         p = run_klua("run", "--scripts", str(tmp_path / "s"), "--kubeconfig",
                      cluster.kubeconfig, *argv)
         assert p.returncode == rc and want in p.stderr, (argv, p.returncode, p.stderr)
+
+
+# ---- the reconciler API: reads, read-your-own-writes, owner references, conditions ----
+
+API = r'''
+local conditions = require "klua.conditions"
+local CM = { apiVersion = "v1", kind = "ConfigMap" }
+local SECRET = { apiVersion = "v1", kind = "Secret" }
+
+local function reads(ctx, cm, d)
+  local ns = cm.metadata.namespace
+  local out = {}
+  local _, e1 = ctx:get(CM, ns, "absent-x")
+  local _, e2 = ctx:get(CM, ns, "absent-x", { live = true })
+  local _, e3 = ctx:get(SECRET, ns, "absent-x")
+  out[#out + 1] = tostring(e1 and e1.reason) .. "," .. tostring(e2 and e2.reason) .. ","
+    .. tostring(e3 and e3.reason)
+  -- no namespace: every namespace, cached and live alike
+  for _, opts in ipairs({ { selector = "klua.dev/mark=" .. d.mark },
+                          { selector = "klua.dev/mark=" .. d.mark, live = true } }) do
+    local items, err = ctx:list(CM, opts)
+    local seen = {}
+    for _, o in ipairs(items or {}) do seen[#seen + 1] = o.metadata.namespace end
+    table.sort(seen)
+    out[#out + 1] = err and tostring(err) or table.concat(seen, "+")
+  end
+  -- live reads see what the cache does not yet: a write just made
+  local got = ctx:get(CM, ns, cm.metadata.name, { live = true })
+  out[#out + 1] = got and got.metadata.uid == cm.metadata.uid and "live-ok" or "live-bad"
+  return table.concat(out, " | ")
+end
+
+local function ryw(ctx, cm, d)
+  local ns, name = cm.metadata.namespace, cm.metadata.name
+  local stale, rounds = 0, math.tointeger(tonumber(d.rounds))
+  for i = 1, rounds do
+    local w, err = ctx:patch(cm, { data = { n = tostring(i) } })
+    if not w then error(tostring(err)) end
+    local got = ctx:get(CM, ns, name)
+    if not got or got.data.n ~= tostring(i) then stale = stale + 1 end
+    local listed = ctx:list(CM, { namespace = ns, selector = "klua.dev/api=true" })
+    for _, o in ipairs(listed) do
+      if o.metadata.name == name and o.data.n ~= tostring(i) then stale = stale + 1 end
+    end
+  end
+  -- create then read, delete then read
+  local child = { apiVersion = "v1", kind = "ConfigMap",
+    metadata = { name = name .. "-c", namespace = ns, labels = { ["klua.dev/api"] = "true" } },
+    data = { child = "yes" } }
+  local made, cerr = ctx:create(child)
+  if not made then error(tostring(cerr)) end
+  if not ctx:get(CM, ns, child.metadata.name) then stale = stale + 1 end
+  local ok, derr = ctx:delete(made)
+  if not ok then error(tostring(derr)) end
+  local gone, gerr = ctx:get(CM, ns, child.metadata.name)
+  if gone or gerr.reason ~= "NotFound" then stale = stale + 1 end
+  for _, o in ipairs(ctx:list(CM, { namespace = ns })) do
+    if o.metadata.name == child.metadata.name then stale = stale + 1 end
+  end
+  return "stale " .. stale
+end
+
+local function owner(ctx, cm)
+  local ref = ctx:owner_reference(cm)
+  local child = { apiVersion = "v1", kind = "ConfigMap",
+    metadata = { name = cm.metadata.name .. "-owned", namespace = cm.metadata.namespace,
+                 ownerReferences = { ref } } }
+  local made, err = ctx:create(child)
+  return made and "owned" or tostring(err)
+end
+
+return {
+  watch    = { apiVersion = "v1", kind = "ConfigMap" },
+  selector = "klua.dev/api=true",
+  reconcile = function(ctx, cm)
+    local d = cm.data or {}
+    if d.result or not d.action then return nil end
+    local result
+    if d.action == "reads" then result = reads(ctx, cm, d)
+    elseif d.action == "ryw" then result = ryw(ctx, cm, d)
+    elseif d.action == "owner" then result = owner(ctx, cm)
+    elseif d.action == "events" then
+      -- ctx:event does not wait: it works where yielding cannot (a gsub callback)
+      local ok, err = pcall(string.gsub, "xxxxxxxxxx", "x", function()
+        ctx:event(cm, "Normal", "Repeated", "the same note")
+      end)
+      result = ok and "raised" or tostring(err)
+    elseif d.action == "spawn" then
+      local base = ctx:getenv("KLUA_STUB_URL")
+      local function post(i, path)
+        assert(ctx:get(CM, cm.metadata.namespace, cm.metadata.name), "a cached read in a task")
+        local r, err = ctx:http{ url = base .. (path or "/slow"), method = "POST", body = "w" .. i }
+        if not r then error(tostring(err)) end
+        return r.status .. "/" .. i, "second"
+      end
+      local t1, t2 = ctx:spawn(post, 1), ctx:spawn(post, 2)
+      local a, b = ctx:wait(t1, t2)
+      local one = { ctx:wait(ctx:spawn(post, 3, "/echo")) }
+      local t3 = ctx:spawn(function() ctx:sleep(0.01); error("boom") end)
+      local ok, msg = pcall(ctx.wait, ctx, t3)
+      result = table.concat({ a, b, one[1], one[2], tostring(ok), tostring(msg) }, " ")
+    elseif d.action == "log" then
+      ctx.log.info("typed", { n = 3, f = 1.5, ok = true, t = { a = 1, l = { "x" } }, s = "str" })
+      local r, err = ctx:http{ url = ctx:getenv("KLUA_STUB_URL") .. "/echo?token=s3cr3t" }
+      result = r and ("http " .. r.status) or tostring(err)
+    end
+    local _, err = ctx:patch(cm, { data = { result = result } })
+    if err then error(tostring(err)) end
+  end,
+}
+'''
+
+CONDS = r'''
+local conditions = require "klua.conditions"
+return {
+  watch = { apiVersion = "github.klua.dev/v1", kind = "Comment" },
+  reconcile = function(ctx, c)
+    if c.status and c.status.conditions then return nil end
+    local list = conditions.set(nil, { type = "Delivered", status = "True", reason = "ByCtx" }, ctx)
+    list = conditions.set(list, { type = "Clock", status = "True", reason = "NoTime" })
+    local _, err = ctx:patch_status(c, { conditions = list })
+    if err then error(tostring(err)) end
+  end,
+}
+'''
+
+
+def _start_api(klua_factory, tmp_path, script, args=()):
+    d = tmp_path / "api"
+    d.mkdir(exist_ok=True)
+    (d / "api.lua").write_text(script)
+    k = klua_factory(d, args=list(args)).start()
+    k.wait_log("caches synced")
+    return k
+
+
+def _api_probe(cluster, ns, name, labels=None, **data):
+    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": name, "namespace": ns,
+                       "labels": {"klua.dev/api": "true", **(labels or {})}},
+          "data": {k: str(v) for k, v in data.items()}}
+    cluster.apply(cm)
+
+    def result():
+        got = cluster.get_json("configmap", name, "-n", ns)
+        return (got.get("data") or {}).get("result")
+    return wait_for(result, 90, what=f"the probe's result on {name}")
+
+
+def test_conditions_set_writes_the_time_of_now(crds, namespace, klua_factory, tmp_path):
+    """conditions.set with the (userdata) ctx as time, or with no time at all, writes the
+    current time as lastTransitionTime, read back from the API server (was 1970)."""
+    import datetime
+    _start_api(klua_factory, tmp_path, CONDS, ["--namespace", namespace])
+    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    crds.apply({"apiVersion": "github.klua.dev/v1", "kind": "Comment",
+                "metadata": {"name": "t"},
+                "spec": {"repository": "a/b", "issue": 1, "message": "m"}}, namespace)
+
+    def conds():
+        got = crds.get_json("comments.github.klua.dev", "t", "-n", namespace)
+        return {c["type"]: c for c in (got.get("status") or {}).get("conditions") or []}
+    got = wait_for(lambda: len(conds()) == 2 and conds(), 60, what="two conditions")
+    after = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+    for ctype in ("Delivered", "Clock"):
+        t = datetime.datetime.strptime(got[ctype]["lastTransitionTime"],
+                                       "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+        assert before - datetime.timedelta(seconds=1) <= t <= after, (ctype, t, before)
+
+
+def test_cached_and_live_reads_alike(cluster, namespace, klua_factory, tmp_path):
+    """ctx:get of a missing object: nil, err NotFound from the cache, live, and for a kind
+    outside the caches; ctx:list without a namespace spans every namespace, cached and
+    { live = true } alike."""
+    mark = namespace
+    other = {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "mark-" + namespace, "namespace": "default",
+                          "labels": {"klua.dev/api": "true", "klua.dev/mark": mark}}}
+    cluster.apply(other)
+    try:
+        _start_api(klua_factory, tmp_path, API)
+        got = _api_probe(cluster, namespace, "reads", labels={"klua.dev/mark": mark},
+                         action="reads", mark=mark)
+    finally:
+        cluster.kubectl("delete", "configmap", "-n", "default", "mark-" + namespace,
+                        check=False)
+    both = "+".join(sorted(["default", namespace]))
+    assert got == f"NotFound,NotFound,NotFound | {both} | {both} | live-ok", got
+
+
+def test_read_your_own_writes(cluster, namespace, klua_factory, tmp_path):
+    """After ctx:patch returns, the cached get and list see the write; after ctx:create the
+    object is there, after ctx:delete it is gone: never the older state the watch has not
+    yet replaced."""
+    _start_api(klua_factory, tmp_path, API, ["--namespace", namespace])
+    assert _api_probe(cluster, namespace, "ryw", action="ryw", rounds=30) == "stale 0"
+
+
+def test_owner_reference(cluster, namespace, klua_factory, tmp_path):
+    """ctx:owner_reference(obj) is a controller reference the API server accepts."""
+    _start_api(klua_factory, tmp_path, API, ["--namespace", namespace])
+    assert _api_probe(cluster, namespace, "own", action="owner") == "owned"
+    parent = cluster.get_json("configmap", "own", "-n", namespace)
+    child = cluster.get_json("configmap", "own-owned", "-n", namespace)
+    assert child["metadata"]["ownerReferences"] == [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "own",
+        "uid": parent["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+
+
+def test_log_fields_typed_and_verbosity(cluster, namespace, klua_factory, tmp_path, stub):
+    """JSON log lines keep ctx.log field types; -v 1 adds one line per reconcile, -v 2 one
+    per API and ctx:http request (the URL without its query)."""
+    d = tmp_path / "api"
+    d.mkdir(exist_ok=True)
+    (d / "api.lua").write_text(API)
+    k = klua_factory(d, args=["--namespace", namespace, "--log-format", "json", "-v", "2"],
+                     env={"KLUA_STUB_URL": stub.url}).start()
+    k.wait_log("caches synced")
+    assert _api_probe(cluster, namespace, "lg", action="log") == "http 200"
+    k.wait_log(r'"msg":"reconciled".*"key":"%s/lg"' % namespace)
+    lines = [json.loads(x) for x in k.log().splitlines() if x.startswith("{")]
+    typed = next(x for x in lines if x["msg"] == "typed")
+    assert (typed["n"], typed["f"], typed["ok"], typed["t"], typed["s"]) == \
+        (3, 1.5, True, {"a": 1, "l": ["x"]}, "str")
+    rec = next(x for x in lines if x["msg"] == "reconciled" and x["key"] == f"{namespace}/lg")
+    assert rec["result"] == "success" and isinstance(rec["duration_ms"], (int, float))
+    api = [x for x in lines if x["msg"] == "api request"]
+    assert any(x["method"] == "PATCH" and f"/namespaces/{namespace}/configmaps/lg" in x["path"]
+               and x["status"] == 200 for x in api), api[-5:]
+    http = next(x for x in lines if x["msg"] == "http request")
+    assert http["url"] == stub.url + "/echo" and http["status"] == 200, http
+    assert isinstance(http["duration_ms"], (int, float))
+    assert "s3cr3t" not in k.log()
+
+
+def test_event_repeats_become_one_series(cluster, namespace, klua_factory, tmp_path):
+    """The same Event raised 10 times at once (ctx:event returns at once: it works inside a
+    gsub callback, where nothing can wait) leaves one Event whose series counts them, with
+    reportingController klua.dev/<controller>."""
+    _start_api(klua_factory, tmp_path, API, ["--namespace", namespace])
+    assert _api_probe(cluster, namespace, "ev", action="events") == "raised"
+
+    def series():
+        evs = [e for e in cluster.get_json("events.events.k8s.io", "-n", namespace,
+                                           "--field-selector", "regarding.name=ev")["items"]
+               if e.get("reason") == "Repeated"]
+        return evs if evs and (evs[0].get("series") or {}).get("count", 0) > 1 else None
+    evs = wait_for(series, 30, what="the Event's series")
+    assert len(evs) == 1, evs
+    ev = evs[0]
+    assert ev["series"]["count"] == 10 and ev["series"]["lastObservedTime"], ev
+    assert ev["reportingController"] == "klua.dev/api" and ev["reportingInstance"], ev
+
+
+def test_spawn_runs_calls_at_once(cluster, namespace, klua_factory, tmp_path, stub):
+    """ctx:spawn starts tasks that call ctx; two POSTs to a slow stand-in are in flight at
+    once (the stand-in holds each until it sees the second); ctx:wait returns results in
+    order, and a task's error is raised in the reconcile with the task's file:line."""
+    d = tmp_path / "api"
+    d.mkdir(exist_ok=True)
+    (d / "api.lua").write_text(API)
+    k = klua_factory(d, args=["--namespace", namespace],
+                     env={"KLUA_STUB_URL": stub.url}).start()
+    k.wait_log("caches synced")
+    got = _api_probe(cluster, namespace, "sp", action="spawn")
+    assert stub.max_inflight == 2, stub.max_inflight
+    assert re.fullmatch(r"200/1 200/2 200/3 second false \S*api\.lua:\d+: boom", got), got

@@ -2,7 +2,7 @@
 -- a small in-memory GitHub behind the fake ctx.
 package.path = "lua/lib/?.lua;spec/lua/support/?.lua;" .. package.path
 local fake = require "fake_ctx"
-local cjson = require "cjson"
+local json = require "klua.json"   -- the codec klua runs (lua-cjson is not a dependency)
 local github = require "klua.github"
 
 -- reloaded before each test: the controller keeps per-object retry times
@@ -33,7 +33,7 @@ local function new_github()
         end
         local repo, issue, query = path:match("^/repos/([^/]+/[^/]+)/issues/(%d+)/comments%??(.*)$")
         if repo and req.method == "POST" then
-            return { status = 201, body = out(gh.add(repo, tonumber(issue), cjson.decode(req.body).body)) }
+            return { status = 201, body = out(gh.add(repo, tonumber(issue), json.decode(req.body).body)) }
         elseif repo and req.method == "GET" then
             local per_page = tonumber(query:match("per_page=(%d+)")) or 30
             local page = tonumber(("&" .. query):match("&page=(%d+)")) or 1
@@ -54,7 +54,7 @@ local function new_github()
         for i, c in ipairs(gh.comments) do
             if crepo and c.id == tonumber(id) and c.repo == crepo then
                 if req.method == "PATCH" then
-                    c.body = cjson.decode(req.body).body
+                    c.body = json.decode(req.body).body
                     return { status = 200, body = out(c) }
                 elseif req.method == "DELETE" then
                     table.remove(gh.comments, i)
@@ -75,7 +75,7 @@ local function comment(over)
     }
     for k, v in pairs(over or {}) do obj[k] = v end
     -- as klua hands it over: decoded from JSON (numbers are floats)
-    return cjson.decode(cjson.encode(obj))
+    return json.decode(json.encode(obj))
 end
 
 local function setup(gh, opts)
@@ -150,7 +150,7 @@ describe("comment controller", function()
             message = "comment posted to o/r issue 7: https://github.com/o/r/issues/7#issuecomment-3000000001",
             lastTransitionTime = "2023-11-14T22:13:20Z" }, d)
         -- the status is valid JSON for the CRD: commentID an integer
-        assert.matches('"commentID":3000000001[,}]', cjson.encode(st))
+        assert.matches('"commentID":3000000001[,}]', json.encode(st))
         assert.same({ type = "Normal", reason = "Posted", message = d.message }, ctx.events[1])
     end)
 
@@ -159,7 +159,7 @@ describe("comment controller", function()
         local ctx = setup(gh)
         local obj = comment()
         controller.reconcile(ctx, obj)   -- obj.status is now what the API server holds
-        obj = cjson.decode(cjson.encode(obj))
+        obj = json.decode(json.encode(obj))
         local again = setup(gh)
         assert.is_nil(controller.reconcile(again, obj))
         assert.equal(0, #again.requests)

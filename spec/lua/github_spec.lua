@@ -25,7 +25,7 @@ describe("klua.github", function()
             assert.equal("application/vnd.github+json", r.headers["Accept"])
             assert.equal("2022-11-28", r.headers["X-GitHub-Api-Version"])
             assert.matches("^klua/%d+%.%d+%.%d+$", r.headers["User-Agent"])
-            assert.same({ body = "hello" }, require("cjson").decode(r.body))
+            assert.same({ body = "hello" }, require("klua.json").decode(r.body))
         end)
 
         it("defaults to api.github.com and strips a trailing slash from GITHUB_API_URL", function()

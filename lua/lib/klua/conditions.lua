@@ -44,13 +44,23 @@ function M.rfc3339(epoch)
         secs // 3600, secs % 3600 // 60, secs % 60)
 end
 
+-- os through the ordinary lookup: a module's environment is an empty table
+-- whose __index reaches the globals, so rawget(_ENV, "os") never finds it.
+-- pcall: a sandbox may lock its globals so that reading a missing one raises.
+local os_time
+do
+    local ok, os_lib = pcall(function() return os end)
+    if ok and type(os_lib) == "table" then os_time = os_lib.time end
+end
+
+-- The time argument: epoch seconds, a ctx (the real one is a userdata, a
+-- test's fake a table: both have :now()), or nil for the clock.
 local function now_of(now)
     if type(now) == "number" then return now end
-    if type(now) == "table" and now.now then return now:now() end
-    -- rawget: a sandbox may lock its globals so that reading a missing one raises
-    local os_lib = rawget(_ENV, "os")
-    if type(os_lib) == "table" and os_lib.time then return os_lib.time() end
-    return 0
+    local t = type(now)
+    if (t == "table" or t == "userdata") and now.now then return now:now() end
+    if os_time then return os_time() end
+    error("conditions.set: no clock (pass the time or the ctx)", 3)
 end
 
 --- The condition of that type in list, or nil.

@@ -98,7 +98,7 @@ local function mkerr(self, kind, status, message, retry_after, method, path)
                           retry_after = retry_after, method = method, path = path }, err_mt)
 end
 
--- Integers from JSON may arrive as floats (lua-cjson decodes every number as
+-- Integers from JSON may arrive as floats (a codec such as lua-cjson decodes every number as
 -- a double): 3000000001.0 must become "3000000001" in a URL.
 local function intstr(v)
     local n = math.tointeger(tonumber(v))
