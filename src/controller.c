@@ -442,6 +442,7 @@ static int start_now(controller *c, controller_binding *b, kl_err *err)
     metrics_controller_started(c->name, c->workers);
     c->started = 1;
     controller_binding_events ev = {enqueue, on_informer_synced, c};
+    controller_binding_set_cache(b, &c->cur->decl->cache);
     if (controller_binding_start(b, c->d.reg, c->cur->decl->selector, &ev, err) != 0)
         return kl_err_wrap(err, "%s", controller_script(c));
     wait_for_sync(c);
@@ -462,6 +463,7 @@ static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_er
      * to zero references, so it keeps running and keeps its cache. */
     share_resources(c, nb);
     controller_binding_events ev = {enqueue, on_informer_synced, c};
+    controller_binding_set_cache(nb, &decl->cache);
     if (controller_binding_start(nb, c->d.reg, decl->selector, &ev, err) != 0) {
         controller_binding_free(nb);
         controller_version_free(v, 0);

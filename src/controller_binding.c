@@ -37,6 +37,7 @@ struct controller_binding {
     size_t nowns;
     char *ns;                     /* informer namespace, or NULL */
     informer_registry *reg;       /* set by start */
+    const store_transform *cache; /* read by start only; NULL = the default */
     controller_binding_events ev;
 };
 
@@ -255,6 +256,8 @@ static void on_informer_synced(void *ud, informer *inf)
 
 /* ---- start and caches ---- */
 
+void controller_binding_set_cache(controller_binding *b, const store_transform *t) { b->cache = t; }
+
 int controller_binding_start(controller_binding *b, informer_registry *reg, const char *selector,
                              const controller_binding_events *ev, kl_err *err)
 {
@@ -262,7 +265,7 @@ int controller_binding_start(controller_binding *b, informer_registry *reg, cons
     informer_handler oh = {on_owned_add, on_owned_update, on_owned_delete, b};
     b->reg = reg;
     b->ev = *ev;
-    b->watch_inf = informer_registry_get(reg, &b->watch_res, b->ns, selector);
+    b->watch_inf = informer_registry_get_cached(reg, &b->watch_res, b->ns, selector, b->cache);
     if (!b->watch_inf)
         return kl_err_set(err, KL_ENOMEM, "cannot start the informer for %s", b->kind);
     b->watch_handler = informer_add_handler(b->watch_inf, &wh);

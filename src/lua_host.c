@@ -19,6 +19,7 @@
  * use, while an endless loop burns CPU and is cut after run_ms.
  */
 #include "lua_host.h"
+#include "lua_decl_cache.h"
 
 #include "log.h"
 #include "lua_json.h"
@@ -1288,6 +1289,7 @@ static void decl_free(lua_controller_decl *d)
     free(d->owns);
     free(d->namespace);
     free(d->selector);
+    store_transform_clear(&d->cache);
     memset(d, 0, sizeof *d);
     d->reconcile_ref = d->finalize_ref = LUA_NOREF;
 }
@@ -1673,7 +1675,8 @@ static int edit_distance(const char *a, const char *b)
 static int validate_decl(lua_host *h, int t, kl_err *err)
 {
     static const char *const known[] = {"name",     "watch",    "owns",      "namespace",
-                                        "selector", "workers",  "reconcile", "finalize", NULL};
+                                        "selector", "workers",  "reconcile", "finalize",
+                                        "cache",    NULL};
     lua_State *L = h->L;
     lua_controller_decl *d = &h->decl;
     if (lua_type(L, t) != LUA_TTABLE)
@@ -1700,7 +1703,7 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
                 snprintf(hint, sizeof hint, "did you mean \"%s\"? ", near);
             int rc = decl_fail(h, err, k, "unknown field \"%s\" in the controller table (%sknown: "
                                           "name, watch, owns, namespace, selector, workers, "
-                                          "reconcile, finalize)", k, hint);
+                                          "reconcile, finalize, cache)", k, hint);
             lua_pop(L, 1);
             return rc;
         }
@@ -1781,6 +1784,10 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
     } else {
         lua_pop(L, 1);
     }
+
+    char cmsg[256];
+    if (lua_decl_cache_read(L, t, &d->cache, cmsg, sizeof cmsg) != 0)
+        return decl_fail(h, err, "cache", "%s", cmsg, NULL);
 
     rc = read_function(h, t, "reconcile", &d->reconcile_ref);
     if (rc == 0)

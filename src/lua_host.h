@@ -29,6 +29,7 @@
 #define KLUA_LUA_HOST_H
 
 #include "err.h"
+#include "store_transform.h"
 
 #include <lua.h>
 #include <stddef.h>
@@ -69,6 +70,7 @@ typedef struct lua_controller_decl {
     char *namespace;           /* or NULL */
     char *selector;            /* or NULL */
     int workers;               /* 0 = not set (the caller's default applies) */
+    store_transform cache;     /* what the cache keeps (cache = {...}) */
     int has_finalize;
     int reconcile_ref;         /* registry refs to the functions */
     int finalize_ref;          /* LUA_NOREF without finalize */

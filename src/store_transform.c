@@ -92,7 +92,7 @@ int store_transform_same(const store_transform *a, const store_transform *b)
 
 /* ---- applying ---- */
 
-enum { M_NONE, M_WHOLE, M_DESCEND };
+enum { M_NONE, M_DESCEND, M_WHOLE }; /* ordered: the strongest match wins */
 
 /* p against full[0..n): the same path, or a path below it. */
 static int match_one(const char *p, const char *full, size_t n)
