@@ -13,6 +13,7 @@
 --     namespace = nil,                      -- optional: only this namespace
 --     selector  = nil,                      -- optional: label selector
 --     workers   = 4,                        -- concurrent reconciles (coroutines)
+--     cache     = { keep = { "spec" } },    -- optional: what the cache keeps
 --     reconcile = function(ctx, obj) ... end,
 --     finalize  = function(ctx, obj) ... end, -- optional; adds/removes a finalizer
 --   }
@@ -77,8 +78,19 @@
 ---@field namespace? string
 ---@field selector? string
 ---@field workers? integer
+---@field cache? klua.CacheOptions
 ---@field reconcile fun(ctx: klua.Context, obj: table): klua.Result|nil
 ---@field finalize? fun(ctx: klua.Context, obj: table): klua.Result|nil
+
+-- What the cache keeps of each watched object (and so what reconcile sees).
+-- By default everything but metadata.managedFields. Scripts that keep
+-- different things get different caches (and LISTs); the same, one shared.
+---@class klua.CacheOptions
+---@field managed_fields? boolean  true: keep metadata.managedFields too
+---@field keep? string[]  only these dotted paths ("spec", "metadata.annotations",
+---                       "status.conditions"), plus apiVersion, kind and the metadata
+---                       klua needs (name, namespace, uid, resourceVersion, generation,
+---                       deletionTimestamp, finalizers, ownerReferences, labels)
 
 ---@class klua.Result
 ---@field requeue_after? number  seconds until the key is reconciled again
