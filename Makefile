@@ -177,3 +177,13 @@ bench: deps
 
 clean:
 	rm -rf build bin
+
+# klua under randomised faults on its own control plane (spec/support/chaos.py):
+# watch cuts, API server kills, etcd compaction, GitHub 5xx/429/slow answers,
+# SIGKILLed replicas and leaders; then the invariants, one "chaos:" line each.
+# CHAOS_SECONDS (default 300) is how long faults strike; CHAOS_SEED replays a run;
+# KLUA_BIN picks the binary (default the sanitizer build).
+.PHONY: chaos
+chaos: deps build/asan/klua
+	@sh spec/support/controlplane/build.sh
+	@python3 spec/support/chaos.py --seconds $${CHAOS_SECONDS:-300}

@@ -66,7 +66,7 @@ local FAILURES = {
     auth = { reason = "Unauthorized", text = function(spec, e)
         if e.status == 0 then return e.message end
         return "GitHub answered 401 " .. e.message .. ": check the token klua was given "
-            .. "(GITHUB_TOKEN or --github-token-file); it may be expired or revoked" end },
+            .. "(--secret github_token=FILE, --github-token-file or GITHUB_TOKEN); it may be expired or revoked" end },
     forbidden = { reason = "Forbidden", text = function(spec, e)
         return "GitHub answered 403 " .. e.message .. " for " .. where(spec)
             .. ": the token needs permission to write issues on the repository" end },

@@ -26,6 +26,7 @@
 #include "controller_result.h"
 #include "controller_status.h"
 #include "controller_version.h"
+#include "event.h"
 #include "log.h"
 #include "lua_json.h"
 #include "metrics.h"
@@ -200,16 +201,22 @@ static void backoff(controller *c, const char *key)
     metrics_workqueue_add(c->name);
 }
 
-static void record_error(reconcile *rc, const char *msg)
+static void record_error(reconcile *rc, const char *raw)
 {
     controller *c = rc->c;
     const lua_controller_decl *decl = rc->v->decl;
+    char msg[4096];   /* the log line, the Event and the condition carry no secret */
+    if (c->d.shared)
+        lua_ctx_shared_redact(c->d.shared, raw, msg, sizeof msg);
+    else
+        snprintf(msg, sizeof msg, "%s", raw);
     kl_log(KL_LOG_ERROR, "reconcile failed", "controller", c->name, "key", rc->key, "error", msg,
            NULL);
-    lua_ctx_object_ref o = {decl->watch.api_version, decl->watch.kind, rc->ns, rc->name,
-                            rc->uid, rc->rv};
+    event_object o = {decl->watch.api_version, decl->watch.kind, rc->ns, rc->name, rc->uid,
+                      rc->rv};
     if (c->d.shared)
-        lua_ctx_post_event(c->d.shared, &o, "Warning", "ReconcileError", "Reconcile", msg);
+        event_post(lua_ctx_shared_events(c->d.shared), &o, "Warning", "ReconcileError",
+                   "Reconcile", msg);
     sync_ready(c, rc->key, msg);
     backoff(c, rc->key);
 }
@@ -425,19 +432,10 @@ fail:
     return NULL;
 }
 
-/* Tell the ctx about the resources, so ctx calls on them need no discovery. */
-static void share_resources(controller *c, const controller_binding *b)
-{
-    const kube_resource *r;
-    for (size_t i = 0; c->d.shared && (r = controller_binding_resource(b, i)) != NULL; i++)
-        lua_ctx_shared_add_resource(c->d.shared, r);
-}
-
 /* Start: b resolved, take its informers. */
 static int start_now(controller *c, controller_binding *b, kl_err *err)
 {
     c->b = b;     /* freed with c, whatever happens next */
-    share_resources(c, b);
     workqueue_set_ready_cb(c->q, on_ready, c);
     metrics_controller_started(c->name, c->workers);
     c->started = 1;
@@ -461,7 +459,6 @@ static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_er
     }
     /* The new references first: an informer both versions use never drops
      * to zero references, so it keeps running and keeps its cache. */
-    share_resources(c, nb);
     controller_binding_events ev = {enqueue, on_informer_synced, c};
     controller_binding_set_cache(nb, &decl->cache);
     if (controller_binding_start(nb, c->d.reg, decl->selector, &ev, err) != 0) {

@@ -38,6 +38,7 @@ struct http_request {
     struct curl_slist *connect_to;  /* tls server_name mapping; owned */
     char *body;                     /* copy of opts->body; owned */
     int (*on_data)(void *ud, long status, const char *data, size_t len);
+    int stream_all;                 /* on_data gets every status's body */
     void (*on_done)(void *ud, http_response *resp);
     void *ud;
 
@@ -157,7 +158,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
         return 0;   /* cancelled from some callback: stop the transfer */
     long status = 0;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (r->on_data && status >= 200 && status < 300) {
+    if (r->on_data && (r->stream_all || (status >= 200 && status < 300))) {
         int rc = r->on_data(r->ud, status, data, n);
         /* on_data may have cancelled this very request. */
         return rc != 0 || r->dead ? 0 : n;
@@ -706,6 +707,7 @@ http_request *http_start(http_client *c, const http_request_opts *o, kl_err *err
         goto oom;
     r->c = c;
     r->on_data = o->on_data;
+    r->stream_all = o->stream_all;
     r->on_done = o->on_done;
     r->ud = o->ud;
     if (o->body) {

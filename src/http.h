@@ -62,6 +62,7 @@ typedef struct http_request_opts {
     /* Streaming: when set and the status is 2xx, body bytes go here instead
      * of into resp->body. Return non-zero to abort the transfer. */
     int (*on_data)(void *ud, long status, const char *data, size_t len);
+    int stream_all;                /* on_data gets the body of every status, not only 2xx */
     /* Always called exactly once, unless the request is cancelled. resp is
      * valid during the call only. */
     void (*on_done)(void *ud, http_response *resp);

@@ -9,15 +9,20 @@
  * resume the coroutine, and the continuation pushes the results (so the
  * same code runs when an answer is immediate). Operational failures return
  * nil, klua.Error; misuse raises.
- * lua_ctx_shared holds what every ctx shares: loop, clients, a cache of
- * resolved resources (filled at start-up from discovery, then lazily and
- * asynchronously for other kinds), secrets, the host name for events.
- * Uses: rest, kube, http, store, labels, loop, lua_json, log, json, buf.
+ * lua_ctx_shared holds what every ctx shares: loop, clients, the discovery
+ * service (kinds outside the controller's caches are resolved through it,
+ * waiting like any other I/O), secrets, the environment allowlist, the
+ * Event recorder.
+ * The parts: lua_ctx_op (plumbing), lua_ctx_kube (verbs), lua_ctx_io (I/O,
+ * logs), lua_ctx_discovery (resources); this header is their public face.
+ * Uses: discovery, event, rest, kube, http, store, loop.
  */
 #ifndef KLUA_LUA_CTX_H
 #define KLUA_LUA_CTX_H
 
+#include "discovery.h"
 #include "err.h"
+#include "event.h"
 #include "http.h"
 #include "loop.h"
 #include "rest.h"
@@ -32,10 +37,25 @@ typedef struct lua_ctx lua_ctx;
  * return nil, err (ConnectionError). */
 lua_ctx_shared *lua_ctx_shared_new(loop *l, kube_client *kc, http_client *http, kl_err *err);
 void lua_ctx_shared_free(lua_ctx_shared *s);
-/* Remember a resolved resource (copied), so ctx calls on it need no discovery. */
-int lua_ctx_shared_add_resource(lua_ctx_shared *s, const kube_resource *r);
-/* A secret scripts read with ctx:secret(name) (value copied; never logged). */
+/* The discovery service ctx calls resolve kinds through (borrowed; must
+ * outlive s). Without one, kinds outside the controller's caches answer
+ * nil, err (ConnectionError). */
+void lua_ctx_shared_set_discovery(lua_ctx_shared *s, discovery *d);
+/* A secret scripts read with ctx:secret(name) (value copied; never
+ * logged), replacing one of the same name. */
 int lua_ctx_shared_set_secret(lua_ctx_shared *s, const char *name, const char *value);
+/* A secret read from a file now and again whenever the file changes
+ * (--secret NAME=FILE). Fails when the file cannot be read or is empty;
+ * the message names the secret and the file, never the value. */
+int lua_ctx_shared_add_secret_file(lua_ctx_shared *s, const char *name, const char *path,
+                                   kl_err *err);
+/* Copy text to out (NUL-terminated, cut to outsz) with every secret value
+ * replaced by "[redacted]": for messages a script's error makes klua write
+ * (logs, Events, conditions). */
+void lua_ctx_shared_redact(const lua_ctx_shared *s, const char *text, char *out, size_t outsz);
+/* Let ctx:getenv read variables whose name matches the glob pattern
+ * (fnmatch; --allow-env). Without any, ctx:getenv reads nothing. */
+int lua_ctx_shared_allow_env(lua_ctx_shared *s, const char *pattern);
 
 /* How a controller exposes its informer caches to ctx:get / ctx:list. */
 typedef struct lua_ctx_cache {
@@ -59,15 +79,9 @@ void lua_ctx_bind(lua_ctx *c, lua_State *co);
 void lua_ctx_end(lua_ctx *c);
 int lua_ctx_waiting(const lua_ctx *c);   /* a call is in flight */
 
-/* An object an Event is about. */
-typedef struct lua_ctx_object_ref {
-    const char *api_version, *kind, *ns, *name, *uid, *rv;
-} lua_ctx_object_ref;
-
-/* Post an events.k8s.io/v1 Event, fire and forget (failures are logged at
- * debug level). note is truncated to 1 KB. */
-void lua_ctx_post_event(lua_ctx_shared *s, const lua_ctx_object_ref *obj, const char *type,
-                        const char *reason, const char *action, const char *note);
+/* The Event recorder the ctx uses (ctx:event), for the controller's own
+ * Events too (owned by s). */
+event_recorder *lua_ctx_shared_events(lua_ctx_shared *s);
 
 /* Push a klua.Error table {code, reason, message} (tostring: "reason:
  * message (code)"). May raise (memory). */

@@ -1,9 +1,14 @@
 /* main.c - the klua command line.
  *
- * Provides: `klua run`, `klua check`, `klua server-version`, --version and
- * --help. Subcommands live in their own modules (run.c); this file only
- * dispatches and prints usage. Uses: run, kubeconfig, kube, loop, http.
+ * Provides: `klua run`, `klua check`, `klua init`, `klua types`,
+ * `klua server-version`, --version and --help. Subcommands live in their own
+ * modules (run.c, cmd_check_types.c, cmd_init.c, cmd_types.c); this file
+ * only dispatches and prints usage. Uses: run, cmd_*, kubeconfig, kube,
+ * loop, http.
  */
+#include "cmd_check_types.h"
+#include "cmd_init.h"
+#include "cmd_types.h"
 #include "err.h"
 #include "http.h"
 #include "json.h"
@@ -26,12 +31,17 @@ static const char usage_text[] =
     "\n"
     "Usage:\n"
     "  klua run --scripts DIR [flags]   run every controller in DIR\n"
-    "  klua check DIR                   load and validate the scripts in DIR, no cluster\n"
+    "  klua check [--types DIR] DIR     load and validate the scripts in DIR, no cluster;\n"
+    "                                   --types: type-check them too (emmylua_check)\n"
+    "  klua init DIR --group G --version V --kind K [--plural P] [--namespaced|--cluster]\n"
+    "                                   scaffold a controller: CRD, script, spec, example\n"
+    "  klua types [--crds PATH] [--from-cluster] -o DIR\n"
+    "                                   LuaLS/EmmyLua annotations from CRD / OpenAPI schemas\n"
     "  klua server-version [flags]      print the API server's version and exit\n"
     "  klua --version                   print klua's version\n"
     "  klua --help                      this text\n"
     "\n"
-    "Connection flags (run, server-version):\n"
+    "Connection flags (run, types --from-cluster, server-version):\n"
     "  --kubeconfig FILE   kubeconfig to use (else $KUBECONFIG, in-cluster, ~/.kube/config)\n"
     "  --context NAME      kubeconfig context (else the current context)\n"
     "\n"
@@ -150,7 +160,11 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "run"))
         return klua_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "check"))
-        return klua_check_main(argc - 1, argv + 1);
+        return klua_check_cmd_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "init"))
+        return klua_init_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "types"))
+        return klua_types_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "server-version"))
         return server_version_main(argc - 1, argv + 1);
     if (cmd[0] == '-')

@@ -39,6 +39,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,10 @@
 #include <sys/stat.h>
 
 #define DRAIN_MS 10000
+/* --qps bounds: below 0.01/s a token takes minutes (a typo, not a limit);
+ * above 10^6/s throttling is meaningless. */
+#define QPS_MIN 0.01
+#define QPS_MAX 1e6
 /* The poll publishes API counters into the metrics and watches the
  * shutdown drain; readiness does not wait for it. */
 #define POLL_MS 100
@@ -64,7 +69,12 @@ static const char run_usage[] =
     "  --workers N               concurrent reconciles per controller (overrides scripts)\n"
     "  --log-format text|json    log line format (default text)\n"
     "  -v N                      debug verbosity (default 0)\n"
-    "  --github-token-file FILE  GitHub token for ctx:secret(\"github_token\") (else $GITHUB_TOKEN)\n"
+    "  --secret NAME=FILE        a secret scripts read with ctx:secret(\"NAME\"), read again\n"
+    "                            when FILE changes (repeatable); never logged\n"
+    "  --github-token-file FILE  alias of --secret github_token=FILE; without either,\n"
+    "                            $GITHUB_TOKEN is the secret github_token\n"
+    "  --allow-env PATTERN       environment variables ctx:getenv may read, a glob\n"
+    "                            (repeatable; default KLUA_* and GITHUB_API_URL)\n"
     "  --qps N, --burst N        client-side API rate limit (default 50, 100)\n"
     "  --lua-memory MIB          memory cap per script (default 64)\n"
     "  --lua-budget N            Lua instructions per reconcile (default 100000000)\n"
@@ -333,6 +343,10 @@ static void on_signal(loop *l, int signo, void *ud)
 }
 
 typedef struct run_flags {
+    const char **secrets;     /* --secret NAME=FILE values (argc slots) */
+    size_t nsecrets;
+    const char **allow_env;   /* --allow-env patterns (argc slots) */
+    size_t nallow_env;
     const char *scripts, *kubeconfig, *context, *ns, *log_format, *token_file, *metrics;
     int workers, verbosity, burst;
     double qps;
@@ -361,12 +375,38 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name, i
     return argv[++*i];
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out)
+/* The accepted range of the flag being parsed, for the error message. */
+typedef struct flag_range {
+    double lo, hi;
+    long ilo, ihi;
+    int integer;
+} flag_range;
+
+static int parse_int(const char *s, long lo, long hi, long *out, flag_range *range)
 {
     char *end;
+    range->ilo = lo;
+    range->ihi = hi;
+    range->integer = 1;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A finite decimal number in [lo, hi] ("inf", "nan", 1e-300 are refused:
+ * the token bucket divides by it). */
+static int parse_number(const char *s, double lo, double hi, double *out, flag_range *range)
+{
+    char *end;
+    range->lo = lo;
+    range->hi = hi;
+    range->integer = 0;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
         return -1;
     *out = v;
     return 0;
@@ -378,6 +418,7 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         int missing = 0;
         const char *v;
         long num;
+        flag_range range = {0};
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(run_usage, stdout);
             return 1;
@@ -405,39 +446,56 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         STR_FLAG("--leader-election-namespace", le_ns)
         STR_FLAG("--leader-election-id", le_id)
 #undef STR_FLAG
+        if ((v = flag_value(argc, argv, &i, "--secret", &missing))) {
+            const char *eq = strchr(v, '=');
+            if (!eq || eq == v || !eq[1]) {
+                fprintf(stderr, "klua run: --secret wants NAME=FILE (got \"%s\")\n", v);
+                return 2;
+            }
+            f->secrets[f->nsecrets++] = v;
+            continue;
+        }
+        if ((v = flag_value(argc, argv, &i, "--allow-env", &missing))) {
+            if (!*v) {
+                fprintf(stderr, "klua run: --allow-env wants a pattern, e.g. MYAPP_*\n");
+                return 2;
+            }
+            f->allow_env[f->nallow_env++] = v;
+            continue;
+        }
         if ((v = flag_value(argc, argv, &i, "--workers", &missing))) {
-            if (parse_int(v, 1, 1024, &num) != 0)
+            if (parse_int(v, 1, 1024, &num, &range) != 0)
                 goto bad_value;
             f->workers = (int)num;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "-v", &missing)) ||
             (v = flag_value(argc, argv, &i, "--v", &missing))) {
-            if (parse_int(v, 0, 10, &num) != 0)
+            if (parse_int(v, 0, 10, &num, &range) != 0)
                 goto bad_value;
             f->verbosity = (int)num;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--burst", &missing))) {
-            if (parse_int(v, 1, 100000, &num) != 0)
+            if (parse_int(v, 1, 100000, &num, &range) != 0)
                 goto bad_value;
             f->burst = (int)num;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--lua-memory", &missing))) {
-            if (parse_int(v, 1, 65536, &num) != 0)
+            if (parse_int(v, 1, 65536, &num, &range) != 0)
                 goto bad_value;
             f->limits.mem_limit = (size_t)num << 20;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--lua-budget", &missing))) {
-            if (parse_int(v, 1000, 0x7fffffffffffffffL, &num) != 0)
+            if (parse_int(v, 1000, 0x7fffffffffffffffL, &num, &range) != 0)
                 goto bad_value;
             f->limits.budget = (uint64_t)num;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--lua-timeout", &missing))) {
-            if (parse_int(v, 1, 3600000, &num) != 0)
+            if (parse_int(v, 1, 3600000, &num, &range) != 0)
                 goto bad_value;
             f->limits.run_ms = (uint64_t)num;
             continue;
@@ -450,15 +508,13 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         else if ((v = flag_value(argc, argv, &i, "--leader-retry-period", &missing)))
             dur = &f->le_retry_ms;
         if (dur) {
-            if (parse_int(v, 1, 86400, &num) != 0)
+            if (parse_int(v, 1, 86400, &num, &range) != 0)
                 goto bad_value;
             *dur = num * 1000;
             continue;
         }
         if ((v = flag_value(argc, argv, &i, "--qps", &missing))) {
-            char *end;
-            f->qps = strtod(v, &end);
-            if (end == v || *end || !(f->qps > 0))
+            if (parse_number(v, QPS_MIN, QPS_MAX, &f->qps, &range) != 0)
                 goto bad_value;
             continue;
         }
@@ -467,9 +523,18 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         else
             fprintf(stderr, "klua run: unknown flag %s (see klua run --help)\n", argv[i]);
         return 2;
-    bad_value:
-        fprintf(stderr, "klua run: invalid value \"%s\" for %s\n", v, argv[i - 1]);
+    bad_value: {
+        /* "--flag value" (v is argv[i]) or "--flag=value": name the flag alone */
+        const char *flag = v == argv[i] ? argv[i - 1] : argv[i];
+        int flen = (int)strcspn(flag, "=");
+        if (range.integer)
+            fprintf(stderr, "klua run: invalid value \"%s\" for %.*s: want an integer from %ld "
+                            "to %ld\n", v, flen, flag, range.ilo, range.ihi);
+        else
+            fprintf(stderr, "klua run: invalid value \"%s\" for %.*s: want a number from %g to "
+                            "%g\n", v, flen, flag, range.lo, range.hi);
         return 2;
+    }
     }
     if (!f->scripts) {
         fprintf(stderr, "klua run: --scripts DIR is required (see klua run --help)\n");
@@ -493,30 +558,49 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
     return 0;
 }
 
-/* The GitHub token: --github-token-file, else $GITHUB_TOKEN. Caller frees. */
-static int read_token(const char *file, char **out, kl_err *err)
+/* Secrets and environment for the scripts. --github-token-file and
+ * $GITHUB_TOKEN are the documented older spellings of the secret
+ * github_token; the runtime knows nothing else about GitHub. */
+#define TOKEN_SECRET "github_token"
+#define TOKEN_ENV "GITHUB_TOKEN"
+static const char *const default_allow_env[] = {"KLUA_*", "GITHUB_API_URL"};
+
+static int setup_secrets(const run_flags *f, lua_ctx_shared *shared, kl_err *err)
 {
-    *out = NULL;
-    if (!file) {
-        const char *env = getenv("GITHUB_TOKEN");
-        if (env && *env && !(*out = strdup(env)))
-            return kl_err_set(err, KL_ENOMEM, "out of memory");
-        return 0;
+    int have_token = 0;
+    for (size_t i = 0; i < f->nsecrets; i++) {
+        const char *eq = strchr(f->secrets[i], '=');
+        char name[128];
+        if ((size_t)(eq - f->secrets[i]) >= sizeof name)
+            return kl_err_set(err, KL_EINVAL, "--secret: name too long");
+        snprintf(name, sizeof name, "%.*s", (int)(eq - f->secrets[i]), f->secrets[i]);
+        for (size_t j = 0; j < i; j++)
+            if (strncmp(f->secrets[j], f->secrets[i], (size_t)(eq - f->secrets[i]) + 1) == 0)
+                return kl_err_set(err, KL_EINVAL, "--secret %s is given twice", name);
+        if (strcmp(name, TOKEN_SECRET) == 0) {
+            if (f->token_file)
+                return kl_err_set(err, KL_EINVAL, "--github-token-file and --secret "
+                                  TOKEN_SECRET "=... name the same secret: give one");
+            have_token = 1;
+        }
+        if (lua_ctx_shared_add_secret_file(shared, name, eq + 1, err) != 0)
+            return -1;
     }
-    FILE *fp = fopen(file, "r");
-    if (!fp)
-        return kl_err_set(err, KL_EIO, "--github-token-file %s: %s", file, strerror(errno));
-    char buf[4096];
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    if (n == 0)
-        return kl_err_set(err, KL_EINVAL, "--github-token-file %s: the file is empty", file);
-    *out = strdup(buf);
-    memset(buf, 0, sizeof buf);
-    return *out ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory");
+    if (f->token_file) {
+        if (lua_ctx_shared_add_secret_file(shared, TOKEN_SECRET, f->token_file, err) != 0)
+            return -1;
+        have_token = 1;
+    }
+    const char *env = getenv(TOKEN_ENV);
+    if (!have_token && env && *env && lua_ctx_shared_set_secret(shared, TOKEN_SECRET, env) != 0)
+        return kl_err_set(err, KL_ENOMEM, "out of memory");
+    size_t n = f->nallow_env ? f->nallow_env
+                             : sizeof default_allow_env / sizeof default_allow_env[0];
+    for (size_t i = 0; i < n; i++)
+        if (lua_ctx_shared_allow_env(shared, f->nallow_env ? f->allow_env[i]
+                                                           : default_allow_env[i]) != 0)
+            return kl_err_set(err, KL_ENOMEM, "out of memory");
+    return 0;
 }
 
 /* The Lease's namespace: --leader-election-namespace, $POD_NAMESPACE, the
@@ -560,14 +644,24 @@ static void log_ops_addr(const char *flag, const ops_server *ops)
 int klua_run_main(int argc, char **argv)
 {
     run_flags f = {0};
+    f.secrets = calloc((size_t)argc, sizeof *f.secrets);
+    f.allow_env = calloc((size_t)argc, sizeof *f.allow_env);
+    if (!f.secrets || !f.allow_env) {
+        free(f.secrets);
+        free(f.allow_env);
+        fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
     int prc = parse_run_flags(argc, argv, &f);
-    if (prc != 0)
+    if (prc != 0) {
+        free(f.secrets);
+        free(f.allow_env);
         return prc == 1 ? 0 : prc;
+    }
     kl_log_setup(f.log_format && !strcmp(f.log_format, "json"), f.verbosity);
 
     int rc = 1;
     kl_err err = {0};
-    char *token = NULL;
     kube_rest_config cfg = {0};
     loop *l = NULL;
     http_client *http = NULL;
@@ -580,8 +674,6 @@ int klua_run_main(int argc, char **argv)
     char *le_ns = NULL, *le_id = NULL;
 
     if (!(rs.set = reload_set_new(f.scripts, &f.limits, &err)) || reload_set_load(rs.set, &err) != 0)
-        goto out;
-    if (read_token(f.token_file, &token, &err) != 0)
         goto out;
 
     kubeconfig_opts ko = {f.kubeconfig, f.context, f.ns};
@@ -624,10 +716,9 @@ int klua_run_main(int argc, char **argv)
             kl_err_set(&err, KL_ENOMEM, "out of memory");
         goto out;
     }
-    if (token && lua_ctx_shared_set_secret(shared, "github_token", token) != 0) {
-        kl_err_set(&err, KL_ENOMEM, "out of memory");
+    lua_ctx_shared_set_discovery(shared, disco);
+    if (setup_secrets(&f, shared, &err) != 0)
         goto out;
-    }
     if (f.metrics && *f.metrics && strcmp(f.metrics, "0") != 0) {
         ops_opts oo = {0};
         oo.addr = f.metrics;
@@ -698,9 +789,7 @@ out:
     loop_free(l);
     kube_rest_config_free(&cfg);
     metrics_default_free();
-    if (token) {
-        memset(token, 0, strlen(token));
-        free(token);
-    }
+    free(f.secrets);
+    free(f.allow_env);
     return rc;
 }

@@ -67,14 +67,15 @@
 -- transport level) return `nil, err` with err a klua.Error; misuse (wrong
 -- argument types, unknown kinds) raises an error.
 
----@class klua.TypeRef
+-- Any kind: ctx:get and ctx:list of a klua.TypeRef return plain tables.
+---@class klua.TypeRef: klua.Ref<table>
 ---@field apiVersion string   e.g. "v1", "github.klua.dev/v1"
 ---@field kind string         e.g. "ConfigMap", "Comment"
 
 ---@class klua.Controller
 ---@field name? string
----@field watch klua.TypeRef
----@field owns? klua.TypeRef[]
+---@field watch klua.Ref<any>     a klua.TypeRef, or a klua.ref.* from klua types
+---@field owns? klua.Ref<any>[]
 ---@field namespace? string
 ---@field selector? string
 ---@field workers? integer
@@ -130,6 +131,10 @@
 ---@field headers table<string,string>   names lower-cased
 ---@field body string
 
+--- Structured log lines on klua's stderr (at most 8 fields; the message, each
+--- field name and each value is cut at 16 KiB, and secret values are replaced
+--- by "[redacted]"). The line counts against the script's memory cap while it
+--- is written.
 ---@class klua.Log
 ---@field info fun(msg: string, fields?: table<string, any>)
 ---@field warn fun(msg: string, fields?: table<string, any>)
@@ -146,25 +151,33 @@ local Context = {}
 
 --- Read one object from the informer cache (a fresh copy), or nil if absent.
 --- For a kind that no controller watches or owns, this is a live GET (yields).
----@param type klua.TypeRef
+---@generic T
+---@param type klua.Ref<T>  a type reference; typed when declared as a klua.ref.* (klua types)
 ---@param namespace string|nil
 ---@param name string
----@return table|nil obj, klua.Error|nil err
+---@return T|nil obj, klua.Error|nil err
 function Context:get(type, namespace, name) end
 
 --- List objects of a kind from the cache (fresh copies), filtered.
----@param type klua.TypeRef
+---@generic T
+---@param type klua.Ref<T>
 ---@param opts? klua.ListOptions
----@return table[] objs
+---@return T[] objs
 function Context:list(type, opts) end
 
 --- Create an object (apiVersion, kind and metadata in obj). Yields.
----@return table|nil created, klua.Error|nil err
+---@generic T: table
+---@param obj T                 apiVersion, kind, metadata.name (or generateName), namespace
+---@param opts? klua.WriteOptions
+---@return T|nil created, klua.Error|nil err   err.reason "AlreadyExists" when the name is taken
 function Context:create(obj, opts) end
 
 --- Replace an object; obj.metadata.resourceVersion guards against lost
 --- updates (a stale one returns err.reason == "Conflict"). Yields.
----@return table|nil updated, klua.Error|nil err
+---@generic T: table
+---@param obj T                 a whole object, as read (changed)
+---@param opts? klua.WriteOptions|{subresource?: string}
+---@return T|nil updated, klua.Error|nil err
 function Context:update(obj, opts) end
 
 --- Patch an object. `patch` is a table (encoded as JSON) or a JSON string.
@@ -176,10 +189,14 @@ function Context:update(obj, opts) end
 function Context:patch(obj, patch, opts) end
 
 --- Server-side apply of a whole desired object (opts.force defaults to true). Yields.
----@return table|nil applied, klua.Error|nil err
+---@generic T: table
+---@param obj T                 the fields this field manager owns: apiVersion, kind, metadata.name...
+---@param opts? klua.WriteOptions
+---@return T|nil applied, klua.Error|nil err
 function Context:apply(obj, opts) end
 
 --- Delete an object. A missing object is not an error (returns true). Yields.
+---@param obj table             names the target: apiVersion, kind, metadata.namespace/name
 ---@param opts? klua.DeleteOptions
 ---@return boolean|nil ok, klua.Error|nil err
 function Context:delete(obj, opts) end
@@ -199,8 +216,12 @@ function Context:patch_status(obj, status) end
 ---@param message string
 function Context:event(obj, type, reason, message) end
 
---- Outbound HTTP(S), TLS verified. Returns nil, err only when no HTTP answer
---- came (err.reason "ConnectionError" or "Timeout"); any HTTP status is a response.
+--- Outbound HTTP(S), TLS verified, sent with `User-Agent: klua/VERSION` unless
+--- req.headers sets one. Returns nil, err when no whole HTTP answer came:
+--- err.reason "ConnectionError" or "Timeout"; "ResponseTooLarge" when the body
+--- (of any status) would pass the script's memory cap (`--lua-memory`), and
+--- "RequestTooLarge" when the request body and headers would (nothing is sent).
+--- Any HTTP status is a response. Yields.
 ---@param req klua.HttpRequest
 ---@return klua.HttpResponse|nil resp, klua.Error|nil err
 function Context:http(req) end
@@ -213,15 +234,20 @@ function Context:sleep(seconds) end
 ---@return number
 function Context:now() end
 
---- Environment variable of the klua process allowed for scripts
---- (only names starting with KLUA_ or GITHUB_ except secrets are readable).
+--- Environment variable of the klua process, if its name matches an
+--- `klua run --allow-env PATTERN` glob (default: `KLUA_*` and `GITHUB_API_URL`).
+--- Any other name returns nil, and klua logs one warning naming the variable
+--- and the flag. Secrets go through ctx:secret, not the environment.
 ---@param name string
 ---@return string|nil
 function Context:getenv(name) end
 
---- Read a secret value passed to klua (e.g. the GitHub token from
---- GITHUB_TOKEN or --github-token-file). The value must never be logged.
----@param name string  "github_token"
+--- A secret given to klua with `klua run --secret NAME=FILE` (the file is read
+--- again when it changes, so a rotated Kubernetes Secret volume is picked up).
+--- `github_token` may also come from `--github-token-file FILE` or
+--- `$GITHUB_TOKEN`. nil when there is no such secret. klua replaces secret values
+--- with "[redacted]" in ctx.log lines, ctx:event texts and reconcile errors.
+---@param name string  e.g. "github_token"
 ---@return string|nil
 function Context:secret(name) end
 
@@ -230,3 +256,7 @@ function Context:secret(name) end
 --   require "klua.github" -> the GitHub REST client used by lua/comment.lua
 --   require "klua.conditions" -> set(list, {type=, status=, reason=, message=, observedGeneration=}, now)
 --                                 returns new_list, changed; get(list, type); is_true(list, type)
+-- Their annotations: klua.json in lua/types/klua/json.lua; klua.github and
+-- klua.conditions in their sources (lua/lib/klua/), which a checker reads as a
+-- library (the repository's .luarc.json, `klua check --types`). Kinds:
+-- lua/types/object.lua (klua.Object, klua.Ref<T>) and what `klua types` writes.

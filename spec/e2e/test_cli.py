@@ -109,3 +109,27 @@ def test_run_requires_scripts():
     p = run_klua("run")
     assert p.returncode == 2
     assert "--scripts" in p.stderr
+
+
+def test_out_of_range_run_flags_are_usage_errors(tmp_path):
+    """Values the throttle and limits cannot use are refused up front, naming the flag and
+    the accepted range (--qps 1e-300 or inf used to overflow the token bucket's wait)."""
+    (tmp_path / "noop.lua").write_text(
+        'return { watch = { apiVersion = "v1", kind = "ConfigMap" }, '
+        'reconcile = function() end }\n')
+    cases = [
+        ("--qps", "1e-300"), ("--qps", "inf"), ("--qps", "-inf"), ("--qps", "nan"),
+        ("--qps", "1e400"), ("--qps", "0"), ("--qps", "-5"), ("--qps", "5x"),
+        ("--burst", "0"), ("--burst", "99999999999999999999"), ("--burst", "-1"),
+        ("--workers", "0"), ("--lua-memory", "0"), ("--lua-timeout", "1e9"),
+        ("--leader-lease-duration", "0"),
+    ]
+    for flag, value in cases:
+        for argv in ([flag, value], [f"{flag}={value}"]):
+            p = run_klua("run", "--scripts", str(tmp_path), "--kubeconfig",
+                         str(tmp_path / "absent"), *argv)
+            assert p.returncode == 2, (argv, p.returncode, p.stderr)
+            line = p.stderr.strip()
+            assert len(line.splitlines()) == 1, (argv, p.stderr)
+            assert f'invalid value "{value}" for {flag}: want ' in line, (argv, line)
+            assert " from " in line and " to " in line, (argv, line)

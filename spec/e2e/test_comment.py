@@ -116,7 +116,11 @@ def test_429_burst_with_retry_after_is_ridden_out(crds, namespace, github, klua_
     t_on = time.time()
     apply_list(crds, namespace, [comment(n) for n in names])
     first = _first(github, 429)
-    time.sleep(retry_after + 1.5)
+    # the limit stays on until klua has come back after the Retry-After and been
+    # limited again: the hold below is then measured over a whole Retry-After
+    wait_for(lambda: any(r["status"] == 429 and r["time"] >= first["time"] + retry_after
+                         for r in github.requests()),
+             30, 0.1, "a request after the Retry-After, answered 429 again")
     github.faults(mode="none")
     t_off = time.time()
     objs = wait_delivered(crds, namespace, names, k, timeout=60)
@@ -139,8 +143,10 @@ def test_5xx_burst_is_ridden_out_with_backoff(crds, namespace, github, klua_fact
     github.faults(mode="5xx", count=100000)
     t_on = time.time()
     apply_list(crds, namespace, [comment(n) for n in names])
-    wait_for(lambda: any(r["status"] >= 500 for r in github.requests()), 30, 0.1, "a 5xx answer")
-    time.sleep(4)
+    # the outage lasts until every Comment has been answered 5xx twice: each has
+    # come back once after its backoff
+    wait_for(lambda: sum(r["status"] >= 500 for r in github.requests()) >= 2 * len(names),
+             60, 0.1, "a second round of 5xx answers")
     github.faults(mode="none")
     t_off = time.time()
     objs = wait_delivered(crds, namespace, names, k, timeout=90)
@@ -189,11 +195,21 @@ def test_missing_repository_is_reported_not_retried_hot(crds, namespace, github,
     assert gone in cond.get("message", ""), cond
     assert github.comments() == []
 
-    n1 = len(github.requests())
+    def for_gone():
+        return [r for r in github.requests() if gone in r["path"]]
+    n1 = len(for_gone())
     assert 1 <= n1 <= 3, github.requests()
-    time.sleep(4)
-    n2 = len(github.requests())
-    assert n2 == n1, f"{n2 - n1} more requests within 4 s for a repository that is missing"
+    # Meanwhile klua keeps working: a Comment elsewhere is posted and edited three
+    # times, each edit waited for on the stand-in. A retry without backoff (5 ms
+    # doubling) would have asked again several times over that span.
+    t0 = time.monotonic()
+    for i in range(4):
+        crds.apply(comment("elsewhere", f"probe edit {i}"), namespace)
+        wait_for(lambda: any(c["body"].startswith(f"probe edit {i}\n")
+                             for c in github.comments()), 30, 0.1, f"probe edit {i}")
+    n2 = len(for_gone())
+    assert n2 == n1, (f"{n2 - n1} more requests within {time.monotonic() - t0:.1f} s for a "
+                      f"repository that is missing\n{request_log(github)}")
     assert k.proc.poll() is None
 
 

@@ -277,7 +277,7 @@ describe("comment controller", function()
             assert.same({ requeue_after = 300 }, controller.reconcile(ctx, comment()))
             local d = delivered(ctx.statuses[1])
             assert.equal("Unauthorized", d.reason)
-            assert.matches("GITHUB_TOKEN or --github-token-file", d.message, 1, true)
+            assert.matches("--secret github_token=FILE, --github-token-file or GITHUB_TOKEN", d.message, 1, true)
             assert.is_nil(ctx:transcript():find(TOKEN, 1, true))
         end)
 

@@ -29,3 +29,6 @@ if ! python3 -c 'import pytest' >/dev/null 2>&1; then
     echo "deps: installing pytest"
     python3 -m pip install -q pytest >/dev/null 2>&1 || $SUDO apt-get install -y -qq python3-pytest >/dev/null
 fi
+# emmylua_check, the type checker `klua check --types` runs: built once with cargo
+# at the version tools/emmylua.sh pins, cached in ~/.cache/klua/bin.
+sh "$(dirname "$0")/../../tools/emmylua.sh"

@@ -18,8 +18,10 @@ the answer is GitHub's 403 "API rate limit exceeded".
 
 A control API that GitHub does not have lives under /_fake/ (no token needed):
   GET  /_fake/comments    every comment, with "repo" and "issue"
-  GET  /_fake/requests    log of API requests: method, path, time, status, fault
-                          (never a header, so never the token)
+  GET  /_fake/requests    log of API requests: method, path, time (arrival), end
+                          (answer sent or connection dropped), status, fault, who
+                          (the name of the token it carried, see /_fake/tokens;
+                          never a header, so never the token)
   POST /_fake/reset       forget comments, faults, the log; full rate limit
   POST /_fake/faults      {"mode": "5xx"|"secondary403"|"429"|"slow"|"drop"|"none",
                            "count": N, "retry_after": S, "delay": S, "status": 502|503,
@@ -31,6 +33,16 @@ A control API that GitHub does not have lives under /_fake/ (no token needed):
   GET  /_fake/faults      the queued faults
   POST /_fake/ratelimit   {"remaining": N, "reset_in": S, "limit": L}
   POST /_fake/missing     {"repos": ["owner/repo", ...]} repositories that answer 404
+  POST /_fake/tokens      {"tokens": {"TOKEN": "name", ...}} more tokens to accept, each
+                          with the name the log and comments record as "who" (the
+                          --token one is "default"); lets a test tell replicas apart
+  GET  /_fake/tokens      the accepted names (never a token)
+  POST /_fake/chaos       {"seed": S, "5xx": P, "429": P, "slow": P, "drop": P,
+                           "drop_apply": P, "delay": [LO, HI], "retry_after": S}
+                          random faults: each API request draws one fault with these
+                          probabilities from a generator seeded with S (queued
+                          faults go first); {} turns it off
+  GET  /_fake/chaos       the settings and how many faults of each mode it injected
 
 Usage: fakegithub.py [--port 0] [--host 127.0.0.1] [--token T] [--rate-limit 5000]
                      [--missing-repo owner/repo]... [--first-id N] [--login NAME] [-v]
@@ -42,6 +54,7 @@ import argparse
 import base64
 import io
 import json
+import random
 import re
 import signal
 import socket
@@ -62,6 +75,7 @@ MSG_NO_UA = ("Request forbidden by administrative rules. Please make sure your r
              "resources-in-the-rest-api#user-agent-required). Check https://developer.github.com "
              "for other possible causes.")
 MAX_BODY = 65536
+CHAOS_MODES = ("5xx", "429", "slow", "drop", "drop_apply")
 
 RE_ISSUE_COMMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/([0-9]+)/comments$")
 RE_COMMENT = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/comments/([0-9]+)$")
@@ -81,6 +95,7 @@ class State:
         self.limit = args.rate_limit
         self.missing = {r.lower() for r in args.missing_repo}
         self.next_id = args.first_id
+        self.tokens = {args.token: "default"}   # token -> name; kept over reset()
         self.reset()
 
     def reset(self):
@@ -89,9 +104,50 @@ class State:
         self.log = []
         self.remaining = self.limit
         self.reset_at = int(time.time()) + 3600
+        self.chaos = None        # random fault settings (see set_chaos)
+        self.chaos_rng = None
+        self.chaos_counts = {}
+
+    def set_chaos(self, arg):
+        """Random faults per request; an empty dict turns them off. Raises
+        ValueError on a bad setting."""
+        probs = {m: float(arg.get(m, 0)) for m in CHAOS_MODES}
+        if any(p < 0 for p in probs.values()) or sum(probs.values()) > 1:
+            raise ValueError("probabilities must be >= 0 and sum to at most 1")
+        lo, hi = (float(x) for x in arg.get("delay", (0.5, 2.0)))
+        if not 0 <= lo <= hi:
+            raise ValueError("delay must be [LO, HI] with 0 <= LO <= HI")
+        if not any(probs.values()):
+            self.chaos, self.chaos_rng = None, None
+            return
+        self.chaos = {"probs": probs, "delay": (lo, hi),
+                      "retry_after": int(arg.get("retry_after", 1)), "seed": arg.get("seed")}
+        self.chaos_rng = random.Random(arg.get("seed"))
+        self.chaos_counts = {m: 0 for m in CHAOS_MODES}
+
+    def draw_chaos(self):
+        """A random fault dict (as a queued one would be) or None."""
+        if not self.chaos:
+            return None
+        x = self.chaos_rng.random()
+        for m in CHAOS_MODES:
+            p = self.chaos["probs"][m]
+            if x < p:
+                self.chaos_counts[m] += 1
+                if m == "slow":
+                    return {"mode": "slow", "delay": self.chaos_rng.uniform(*self.chaos["delay"])}
+                if m == "drop_apply":
+                    return {"mode": "drop", "apply": True}
+                if m == "5xx":
+                    return {"mode": "5xx", "status": self.chaos_rng.choice((500, 502, 503))}
+                if m == "429":
+                    return {"mode": "429", "retry_after": self.chaos["retry_after"]}
+                return {"mode": m}
+            x -= p
+        return None
 
     def take_fault(self, method):
-        """Pops one fault that applies to this method, or None."""
+        """Pops one fault that applies to this method, or draws a random one, or None."""
         for f in self.faults:
             if f.get("method") and f["method"].upper() != method:
                 continue
@@ -99,7 +155,14 @@ class State:
             if f["count"] <= 0:
                 self.faults.remove(f)
             return dict(f)
-        return None
+        return self.draw_chaos()
+
+    def who(self, auth):
+        """The name of the token in an Authorization header, or None."""
+        parts = (auth or "").split(None, 1)
+        if len(parts) != 2 or parts[0].lower() not in ("bearer", "token"):
+            return None
+        return self.tokens.get(parts[1].strip())
 
     def rate_headers(self):
         return {
@@ -158,6 +221,7 @@ class Handler(BaseHTTPRequestHandler):
         if entry is not None:
             self._log_entry = None
             entry["status"] = status
+            entry["end"] = time.time()
             # no st.lock here: answer() may run while api() holds it;
             # list.append is atomic, and readers copy the list
             self.st.log.append(entry)
@@ -226,14 +290,17 @@ class Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/_fake/"):
             self.control(method, url.path, raw)
             return
+        with self.st.lock:
+            who = self.st.who(self.headers.get("Authorization"))
         self._log_entry = {"method": method, "path": self.path, "time": time.time(),
-                           "status": 0, "fault": None}
+                           "end": None, "status": 0, "fault": None, "who": who}
         entry = self._log_entry
         status, fault = self.api(method, url, raw)
         entry["fault"] = fault
         if self._log_entry is not None:   # dropped: no answer was sent
             self._log_entry = None
             entry["status"] = status
+            entry["end"] = time.time()
             with self.st.lock:
                 self.st.log.append(entry)
 
@@ -295,8 +362,9 @@ class Handler(BaseHTTPRequestHandler):
         if auth is None:
             return self.error(401, "Requires authentication", rl)
         parts = auth.split(None, 1)
-        if (len(parts) != 2 or parts[0].lower() not in ("bearer", "token")
-                or parts[1].strip() != self.st.token):
+        with self.st.lock:
+            who = self.st.who(auth)
+        if who is None:
             return self.error(401, "Bad credentials", rl)
         with self.st.lock:
             if self.st.remaining <= 0:
@@ -312,7 +380,7 @@ class Handler(BaseHTTPRequestHandler):
             if repo.lower() in self.st.missing or issue < 1:
                 return self.error(404, "Not Found", rl)
             if method == "POST":
-                return self.create(repo, issue, raw, rl)
+                return self.create(repo, issue, raw, rl, who)
             if method == "GET":
                 return self.list(repo, issue, url, rl)
             return self.error(404, "Not Found", rl)
@@ -334,7 +402,7 @@ class Handler(BaseHTTPRequestHandler):
                 with self.st.lock:
                     self.st.comments.pop(cid, None)
                 return self.answer(204, None, rl)
-            return self.edit(c, raw, rl)
+            return self.edit(c, raw, rl, who)
         return self.error(404, "Not Found", rl)
 
     def parse_body(self, raw, rl):
@@ -353,7 +421,7 @@ class Handler(BaseHTTPRequestHandler):
                  "message": "body is too long (maximum is %d characters)" % MAX_BODY}])
         return body, None
 
-    def create(self, repo, issue, raw, rl):
+    def create(self, repo, issue, raw, rl, who):
         body, failed = self.parse_body(raw, rl)
         if failed:
             return failed
@@ -362,19 +430,20 @@ class Handler(BaseHTTPRequestHandler):
             cid = self.st.next_id
             self.st.next_id += 1
             c = {"id": cid, "repo": repo, "issue": issue, "body": body,
-                 "created": now, "updated": now}
+                 "created": now, "updated": now, "by": who, "edited_by": None}
             self.st.comments[cid] = c
             obj = self.comment_json(c)
         hdr = dict(rl)
         hdr["Location"] = obj["url"]
         return self.answer(201, obj, hdr)
 
-    def edit(self, c, raw, rl):
+    def edit(self, c, raw, rl, who):
         body, failed = self.parse_body(raw, rl)
         if failed:
             return failed
         with self.st.lock:
             c["body"] = body
+            c["edited_by"] = who
             c["updated"] = time.time()
             obj = self.comment_json(c)
         return self.answer(200, obj, rl)
@@ -426,6 +495,7 @@ class Handler(BaseHTTPRequestHandler):
                 for c in sorted(st.comments.values(), key=lambda c: c["id"]):
                     o = self.comment_json(c)
                     o["repo"], o["issue"] = c["repo"], c["issue"]
+                    o["by"], o["edited_by"] = c["by"], c["edited_by"]
                     out.append(o)
                 self.answer(200, out)
             elif method == "GET" and path == "/_fake/requests":
@@ -456,6 +526,26 @@ class Handler(BaseHTTPRequestHandler):
                 if "reset_in" in arg:
                     st.reset_at = int(time.time() + float(arg["reset_in"]))
                 self.answer(200, st.rate_headers())
+            elif method == "POST" and path == "/_fake/tokens":
+                toks = arg.get("tokens")
+                if not isinstance(toks, dict) or not all(
+                        isinstance(k, str) and k and isinstance(v, str) and v
+                        for k, v in toks.items()):
+                    self.answer(400, {"message": "tokens must map token strings to names"})
+                    return
+                st.tokens.update(toks)
+                self.answer(200, sorted(set(st.tokens.values())))
+            elif method == "GET" and path == "/_fake/tokens":
+                self.answer(200, sorted(set(st.tokens.values())))
+            elif method == "POST" and path == "/_fake/chaos":
+                try:
+                    st.set_chaos(arg if isinstance(arg, dict) else {})
+                except (ValueError, TypeError) as e:
+                    self.answer(400, {"message": "chaos: %s" % e})
+                    return
+                self.answer(200, {"on": st.chaos is not None})
+            elif method == "GET" and path == "/_fake/chaos":
+                self.answer(200, {"settings": st.chaos, "injected": st.chaos_counts})
             elif method == "POST" and path == "/_fake/missing":
                 st.missing = {r.lower() for r in arg.get("repos", [])}
                 self.answer(200, sorted(st.missing))

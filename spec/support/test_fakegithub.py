@@ -256,3 +256,74 @@ def test_faults_none_clears_and_reset_forgets_everything(gh):
     assert gh.control("POST", "faults", {"mode": "bogus"}).get("message")
     gh.control("POST", "reset")
     assert gh.control("GET", "comments") == [] and gh.control("GET", "requests") == []
+
+
+# --- replicas told apart, and random faults (what spec/support/chaos.py uses) ---
+
+def test_tokens_name_who_made_each_call_and_never_appear(gh):
+    toks = {"ghp_replica_a_secret": "r0.1", "ghp_replica_b_secret": "r1.1"}
+    assert "r0.1" in gh.control("POST", "tokens", {"tokens": toks})
+    assert gh.control("GET", "tokens") == sorted({"default", "r0.1", "r1.1"})
+    a = {"Authorization": "Bearer ghp_replica_a_secret", **UA}
+    b = {"Authorization": "token ghp_replica_b_secret", **UA}
+    st, _, c = gh.call("POST", COMMENTS, {"body": "from a"}, headers=a)
+    assert st == 201
+    assert gh.call("PATCH", "/repos/octo/hello/issues/comments/%d" % c["id"],
+                   {"body": "edited by b"}, headers=b)[0] == 200
+    assert gh.call("GET", COMMENTS)[0] == 200                      # the --token one
+    assert gh.call("GET", COMMENTS, headers={"Authorization": "Bearer other", **UA})[0] == 401
+    log = gh.control("GET", "requests")
+    assert [r["who"] for r in log] == ["r0.1", "r1.1", "default", None]
+    assert all(r["end"] >= r["time"] for r in log)
+    (only,) = gh.control("GET", "comments")
+    assert (only["by"], only["edited_by"]) == ("r0.1", "r1.1")
+    text = json.dumps([log, gh.control("GET", "comments"), gh.control("GET", "tokens")])
+    assert "secret" not in text and TOKEN not in text
+    assert gh.control("POST", "tokens", {"tokens": {"": "x"}}).get("message")
+
+
+def _chaos_statuses(gh, n):
+    out = []
+    for _ in range(n):
+        try:
+            out.append(gh.call("GET", COMMENTS)[0])
+        except (http.client.RemoteDisconnected, ConnectionError):
+            out.append(0)
+    return out
+
+
+def test_chaos_injects_seeded_random_faults_and_turns_off(gh):
+    settings = {"seed": 7, "5xx": 0.3, "429": 0.2, "drop": 0.1, "retry_after": 2}
+    assert gh.control("POST", "chaos", settings) == {"on": True}
+    first = _chaos_statuses(gh, 60)
+    got = gh.control("GET", "chaos")
+    assert sum(got["injected"].values()) == sum(1 for s in first if s != 200)
+    assert {500, 502, 503} & set(first) and 429 in first and 0 in first and 200 in first
+    # the same seed gives the same sequence of faults for the same requests
+    gh.control("POST", "chaos", settings)
+    assert _chaos_statuses(gh, 60) == first
+    # a 429 from chaos carries the Retry-After it was given
+    gh.control("POST", "faults", {"mode": "none"})
+    gh.control("POST", "chaos", {"seed": 1, "429": 1.0, "retry_after": 2})
+    st, h, _ = gh.call("GET", COMMENTS)
+    assert st == 429 and h["retry-after"] == "2"
+    assert gh.control("POST", "chaos", {}) == {"on": False}
+    assert _chaos_statuses(gh, 5) == [200] * 5
+    assert gh.control("POST", "chaos", {"5xx": 0.9, "429": 0.9}).get("message")
+
+
+def test_chaos_slow_and_drop_apply(gh):
+    gh.control("POST", "chaos", {"seed": 3, "slow": 1.0, "delay": [0.3, 0.4]})
+    t = time.monotonic()
+    assert gh.call("GET", COMMENTS)[0] == 200
+    assert time.monotonic() - t >= 0.3
+    (r,) = gh.control("GET", "requests")
+    assert r["fault"] == "slow" and r["end"] - r["time"] >= 0.3
+    # drop_apply: the comment is made, the answer is lost
+    gh.control("POST", "chaos", {"seed": 3, "drop_apply": 1.0})
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        gh.call("POST", COMMENTS, {"body": "acted"})
+    gh.control("POST", "chaos", {})
+    assert [c["body"] for c in gh.control("GET", "comments")] == ["acted"]
+    last = gh.control("GET", "requests")[-1]
+    assert (last["fault"], last["status"]) == ("drop", 201)   # acted, answer lost

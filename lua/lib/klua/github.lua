@@ -145,7 +145,7 @@ function M.new(ctx, opts)
     }, { __index = M })
     if type(token) ~= "string" or token == "" then
         return nil, mkerr(self, "auth", 0,
-            "klua has no GitHub token: set GITHUB_TOKEN or --github-token-file")
+            "klua has no GitHub token: give klua run --secret github_token=FILE (or set GITHUB_TOKEN)")
     end
     -- errors pass through redact() in case GitHub ever echoes the token
     tokens[self] = token
