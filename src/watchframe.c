@@ -124,8 +124,9 @@ int watchframe_feed(watchframe *wf, const char *data, size_t len, kl_err *err)
                 i++;
                 continue;
             }
-            while (i < len && data[i] != '"' && data[i] != '\\')
-                i++;
+            i = json_scan_string(data, i, len);
+            while (i < len && data[i] != '"' && data[i] != '\\') /* a control byte */
+                i = json_scan_string(data, i + 1, len);
             if (i == len)
                 break;
             if (data[i] == '\\')
