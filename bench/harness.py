@@ -349,7 +349,10 @@ class Bench:
 
     def initial_sync(self):
         n, ns = self.m["n"], self.ns("sync")
-        self.create(ns, n)
+        if self.a.sync_ns:
+            ns = self.a.sync_ns   # already holds n Widgets
+        else:
+            self.create(ns, n)
         progs = self.programs + (["klua-paged"] if "klua" in self.programs else [])
         for rep in range(self.m["reps"]):
             for prog in self.order(rep, progs):
@@ -710,6 +713,8 @@ def main():
     ap.add_argument("--ns-prefix", default="bench-")
     ap.add_argument("--only", default="", help="comma-separated scenarios to run")
     ap.add_argument("--reps", type=int, default=0, help="repetitions (default: the mode's)")
+    ap.add_argument("--sync-ns", default="",
+                    help="initial_sync: a namespace that already holds the mode's N Widgets")
     ap.add_argument("--no-kubectl-floor", action="store_true",
                     help="skip the kubectl floor (a process per page: slow at 100k)")
     ap.add_argument("--latency-floor", action="store_true", help="also run client-go in event_latency")
