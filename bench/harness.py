@@ -209,7 +209,9 @@ class Bench:
         return p.stdout
 
     def create(self, ns, count):
-        out = self.loader("create", "-namespace", ns, "-count", str(count))
+        # 100k objects on a busy 2-core machine take longer than the defaults
+        out = self.loader("create", "-namespace", ns, "-count", str(count), "-timeout", "60m",
+                          timeout=3600)
         m = re.search(r"METRIC create_per_s (\S+)", out)
         log(f"created {count} Widgets in {ns} ({m.group(1) if m else '?'}/s)")
 
