@@ -15,7 +15,16 @@
  * table.insert/remove on huge borders, table.sort, plain and pattern
  * searches) refuse inputs over fixed caps, and pattern calls are first run
  * through a step-counting matcher; __gc metamethods (run with hooks off)
- * are refused. The library tables a script sees (string, table, math, utf8,
+ * are refused. The work such calls do (probe steps, elements moved or
+ * sorted, bytes scanned, bytes allocated, klua.json bytes) is charged to
+ * the same instruction budget, and the CPU clock is read as it accrues, so
+ * a run ends within about one guarded call of its deadline.
+ *
+ * A kill (budget or deadline) ends the whole run, not one coroutine: every
+ * coroutine of the task, whatever catches the error (pcall, xpcall and its
+ * handler, __close, metamethods, callbacks of gsub or sort), raises it
+ * again at its next instruction, and a coroutine that died of a kill is
+ * never closed (its __close handlers would run with hooks off). The library tables a script sees (string, table, math, utf8,
  * coroutine, os) are read-only views, and every required module runs in
  * its own environment, so a script cannot break klua's modules (or its own
  * lib modules) by reassigning a global or a library function.
@@ -23,6 +32,9 @@
  * The host remembers which files it read (the script and each lib module,
  * with a hash of their bytes) so hot reload can tell which scripts a
  * change affects (lua_host_deps, lua_host_deps_changed).
+ *
+ * Implemented by the lua_* host modules (lua_host_int.h lists them, lowest
+ * first); this header is the contract the rest of klua uses.
  * Uses: lua_json, luamods, log, err, Lua 5.4.
  */
 #ifndef KLUA_LUA_HOST_H
@@ -135,6 +147,18 @@ int lua_host_charge(lua_State *L, size_t n);
 void lua_host_discharge(lua_State *L, size_t n);
 /* Bytes the script may still allocate (0 when at or over the cap). */
 size_t lua_host_mem_room(lua_State *L);
+
+/* 1 when L is a lua_host's state or one of its threads (a module such as
+ * klua.json may also be opened in a plain Lua state). */
+int lua_host_is_host(lua_State *L);
+
+/* Work a C function does for the script that the count hook cannot see
+ * (bytes encoded, elements copied): `units` of about one Lua instruction
+ * each go to the running task's instruction budget, and the CPU deadline
+ * is checked when due. Raises the kill error when the task is (or gets)
+ * killed; call it where a Lua error is acceptable, before or after the
+ * work. No-op outside a task and for a state that is not a host's. */
+void lua_host_work(lua_State *L, uint64_t units);
 
 /* Load a chunk of klua's own Lua code (text) into L with a private
  * environment, so that what a script does to its globals cannot change it.

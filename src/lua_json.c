@@ -2,14 +2,24 @@
  *
  * Provides: luaopen_klua_json, lua_json_push, lua_json_encode,
  * lua_json_mark_array.
- * Uses: json (tokenizer, string escaping), buf, err, Lua.
+ * C memory a script makes this module hold (encode output, a decode's
+ * tokens) counts against the script's memory cap (lua_host_charge) for as
+ * long as it is held, and lives in a holder userdata that is a
+ * to-be-closed variable of the C function: a Lua error thrown in the
+ * middle (a memory error pushing the result, a kill) frees it at once, not
+ * at some later collection. Bytes encoded and decoded are work charged to
+ * the running task's budget (lua_host_work: an instruction per 2 bytes,
+ * about what the same time buys in Lua).
+ * Uses: json (tokenizer, string escaping), lua_host (charging), buf, err, Lua.
  */
 #include "lua_json.h"
 
 #include "json.h"
+#include "lua_host.h"
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,18 +31,29 @@ static char null_sentinel;
 static char empty_array_sentinel;
 #define DOC_MT "klua.json.doc"
 
-/* The tokens of one decode, held by a userdata so that a Lua memory error in
- * the middle of building tables frees them through __gc. */
+/* C memory of one decode or encode, held by a userdata so that a Lua error
+ * in the middle frees it (__close when it is a to-be-closed variable, __gc
+ * otherwise). */
 typedef struct doc_holder {
     json_doc doc;
-    kl_buf tmp;   /* unescaped strings */
+    kl_buf tmp;       /* unescaped strings; encode output */
+    size_t charged;   /* bytes charged to the script's cap for this */
 } doc_holder;
+
+/* Free what h holds and give back what was charged for it. */
+static void holder_release(lua_State *L, doc_holder *h)
+{
+    json_doc_free(&h->doc);
+    kl_buf_free(&h->tmp);
+    if (h->charged) {
+        lua_host_discharge(L, h->charged);
+        h->charged = 0;
+    }
+}
 
 static int doc_gc(lua_State *L)
 {
-    doc_holder *h = luaL_checkudata(L, 1, DOC_MT);
-    json_doc_free(&h->doc);
-    kl_buf_free(&h->tmp);
+    holder_release(L, luaL_checkudata(L, 1, DOC_MT));
     return 0;
 }
 
@@ -121,23 +142,58 @@ static void push_tok(lua_State *L, doc_holder *h, int i)
     }
 }
 
-int lua_json_push(lua_State *L, const char *s, size_t len, kl_err *err)
+/* Decode s and push the value. With charge (a script's json.decode), the
+ * tokens count against the script's cap while the tables are built, and
+ * the holder is a to-be-closed slot: an error on the way frees them. */
+static int push_doc(lua_State *L, const char *s, size_t len, int charge, kl_err *err)
 {
     luaL_checkstack(L, 8, "JSON decode");
+    charge = charge && lua_host_is_host(L);
     doc_holder *h = push_holder(L);                      /* [holder] */
-    if (json_parse(&h->doc, s, len, err) != 0) {
-        json_doc_free(&h->doc);
-        lua_pop(L, 1);
-        return -1;
+    if (charge)
+        lua_toclose(L, -1);
+    int rc = json_parse(&h->doc, s, len, err);
+    if (rc == 0 && charge) {
+        size_t held = (size_t)h->doc.cap * sizeof(json_tok);
+        if (lua_host_charge(L, held) == 0)
+            h->charged = held;
+        else
+            rc = kl_err_set(err, KL_ENOMEM, "memory limit exceeded decoding %zu bytes of JSON "
+                                            "(see --lua-memory)", len);
     }
-    push_tok(L, h, 0);                                   /* [holder, value] */
-    json_doc_free(&h->doc);
-    kl_buf_free(&h->tmp);
-    lua_remove(L, -2);                                   /* [value] */
-    return 0;
+    if (rc == 0)
+        push_tok(L, h, 0);                               /* [holder, value] */
+    if (charge)
+        lua_closeslot(L, rc == 0 ? -2 : -1);             /* releases h */
+    else
+        holder_release(L, h);
+    lua_remove(L, rc == 0 ? -2 : -1);                    /* [value] or [] */
+    return rc;
+}
+
+int lua_json_push(lua_State *L, const char *s, size_t len, kl_err *err)
+{
+    return push_doc(L, s, len, 0, err);
 }
 
 /* ---- encoding ---- */
+
+/* The output and how long it may grow: a script's encode stops at the
+ * memory the script has left, whatever the value (a table referencing
+ * itself twice per level doubles the output per level). */
+typedef struct enc_ctx {
+    kl_buf *out;
+    size_t limit;     /* out->len may not pass this */
+} enc_ctx;
+
+/* 0 while the output is within its limit, else the error. */
+static int enc_room(enc_ctx *e, kl_err *err)
+{
+    if (e->out->len <= e->limit)
+        return 0;
+    return kl_err_set(err, KL_ENOMEM, "memory limit exceeded: the JSON would be larger than "
+                                      "the script's memory limit (see --lua-memory)");
+}
 
 static int is_array_table(lua_State *L, int idx, lua_Integer *len)
 {
@@ -172,42 +228,42 @@ static int is_array_table(lua_State *L, int idx, lua_Integer *len)
     return count > 0 && max == count;
 }
 
-static int enc_number(lua_State *L, int idx, kl_buf *out, kl_err *err)
+static int enc_number(lua_State *L, int idx, enc_ctx *e, kl_err *err)
 {
     if (lua_isinteger(L, idx))
-        return kl_buf_printf(out, "%lld", (long long)lua_tointeger(L, idx));
+        return kl_buf_printf(e->out, "%lld", (long long)lua_tointeger(L, idx));
     double v = lua_tonumber(L, idx);
     if (!isfinite(v))
         return kl_err_set(err, KL_EINVAL, "cannot encode %s as JSON", isnan(v) ? "NaN" : "infinity");
     if (v == floor(v) && fabs(v) < 9007199254740992.0)
-        return kl_buf_printf(out, "%.0f", v);
+        return kl_buf_printf(e->out, "%.0f", v);
     char tmp[64];
     snprintf(tmp, sizeof tmp, "%.14g", v);
     if (strtod(tmp, NULL) != v)
         snprintf(tmp, sizeof tmp, "%.17g", v);
-    return kl_buf_puts(out, tmp);
+    return kl_buf_puts(e->out, tmp);
 }
 
-static int enc_value(lua_State *L, int idx, kl_buf *out, int depth, kl_err *err);
+static int enc_value(lua_State *L, int idx, enc_ctx *e, int depth, kl_err *err);
 
-static int enc_table(lua_State *L, int idx, kl_buf *out, int depth, kl_err *err)
+static int enc_table(lua_State *L, int idx, enc_ctx *e, int depth, kl_err *err)
 {
     lua_Integer n;
     if (is_array_table(L, idx, &n)) {
-        if (kl_buf_putc(out, '[') != 0)
+        if (kl_buf_putc(e->out, '[') != 0)
             return kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
         for (lua_Integer i = 1; i <= n; i++) {
-            if (i > 1 && kl_buf_putc(out, ',') != 0)
+            if (i > 1 && kl_buf_putc(e->out, ',') != 0)
                 return kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
             lua_rawgeti(L, idx, i);
-            int rc = enc_value(L, lua_gettop(L), out, depth + 1, err);
+            int rc = enc_value(L, lua_gettop(L), e, depth + 1, err);
             lua_pop(L, 1);
             if (rc != 0)
                 return -1;
         }
-        return kl_buf_putc(out, ']') == 0 ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory");
+        return kl_buf_putc(e->out, ']') == 0 ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory");
     }
-    if (kl_buf_putc(out, '{') != 0)
+    if (kl_buf_putc(e->out, '{') != 0)
         return kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
     int first = 1;
     lua_pushnil(L);
@@ -219,23 +275,23 @@ static int enc_table(lua_State *L, int idx, kl_buf *out, int depth, kl_err *err)
         }
         size_t kl;
         const char *k = lua_tolstring(L, -2, &kl);
-        if ((!first && kl_buf_putc(out, ',') != 0) || json_escape_append(out, k, kl) != 0 ||
-            kl_buf_putc(out, ':') != 0) {
+        if ((!first && kl_buf_putc(e->out, ',') != 0) || json_escape_append(e->out, k, kl) != 0 ||
+            kl_buf_putc(e->out, ':') != 0) {
             lua_pop(L, 2);
             return kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
         }
         first = 0;
-        int rc = enc_value(L, lua_gettop(L), out, depth + 1, err);
+        int rc = enc_value(L, lua_gettop(L), e, depth + 1, err);
         lua_pop(L, 1);
         if (rc != 0) {
             lua_pop(L, 1);
             return -1;
         }
     }
-    return kl_buf_putc(out, '}') == 0 ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory");
+    return kl_buf_putc(e->out, '}') == 0 ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory");
 }
 
-static int enc_value(lua_State *L, int idx, kl_buf *out, int depth, kl_err *err)
+static int enc_value(lua_State *L, int idx, enc_ctx *e, int depth, kl_err *err)
 {
     if (depth > JSON_MAX_DEPTH)
         return kl_err_set(err, KL_EINVAL,
@@ -243,28 +299,30 @@ static int enc_value(lua_State *L, int idx, kl_buf *out, int depth, kl_err *err)
                           JSON_MAX_DEPTH);
     if (!lua_checkstack(L, 4))
         return kl_err_set(err, KL_ENOMEM, "out of Lua stack encoding JSON");
+    if (enc_room(e, err) != 0)
+        return -1;
     int rc = 0;
     switch (lua_type(L, idx)) {
-    case LUA_TNIL: rc = kl_buf_puts(out, "null"); break;
-    case LUA_TBOOLEAN: rc = kl_buf_puts(out, lua_toboolean(L, idx) ? "true" : "false"); break;
+    case LUA_TNIL: rc = kl_buf_puts(e->out, "null"); break;
+    case LUA_TBOOLEAN: rc = kl_buf_puts(e->out, lua_toboolean(L, idx) ? "true" : "false"); break;
     case LUA_TNUMBER:
-        if (enc_number(L, idx, out, err) != 0)
+        if (enc_number(L, idx, e, err) != 0)
             return -1;
         break;
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        rc = json_escape_append(out, s, n);
+        rc = json_escape_append(e->out, s, n);
         break;
     }
-    case LUA_TTABLE: return enc_table(L, idx, out, depth, err);
+    case LUA_TTABLE: return enc_table(L, idx, e, depth, err);
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) == &null_sentinel) {
-            rc = kl_buf_puts(out, "null");
+            rc = kl_buf_puts(e->out, "null");
             break;
         }
         if (lua_touserdata(L, idx) == &empty_array_sentinel) {
-            rc = kl_buf_puts(out, "[]");
+            rc = kl_buf_puts(e->out, "[]");
             break;
         }
         /* fall through */
@@ -272,12 +330,21 @@ static int enc_value(lua_State *L, int idx, kl_buf *out, int depth, kl_err *err)
         return kl_err_set(err, KL_EINVAL, "cannot encode a %s value as JSON",
                           lua_typename(L, lua_type(L, idx)));
     }
-    return rc == 0 ? 0 : kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
+    if (rc != 0)
+        return kl_err_set(err, KL_ENOMEM, "out of memory encoding JSON");
+    return enc_room(e, err);
+}
+
+/* Encode with the output bounded by `room` more bytes. */
+static int encode_within(lua_State *L, int idx, kl_buf *out, size_t room, kl_err *err)
+{
+    enc_ctx e = {out, room > SIZE_MAX - out->len ? SIZE_MAX : out->len + room};
+    return enc_value(L, lua_absindex(L, idx), &e, 0, err);
 }
 
 int lua_json_encode(lua_State *L, int idx, kl_buf *out, kl_err *err)
 {
-    return enc_value(L, lua_absindex(L, idx), out, 0, err);
+    return encode_within(L, idx, out, lua_host_is_host(L) ? lua_host_mem_room(L) : SIZE_MAX, err);
 }
 
 /* ---- the Lua module ---- */
@@ -289,26 +356,42 @@ static doc_holder *push_holder(lua_State *L)
     if (luaL_newmetatable(L, DOC_MT)) {
         lua_pushcfunction(L, doc_gc);
         lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, doc_gc);
+        lua_setfield(L, -2, "__close");
     }
     lua_setmetatable(L, -2);
     return h;
 }
 
 /* json.encode(v) -> string, or raises on a value JSON cannot hold. The
- * output buffer belongs to a holder userdata, so a memory error while
- * pushing the result cannot leak it. */
+ * output buffer belongs to a to-be-closed holder: a memory error while
+ * pushing the result, or a kill, frees it at once. The output may use at
+ * most the memory the script has left, and it counts while the string is
+ * made from it, so output and string together stay within the cap. */
 static int l_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
     lua_settop(L, 1);
     doc_holder *h = push_holder(L);                      /* [v, holder] */
+    lua_toclose(L, 2);
     kl_err err = {0};
-    if (lua_json_encode(L, 1, &h->tmp, &err) != 0) {
-        kl_buf_free(&h->tmp);
+    int host = lua_host_is_host(L);
+    /* half the room: the buffer's capacity may be twice its length */
+    if (encode_within(L, 1, &h->tmp, host ? lua_host_mem_room(L) / 2 : SIZE_MAX, &err) != 0) {
+        holder_release(L, h);
         return luaL_error(L, "json.encode: %s", err.msg);
     }
-    lua_pushlstring(L, h->tmp.data ? h->tmp.data : "", h->tmp.len);
-    kl_buf_free(&h->tmp);
+    if (host) {
+        lua_host_work(L, h->tmp.len / 2);
+        if (lua_host_charge(L, h->tmp.cap) != 0) {
+            holder_release(L, h);
+            return luaL_error(L, "json.encode: memory limit exceeded: the JSON and its copy would "
+                                 "be larger than the script's memory limit (see --lua-memory)");
+        }
+        h->charged = h->tmp.cap;
+    }
+    lua_pushlstring(L, h->tmp.data ? h->tmp.data : "", h->tmp.len); /* [v, holder, json] */
+    holder_release(L, h);
     return 1;
 }
 
@@ -318,7 +401,8 @@ static int l_decode(lua_State *L)
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     kl_err err = {0};
-    if (lua_json_push(L, s, n, &err) != 0) {
+    lua_host_work(L, n / 2);
+    if (push_doc(L, s, n, 1, &err) != 0) {
         lua_pushnil(L);
         lua_pushstring(L, err.msg);
         return 2;

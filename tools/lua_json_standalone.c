@@ -3,9 +3,11 @@
  * by the busted specs, and by anyone who wants the production codec in a
  * stock lua5.4.
  *
- * Provides: lua_host_charge, lua_host_discharge, lua_host_mem_room with the
- * signatures of lua_host.h. Outside klua there is no script memory cap, so
- * every charge succeeds and the room is unbounded; the interpreter's own
+ * Provides: lua_host_is_host, lua_host_work, lua_host_charge,
+ * lua_host_discharge, lua_host_mem_room with the signatures of lua_host.h.
+ * Outside klua no state is a host's: there is no script memory cap or
+ * budget, so every charge succeeds, work is not counted and the room is
+ * unbounded; the interpreter's own
  * allocator still fails as usual. Linked only into the module, never into
  * bin/klua (which has the real ones in src/lua_host.c).
  * Uses: lua_host.h (declarations only).
@@ -31,4 +33,16 @@ size_t lua_host_mem_room(lua_State *L)
 {
     (void)L;
     return SIZE_MAX;
+}
+
+int lua_host_is_host(lua_State *L)
+{
+    (void)L;
+    return 0;
+}
+
+void lua_host_work(lua_State *L, uint64_t units)
+{
+    (void)L;
+    (void)units;
 }

@@ -6,11 +6,13 @@ beside the Comment controller, which must keep delivering comments on time.
 """
 import re
 import shutil
+import threading
 import time
+import urllib.request
 
 from conftest import (ROOT, apply_list, comment, condition, get_comments, wait_delivered,
                       wait_for)
-from test_reload import cm_data, make_cms
+from test_reload import cm_data, make_cms, metrics_port
 
 FIXTURES = ROOT / "spec/e2e/scripts_reload"
 
@@ -110,4 +112,62 @@ def test_reconcile_errors_set_ready_false_next_to_the_scripts_conditions(
         return condition(o, "Ready") is None and condition(o, "Seen") is not None
     wait_for(ready_gone, 30, what="Ready removed after success")
     # the error was logged, not repeated on every watch event it caused
+    assert k.stop() == 0
+
+
+def test_a_script_that_outlives_its_kill_is_stopped_and_the_rest_keeps_working(
+        cluster, namespace, klua_factory, tmp_path):
+    """Issue 9 items 1-2: hostile.lua catches the kill in a loop after it fired
+    in a coroutine, and loops over refused pattern searches. Each reconcile
+    must end at the deadline; /healthz and steady.lua must not notice."""
+    scripts = tmp_path / "scripts"
+    shutil.copytree(ROOT / "spec/lua_fixtures/escape", scripts)
+    make_cms(cluster, namespace, "hostile", ["evil"])
+    make_cms(cluster, namespace, "steady", ["s0", "s1"])
+    k = klua_factory(scripts=scripts, args=["--namespace", namespace, "--metrics-addr",
+                                            "127.0.0.1:0"]).start()
+    port = metrics_port(k)
+    line = line_of(scripts / "hostile.lua", "HOSTILE-LINE")
+
+    # /healthz is probed all along, as the kubelet would
+    slowest, stop, failures = [0.0], threading.Event(), []
+
+    def probe():
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+                    if r.status != 200:
+                        failures.append(r.status)
+            except OSError as e:
+                failures.append(repr(e))
+            slowest[0] = max(slowest[0], time.monotonic() - t0)
+            stop.wait(0.1)
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        # killed at the deadline, then retried with backoff, again and again
+        k.wait_log(rf"/hostile\.lua:\d+: deadline exceeded", timeout=30)
+        wait_for(lambda: len(re.findall(r"hostile\.lua:\d+: deadline exceeded", k.log())) >= 3,
+                 60, what="hostile.lua killed three times")
+        # the other controller keeps reconciling in time
+        took = []
+        for i in range(3):
+            t0 = time.monotonic()
+            cluster.kubectl("patch", "-n", namespace, "configmap", f"s{i % 2}", "--type=merge",
+                            "-p", f'{{"data": {{"x": "v{i}"}}}}')
+            wait_for(lambda: cm_data(cluster, namespace)[f"s{i % 2}"].get("seen") == f"v{i}",
+                     30, interval=0.05, what=f"steady.lua to see v{i}")
+            took.append(time.monotonic() - t0)
+    finally:
+        stop.set()
+        prober.join(15)
+    print(f"\nbeside hostile.lua: steady reconciles {[round(x, 2) for x in took]} s, "
+          f"slowest /healthz {slowest[0]:.2f} s")
+    assert not failures, failures
+    assert slowest[0] < 3, slowest[0]   # one deadline (200 ms) and then some, under ASan
+    assert max(took) < 10, took
+    # the kill is reported at a place in the script (the loop or the coroutine)
+    assert re.search(rf"/hostile\.lua:(9|{line}|13): deadline exceeded", k.log())
+    assert k.proc.poll() is None
     assert k.stop() == 0
