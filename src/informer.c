@@ -636,9 +636,11 @@ static void on_watch_event(void *ud, const watch_event *ev)
             skip_object(inf, ev->object, ev->object_len, ev->undecodable ? ev->message : err.msg,
                         &id);
             set_rv(inf, id.resource_version);
-            char *key = ev->type == WATCH_DELETED ? ident_key(&id) : NULL;
-            if (key)
+            char *key = ident_key(&id);
+            if (key && ev->type == WATCH_DELETED)
                 apply_delete(inf, key, NULL);
+            else if (key && inf->streaming && inf->relisting)
+                keyset_add(&inf->seen, key); /* as a LIST page does: the older version stays */
             free(key);
             watchframe_ident_free(&id);
         } else if (ev->type == WATCH_DELETED) {
