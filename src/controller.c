@@ -47,6 +47,8 @@ typedef struct reconcile {
     int co_ref, ctx_ref;
     lua_ctx *ctx;
     lua_host_budget budget;
+    const char *stale[8];         /* finalizers to take off (deleting objects) */
+    size_t nstale;
     uint64_t started_ns;
     char *ns, *name, *uid, *rv;   /* the object as it was when we started */
     struct reconcile *next;
@@ -71,7 +73,8 @@ struct controller {
     int workers;
     size_t active;
     int started, synced, stopping;
-    char finalizer[128];
+    int scanned;               /* orphan finalizers looked for (first sync) */
+    controller_version *declared_v; /* whose finalizer the book counts, or NULL */
     loop_timer_id dispatch_timer, sync_timer;
     reconcile *running;
     int gate_joined;           /* a member of d.gate */
@@ -89,19 +92,12 @@ static uint64_t mono_ns(void)
 
 /* ---- handlers ---- */
 
-static void note_depth(controller *c)
-{
-    metrics_workqueue_depth(c->name, workqueue_len(c->q));
-}
-
 static void enqueue(void *ud, const char *key)
 {
     controller *c = ud;
     if (c->stopping)
         return;
     workqueue_add(c->q, key);
-    metrics_workqueue_add(c->name);
-    note_depth(c);
 }
 
 static void on_informer_synced(void *ud) { schedule_sync_check(ud); }
@@ -118,7 +114,8 @@ static void sync_ready(controller *c, const char *key, const char *errmsg)
 {
     if (c->b)
         controller_status_sync_ready(c->d.kc, controller_binding_watch_resource(c->b),
-                                     controller_binding_watch_store(c->b), key, errmsg);
+                                     controller_binding_watch_store(c->b), key,
+                                     c->cur->decl->error_condition, errmsg);
 }
 
 /* ---- reconciles ---- */
@@ -182,8 +179,8 @@ static void end_reconcile(reconcile *rc, int done, const char *result)
     if (result) {
         double secs = (double)(mono_ns() - rc->started_ns) / 1e9;
         metrics_reconcile_done(c->name, result, secs);
-        metrics_workqueue_work_duration(c->name, secs);
         metrics_lua_memory(c->name, lua_host_mem_used(v->h));
+        metrics_lua_instructions(c->name, rc->budget.instructions);
     }
     if (done)
         workqueue_done(c->q, rc->key);
@@ -197,8 +194,6 @@ static void end_reconcile(reconcile *rc, int done, const char *result)
 static void backoff(controller *c, const char *key)
 {
     workqueue_add_rate_limited(c->q, key);
-    metrics_workqueue_retry(c->name);
-    metrics_workqueue_add(c->name);
 }
 
 static void record_error(reconcile *rc, const char *raw)
@@ -297,7 +292,16 @@ static int setup_reconcile(lua_State *L)
     kl_err err = {0};
     if (lua_json_push(L, a->obj->json, a->obj->json_len, &err) != 0)
         return luaL_error(L, "cached object %s: %s", a->obj->key, err.msg);
-    lua_xmove(L, rc->co, 3);                             /* co: [runner, ctx, obj] */
+    if (rc->nstale) {
+        lua_createtable(L, (int)rc->nstale, 0);          /* [ud, runner, ctx, obj, stale] */
+        for (size_t i = 0; i < rc->nstale; i++) {
+            lua_pushstring(L, rc->stale[i]);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+    } else {
+        lua_pushnil(L);
+    }
+    lua_xmove(L, rc->co, 4);                             /* co: [runner, ctx, obj, stale] */
     lua_ctx_bind(rc->ctx, rc->co);
     return 0;
 }
@@ -339,6 +343,10 @@ static void start_reconcile(controller *c, const char *key)
     c->active++;
     rc->v->active++;
     metrics_active_workers_add(c->name, 1);
+    if (obj->deleting && c->d.finalizers)
+        rc->nstale = controller_finalizers_stale(c->d.finalizers, rc->v->decl->watch.api_version,
+                                                 rc->v->decl->watch.kind, rc->stale,
+                                                 sizeof rc->stale / sizeof *rc->stale);
     start_args a = {rc, obj};
     kl_err err = {0};
     if (lua_host_call(rc->v->h, setup_reconcile, &a, &err) != LUA_OK) {
@@ -346,7 +354,7 @@ static void start_reconcile(controller *c, const char *key)
         end_reconcile(rc, 1, "error");
         return;
     }
-    step(rc, 2);
+    step(rc, 3);
 }
 
 /* processNextWorkItem, as many times as workers allow. */
@@ -359,7 +367,6 @@ static void dispatch(controller *c)
             break;
         start_reconcile(c, key);
     }
-    note_depth(c);
 }
 
 static void on_ready(void *ud) { dispatch(ud); }
@@ -378,6 +385,13 @@ static void on_sync_check(loop *l, void *ud)
     if (c->stopping || c->synced || !controller_binding_synced(c->b))
         return;
     c->synced = 1;
+    if (!c->scanned && c->d.finalizers) {
+        /* before the first dispatch: orphans to remove are booked by then */
+        c->scanned = 1;
+        const lua_controller_decl *decl = c->cur->decl;
+        controller_finalizers_scan(c->d.finalizers, controller_binding_watch_store(c->b),
+                                   decl->watch.api_version, decl->watch.kind);
+    }
     if (c->d.on_synced)
         c->d.on_synced(c->d.synced_ud, c);
     dispatch(c);
@@ -400,6 +414,29 @@ static void wait_for_sync(controller *c)
 
 static void on_gate_open(void *ud) { schedule_dispatch(ud); }
 
+/* The book counts the finalizer of the version new reconciles run on. */
+static void undeclare(controller *c)
+{
+    const lua_controller_decl *d = c->declared_v ? c->declared_v->decl : NULL;
+    if (d)
+        controller_finalizers_undeclare(c->d.finalizers, d->finalizer, d->watch.api_version,
+                                        d->watch.kind);
+    c->declared_v = NULL;
+}
+
+static int declare(controller *c, controller_version *v)
+{
+    undeclare(c);
+    const lua_controller_decl *d = v->decl;
+    if (!c->d.finalizers || !d->has_finalize)
+        return 0;
+    if (controller_finalizers_declare(c->d.finalizers, d->finalizer, d->watch.api_version,
+                                      d->watch.kind) != 0)
+        return -1;
+    c->declared_v = v;
+    return 0;
+}
+
 controller *controller_new(lua_host *h, const controller_deps *d, kl_err *err)
 {
     controller *c = calloc(1, sizeof *c);
@@ -416,14 +453,18 @@ controller *controller_new(lua_host *h, const controller_deps *d, kl_err *err)
     }
     const lua_controller_decl *decl = lua_host_decl(h);
     c->workers = d->workers > 0 ? d->workers : decl->workers > 0 ? decl->workers : 1;
-    snprintf(c->finalizer, sizeof c->finalizer, "klua.dev/%s", decl->name);
     if (!(c->name = strdup(decl->name)))
         goto fail_mem;
     c->q = workqueue_new(d->l, decl->name, NULL);
     if (!c->q)
         goto fail_mem;
-    if (!(c->cur = controller_version_new(h, c->finalizer, err)))
+    if (!(c->cur = controller_version_new(h, decl->finalizer, err)))
         goto fail;
+    if (declare(c, c->cur) != 0) {
+        controller_version_free(c->cur, 1);   /* h stays the caller's */
+        c->cur = NULL;
+        goto fail_mem;
+    }
     return c;
 fail_mem:
     kl_err_set(err, KL_ENOMEM, "out of memory");
@@ -441,7 +482,7 @@ static int start_now(controller *c, controller_binding *b, kl_err *err)
     c->started = 1;
     controller_binding_events ev = {enqueue, on_informer_synced, c};
     controller_binding_set_cache(b, &c->cur->decl->cache);
-    if (controller_binding_start(b, c->d.reg, c->cur->decl->selector, &ev, err) != 0)
+    if (controller_binding_start(b, c->d.reg, c->cur->h, c->cur->decl->selector, &ev, err) != 0)
         return kl_err_wrap(err, "%s", controller_script(c));
     wait_for_sync(c);
     return 0;
@@ -451,7 +492,7 @@ static int start_now(controller *c, controller_binding *b, kl_err *err)
 static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_err *err)
 {
     const lua_controller_decl *decl = lua_host_decl(h);
-    controller_version *v = controller_version_new(h, c->finalizer, err);
+    controller_version *v = controller_version_new(h, decl->finalizer, err);
     if (!v) {
         controller_binding_free(nb);
         lua_host_free(h);
@@ -461,7 +502,7 @@ static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_er
      * to zero references, so it keeps running and keeps its cache. */
     controller_binding_events ev = {enqueue, on_informer_synced, c};
     controller_binding_set_cache(nb, &decl->cache);
-    if (controller_binding_start(nb, c->d.reg, decl->selector, &ev, err) != 0) {
+    if (controller_binding_start(nb, c->d.reg, h, decl->selector, &ev, err) != 0) {
         controller_binding_free(nb);
         controller_version_free(v, 0);
         return kl_err_wrap(err, "%s", lua_host_path(h));
@@ -471,6 +512,8 @@ static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_er
     controller_binding_free(old);
     controller_version *prev = c->cur;
     c->cur = v;
+    if (declare(c, v) != 0)
+        kl_log(KL_LOG_ERROR, "out of memory recording a finalizer", "controller", c->name, NULL);
     if (prev->active == 0) {
         controller_version_free(prev, 0);
     } else {
@@ -479,8 +522,6 @@ static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_er
     }
     c->workers = c->d.workers > 0 ? c->d.workers : decl->workers > 0 ? decl->workers : 1;
     metrics_controller_started(c->name, c->workers);
-    /* metrics_controller_started zeroes the gauge; put back what runs */
-    metrics_active_workers_add(c->name, (int)c->active);
     if (!controller_binding_synced(c->b))
         wait_for_sync(c);
     schedule_dispatch(c);
@@ -569,6 +610,7 @@ const lua_host *controller_host(const controller *c) { return c->cur->h; }
 void controller_shutdown(controller *c)
 {
     c->stopping = 1;
+    undeclare(c);   /* a renamed script's successor may take the finalizer off */
     if (c->q)
         workqueue_shutdown(c->q);
 }
@@ -579,6 +621,7 @@ void controller_free(controller *c)
         return;
     if (c->gate_joined)
         controller_gate_leave(c->d.gate, c);
+    undeclare(c);
     c->stopping = 1;
     if (c->op) {
         controller_binding_resolve_cancel(c->op->resolve);
@@ -601,6 +644,7 @@ void controller_free(controller *c)
         controller_version_free(v, 0);
     }
     controller_version_free(c->cur, 0);
+    metrics_controller_removed(c->name);
     free(c->name);
     free(c);
 }

@@ -13,13 +13,22 @@
  * error -> add_rate_limited. An error is logged once with the script's
  * file:line and recorded as a Warning Event (reason ReconcileError); when
  * the resource has a status subresource and the object has
- * status.conditions, a Ready=False condition (reason ReconcileError) says
- * so too, and is removed again by the next successful reconcile (other
- * condition types belong to the script and are left alone). A result
+ * status.conditions, an error_condition=False condition ("Ready" unless
+ * declared otherwise or false; reason ReconcileError) says so too, and is
+ * removed again by the next successful reconcile (a condition of that type
+ * the script wrote for this generation, and other types, are the
+ * script's). Updates reach the workqueue through the declared predicates
+ * (controller_binding, predicate.h). A result
  * other than those above (a string, unknown keys, a negative
  * requeue_after) is an error naming the script's reconcile or finalize.
- * When the script declares finalize, the finalizer "klua.dev/<name>" is
- * added before reconcile and removed after finalize returns nil.
+ * When the script declares finalize, its finalizer (`finalizer`, default
+ * "klua.dev/<name>") is added before reconcile; an object being deleted
+ * goes to finalize, never to reconcile, and loses the finalizer once
+ * finalize returns nil. Without finalize, reconcile sees deleting objects.
+ * A finalizer this process declared before and no longer does (the
+ * finalizers book, controller_finalizers.h) is taken off objects being
+ * deleted first, with a warning naming it; at the first sync, klua.dev/...
+ * finalizers that no script declares are reported.
  *
  * Hot reload: controller_replace swaps in a newly loaded script between
  * reconciles. Reconciles in flight finish on the old Lua state, which is
@@ -37,6 +46,7 @@
 #ifndef KLUA_CONTROLLER_H
 #define KLUA_CONTROLLER_H
 
+#include "controller_finalizers.h"
 #include "controller_gate.h"
 #include "discovery.h"
 #include "err.h"
@@ -66,6 +76,11 @@ typedef struct controller_deps {
     /* Optional: reconciles start only while this gate is open (NULL = no
      * gate; see controller_gate.h). */
     controller_gate *gate;
+    /* Optional: the finalizers of every controller of the process (NULL =
+     * only the script's own finalizer is managed). */
+    controller_finalizers *finalizers;
+    /* --remove-orphan-finalizers (read by whoever makes the book). */
+    int remove_orphan_finalizers;
 } controller_deps;
 
 /* done(ud, c, NULL) when a start or replace has taken effect, or

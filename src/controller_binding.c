@@ -14,17 +14,26 @@
 
 #include "buf.h"
 #include "json.h"
+#include "log.h"
+#include "predicate.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* A secondary kind: owns[i] (mapped back by owner references) or
+ * watches[i] (mapped by the script's function). */
 typedef struct owned {
     char *api_version, *kind;     /* as declared */
+    char *ns, *selector;          /* watches[i]'s own, or NULL */
+    size_t watches_index;         /* 0 for owns[i]; i + 1 for watches[i] */
+    const lua_predicate *pred;    /* the declaration's (in h), set by start */
+    struct controller_binding *b;
     kube_resource res;
     informer *inf;
     int handler;
     int synced_listener;          /* 0 = none */
+    int failed_listener;          /* 0 = none */
 } owned;
 
 struct controller_binding {
@@ -33,11 +42,14 @@ struct controller_binding {
     informer *watch_inf;
     int watch_handler;
     int watch_synced_listener;    /* 0 = none */
-    owned *owns;
+    int watch_failed_listener;    /* 0 = none */
+    owned *owns;                  /* owns, then watches */
     size_t nowns;
     char *ns;                     /* informer namespace, or NULL */
     informer_registry *reg;       /* set by start */
     const store_transform *cache; /* read by start only; NULL = the default */
+    lua_host *h;                  /* the script (predicates, maps), set by start */
+    int fn_failed;                /* a predicate or map failed: reported once */
     controller_binding_events ev;
 };
 
@@ -58,12 +70,15 @@ struct controller_binding_resolve {
 
 /* ---- free ---- */
 
-static void release(controller_binding *b, informer *inf, int handler, int listener)
+static void release(controller_binding *b, informer *inf, int handler, int listener,
+                    int failed_listener)
 {
     if (!inf)
         return;
     if (listener > 0)
         informer_remove_synced_listener(inf, listener);
+    if (failed_listener > 0)
+        informer_remove_failed_listener(inf, failed_listener);
     informer_remove_handler(inf, handler);
     informer_registry_release(b->reg, inf);
 }
@@ -72,12 +87,16 @@ void controller_binding_free(controller_binding *b)
 {
     if (!b)
         return;
-    release(b, b->watch_inf, b->watch_handler, b->watch_synced_listener);
+    release(b, b->watch_inf, b->watch_handler, b->watch_synced_listener,
+            b->watch_failed_listener);
     for (size_t i = 0; i < b->nowns; i++) {
-        release(b, b->owns[i].inf, b->owns[i].handler, b->owns[i].synced_listener);
+        release(b, b->owns[i].inf, b->owns[i].handler, b->owns[i].synced_listener,
+                b->owns[i].failed_listener);
         kube_resource_free(&b->owns[i].res);
         free(b->owns[i].api_version);
         free(b->owns[i].kind);
+        free(b->owns[i].ns);
+        free(b->owns[i].selector);
     }
     free(b->owns);
     kube_resource_free(&b->watch_res);
@@ -96,12 +115,22 @@ static controller_binding *binding_new(const lua_controller_decl *decl, const ch
         return NULL;
     int bad = !(b->api_version = strdup(decl->watch.api_version)) ||
               !(b->kind = strdup(decl->watch.kind)) || (ns && *ns && !(b->ns = strdup(ns)));
-    if (!bad && decl->nowns) {
-        bad = !(b->owns = calloc(decl->nowns, sizeof *b->owns));
-        for (size_t i = 0; !bad && i < decl->nowns; i++) {
+    size_t n = decl->nowns + decl->nwatches;
+    if (!bad && n) {
+        bad = !(b->owns = calloc(n, sizeof *b->owns));
+        for (size_t i = 0; !bad && i < n; i++) {
+            owned *o = &b->owns[i];
+            const lua_typeref *t = i < decl->nowns ? &decl->owns[i]
+                                                   : &decl->watches[i - decl->nowns].type;
             b->nowns++;
-            bad = !(b->owns[i].api_version = strdup(decl->owns[i].api_version)) ||
-                  !(b->owns[i].kind = strdup(decl->owns[i].kind));
+            o->b = b;
+            bad = !(o->api_version = strdup(t->api_version)) || !(o->kind = strdup(t->kind));
+            if (!bad && i >= decl->nowns) {
+                const lua_mapped_watch *w = &decl->watches[i - decl->nowns];
+                o->watches_index = i - decl->nowns + 1;
+                bad = (w->namespace && !(o->ns = strdup(w->namespace))) ||
+                      (w->selector && !(o->selector = strdup(w->selector)));
+            }
         }
     }
     if (bad) {
@@ -135,8 +164,11 @@ static void on_lookup(void *ud, const kube_resource *res, const kl_err *err)
     kl_err e = {0};
     if (!res) {
         char what[32];
-        if (s->i == 0)
+        const owned *o = s->i ? &b->owns[s->i - 1] : NULL;
+        if (!o)
             snprintf(what, sizeof what, "watch");
+        else if (o->watches_index)
+            snprintf(what, sizeof what, "watches[%zu]", o->watches_index);
         else
             snprintf(what, sizeof what, "owns[%zu]", s->i);
         kl_err_set(&e, err->code, "%s: %s: %s", r->script, what, err->msg);
@@ -165,7 +197,7 @@ controller_binding_resolve *controller_binding_resolve_start(discovery *d,
         return NULL;
     r->done = done;
     r->ud = ud;
-    r->nslots = decl->nowns + 1;
+    r->nslots = decl->nowns + decl->nwatches + 1;
     r->b = binding_new(decl, ns);
     r->slots = calloc(r->nslots, sizeof *r->slots);
     r->script = strdup(script ? script : "");
@@ -173,10 +205,12 @@ controller_binding_resolve *controller_binding_resolve_start(discovery *d,
         goto fail;
     for (size_t i = 0; i < r->nslots; i++) {
         slot *s = &r->slots[i];
-        const lua_typeref *t = i == 0 ? &decl->watch : &decl->owns[i - 1];
+        const lua_typeref *t = i == 0                ? &decl->watch
+                               : i <= decl->nowns    ? &decl->owns[i - 1]
+                                                     : &decl->watches[i - 1 - decl->nowns].type;
         s->r = r;
         s->i = i;
-        if (!(s->req = discovery_lookup(d, t->api_version, t->kind, on_lookup, s)))
+        if (!(s->req = discovery_lookup_patient(d, t->api_version, t->kind, on_lookup, s)))
             goto fail;
         r->pending++;
     }
@@ -188,6 +222,27 @@ fail:
 
 /* ---- events ---- */
 
+/* A failing predicate or map is reported once per binding (that is, per
+ * loaded version of the script): it runs on every event. */
+static void fn_failed(controller_binding *b, const kl_err *err)
+{
+    if (b->fn_failed)
+        return;
+    b->fn_failed = 1;
+    kl_log(KL_LOG_ERROR, "script function failed (reported once for this version)", "file",
+           lua_host_path(b->h), "error", err->msg, NULL);
+}
+
+static int passes(controller_binding *b, const lua_predicate *p, const store_obj *old,
+                  const store_obj *cur)
+{
+    kl_err err = {0};
+    int pass = predicate_passes(b->h, p, old, cur, &err);
+    if (err.msg[0])
+        fn_failed(b, &err);
+    return pass;
+}
+
 static void on_add(void *ud, const store_obj *o)
 {
     controller_binding *b = ud;
@@ -196,8 +251,9 @@ static void on_add(void *ud, const store_obj *o)
 
 static void on_update(void *ud, const store_obj *old, const store_obj *cur)
 {
-    (void)old;
-    on_add(ud, cur);
+    controller_binding *b = ud;
+    if (passes(b, &lua_host_decl(b->h)->watch.predicate, old, cur))
+        on_add(ud, cur);
 }
 
 static void on_delete(void *ud, const store_obj *o) { on_add(ud, o); }
@@ -239,13 +295,36 @@ done:
     json_doc_free(&d);
 }
 
-static void on_owned_add(void *ud, const store_obj *o) { enqueue_owners(ud, o); }
+static void emit_key(void *ud, const char *key)
+{
+    controller_binding *b = ud;
+    b->ev.enqueue(b->ev.ud, key);
+}
+
+/* The keys a secondary object maps to: its owners, or watches[i].map(obj). */
+static void enqueue_mapped(owned *ow, const store_obj *o)
+{
+    controller_binding *b = ow->b;
+    if (!ow->watches_index) {
+        enqueue_owners(b, o);
+        return;
+    }
+    const lua_mapped_watch *w = &lua_host_decl(b->h)->watches[ow->watches_index - 1];
+    kl_err err = {0};
+    if (predicate_map(b->h, w->map_ref, o, emit_key, b, &err) < 0)
+        fn_failed(b, &err);
+}
+
+static void on_owned_add(void *ud, const store_obj *o) { enqueue_mapped(ud, o); }
 static void on_owned_update(void *ud, const store_obj *old, const store_obj *cur)
 {
-    enqueue_owners(ud, old);
-    enqueue_owners(ud, cur);
+    owned *ow = ud;
+    if (!passes(ow->b, ow->pred, old, cur))
+        return;
+    enqueue_mapped(ow, old);
+    enqueue_mapped(ow, cur);
 }
-static void on_owned_delete(void *ud, const store_obj *o) { enqueue_owners(ud, o); }
+static void on_owned_delete(void *ud, const store_obj *o) { enqueue_mapped(ud, o); }
 
 static void on_informer_synced(void *ud, informer *inf)
 {
@@ -254,31 +333,53 @@ static void on_informer_synced(void *ud, informer *inf)
     b->ev.synced(b->ev.ud);
 }
 
+/* A LIST or WATCH the API server refuses (400, 403, 404): the informer
+ * retries with backoff; say once which script needs what. */
+static void on_informer_failed(void *ud, informer *inf, long code, const char *message)
+{
+    controller_binding *b = ud;
+    const kube_resource *r = informer_resource(inf);
+    char c[16];
+    snprintf(c, sizeof c, "%ld", code);
+    kl_log(KL_LOG_ERROR,
+           code == 403 ? "cannot list or watch (forbidden: check klua's RBAC); retrying"
+                       : "cannot list or watch; retrying",
+           "file", lua_host_path(b->h), "resource", r->resource, "group", r->group, "code", c,
+           "error", message, NULL);
+}
+
 /* ---- start and caches ---- */
 
 void controller_binding_set_cache(controller_binding *b, const store_transform *t) { b->cache = t; }
 
-int controller_binding_start(controller_binding *b, informer_registry *reg, const char *selector,
-                             const controller_binding_events *ev, kl_err *err)
+int controller_binding_start(controller_binding *b, informer_registry *reg, lua_host *h,
+                             const char *selector, const controller_binding_events *ev,
+                             kl_err *err)
 {
     informer_handler wh = {on_add, on_update, on_delete, b};
-    informer_handler oh = {on_owned_add, on_owned_update, on_owned_delete, b};
+    const lua_controller_decl *decl = lua_host_decl(h);
     b->reg = reg;
+    b->h = h;
     b->ev = *ev;
     b->watch_inf = informer_registry_get_cached(reg, &b->watch_res, b->ns, selector, b->cache);
     if (!b->watch_inf)
         return kl_err_set(err, KL_ENOMEM, "cannot start the informer for %s", b->kind);
     b->watch_handler = informer_add_handler(b->watch_inf, &wh);
     b->watch_synced_listener = informer_add_synced_listener(b->watch_inf, on_informer_synced, b);
-    if (b->watch_synced_listener < 0)
+    b->watch_failed_listener = informer_add_failed_listener(b->watch_inf, on_informer_failed, b);
+    if (b->watch_synced_listener < 0 || b->watch_failed_listener < 0)
         return kl_err_set(err, KL_ENOMEM, "out of memory");
     for (size_t i = 0; i < b->nowns; i++) {
         owned *o = &b->owns[i];
-        if (!(o->inf = informer_registry_get(reg, &o->res, b->ns, NULL)))
+        informer_handler oh = {on_owned_add, on_owned_update, on_owned_delete, o};
+        o->pred = o->watches_index ? &decl->watches[o->watches_index - 1].type.predicate
+                                   : &decl->owns[i].predicate;
+        if (!(o->inf = informer_registry_get(reg, &o->res, o->ns ? o->ns : b->ns, o->selector)))
             return kl_err_set(err, KL_ENOMEM, "cannot start the informer for %s", o->kind);
         o->handler = informer_add_handler(o->inf, &oh);
         o->synced_listener = informer_add_synced_listener(o->inf, on_informer_synced, b);
-        if (o->synced_listener < 0)
+        o->failed_listener = informer_add_failed_listener(o->inf, on_informer_failed, b);
+        if (o->synced_listener < 0 || o->failed_listener < 0)
             return kl_err_set(err, KL_ENOMEM, "out of memory");
     }
     return 0;
@@ -312,6 +413,9 @@ const store *controller_binding_cache(const controller_binding *b, const char *a
         return b->watch_inf ? informer_store(b->watch_inf) : NULL;
     }
     for (size_t i = 0; i < b->nowns; i++) {
+        /* a cache filtered by a watches[i] selector or namespace is not the kind's */
+        if (b->owns[i].selector || b->owns[i].ns)
+            continue;
         if (!strcmp(kind, b->owns[i].kind) && !strcmp(api_version, b->owns[i].api_version)) {
             *res = &b->owns[i].res;
             return b->owns[i].inf ? informer_store(b->owns[i].inf) : NULL;

@@ -8,10 +8,14 @@
  * (metadata.ownerReferences whose kind and group match; handleObject in
  * sample-controller). Each informer's first sync is reported too, so the
  * controller can start dispatching when its caches are complete. The
- * binding also answers ctx:get / ctx:list's cache lookups.
+ * binding also answers ctx:get / ctx:list's cache lookups. Updates pass
+ * through the declared predicates first (predicate.h: the watched kind's
+ * default drops status-only writes); watches[i] are secondary kinds whose
+ * objects the script's map function turns into keys of the watched kind.
  * Uses: discovery (resolving kinds), informer (registry, handlers, synced
- * listeners), store, rest (kube_resource), lua_host (the declaration), json
- * (owner references), buf, err.
+ * listeners), predicate (filters, map functions), store, rest
+ * (kube_resource), lua_host (the declaration), json (owner references),
+ * log, buf, err.
  */
 #ifndef KLUA_CONTROLLER_BINDING_H
 #define KLUA_CONTROLLER_BINDING_H
@@ -53,11 +57,15 @@ controller_binding_resolve *controller_binding_resolve_start(discovery *d,
 void controller_binding_resolve_cancel(controller_binding_resolve *r);
 
 /* Take the informers (label selector for the watched kind: may be NULL)
- * and add handlers reporting to ev. An informer that has synced replays
- * its cache as adds, which enqueues every key. On failure the binding
- * holds what it took; controller_binding_free releases it. */
-int controller_binding_start(controller_binding *b, informer_registry *reg, const char *selector,
-                             const controller_binding_events *ev, kl_err *err);
+ * and add handlers reporting to ev. h is the script the binding was
+ * resolved for (its predicates and map functions; it must outlive b). An
+ * informer that has synced replays its cache as adds, which enqueues every
+ * key. A LIST or WATCH the server refuses (400, 403, 404) is logged once
+ * per run of failures, naming the script. On failure the binding holds
+ * what it took; controller_binding_free releases it. */
+int controller_binding_start(controller_binding *b, informer_registry *reg, lua_host *h,
+                             const char *selector, const controller_binding_events *ev,
+                             kl_err *err);
 /* What the watched kind's cache keeps (the declaration's cache key); read by
  * controller_binding_start only, so t need live until then. */
 void controller_binding_set_cache(controller_binding *b, const store_transform *t);

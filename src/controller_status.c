@@ -56,13 +56,24 @@ static int may_hold_string(const store_obj *o, const char *s)
            has_bytes(o->json, o->json_len, "\\u", 2);
 }
 
+/* A condition the script wrote for this generation: its observedGeneration
+ * is the object's, or it has none (then nothing says it is older). */
+static int script_wrote_now(const json_doc *d, int cond, long long generation)
+{
+    int64_t g = 0;
+    int t = json_obj_get(d, cond, "observedGeneration");
+    if (t < 0)
+        return 1;
+    return json_get_int64(d, t, &g) == 0 && g == generation;
+}
+
 /* After a reconcile: errmsg set -> make sure Ready=False/ReconcileError
  * carries it; errmsg NULL -> drop a Ready condition klua set earlier. Only
  * for objects with status.conditions, and only through /status. */
 void controller_status_sync_ready(kube_client *kc, const kube_resource *res, const store *st,
-                                  const char *key, const char *errmsg)
+                                  const char *key, const char *ctype, const char *errmsg)
 {
-    if (!kc || !res || !res->has_status || !st)
+    if (!kc || !res || !res->has_status || !st || !ctype)
         return;
     const store_obj *o = store_get(st, key);
     if (!o || o->deleting)
@@ -81,10 +92,12 @@ void controller_status_sync_ready(kube_client *kc, const kube_resource *res, con
         goto done;
     int ready = -1;
     for (int i = json_first(&d, conds); i >= 0; i = json_next(&d, i))
-        if (d.toks[i].type == JSON_OBJECT && str_tok_eq(&d, i, "type", "Ready"))
+        if (d.toks[i].type == JSON_OBJECT && str_tok_eq(&d, i, "type", ctype))
             ready = i;
     int was_false = ready >= 0 && str_tok_eq(&d, ready, "status", "False");
     int ours = ready >= 0 && str_tok_eq(&d, ready, "reason", "ReconcileError");
+    if (errmsg && ready >= 0 && !ours && script_wrote_now(&d, ready, o->generation))
+        goto done;              /* the script's word for this generation stands */
     if (errmsg && was_false && ours && str_tok_eq(&d, ready, "message", msg))
         goto done;              /* already says so: writing again would loop */
     if (!errmsg && !ours)
@@ -108,8 +121,9 @@ void controller_status_sync_ready(kube_client *kc, const kube_resource *res, con
         kl_rfc3339_now(0, when, sizeof when);
         if (!first)
             kl_buf_putc(&body, ',');
-        kl_buf_puts(&body, "{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"ReconcileError\","
-                           "\"message\":");
+        kl_buf_puts(&body, "{\"type\":");
+        json_escape_append(&body, ctype, strlen(ctype));
+        kl_buf_puts(&body, ",\"status\":\"False\",\"reason\":\"ReconcileError\",\"message\":");
         json_escape_append(&body, msg, strlen(msg));
         kl_buf_printf(&body, ",\"observedGeneration\":%lld,\"lastTransitionTime\":",
                       o->generation);

@@ -18,6 +18,7 @@
 #include "discovery.h"
 
 #include "json.h"
+#include "log.h"
 #include "loop.h"
 #include "util.h"
 
@@ -140,6 +141,8 @@ typedef struct gv_entry {
     kube_call *call;               /* the fetch in flight */
     loop_timer_id timer;           /* a fetch waiting for the rate bound */
     discovery_req *waiters;        /* answered by the next completed fetch */
+    uint64_t retry_ms;             /* backoff for patient lookups after a transient failure */
+    int warned;                    /* "waiting for the API server" logged since the last answer */
     struct gv_entry *next;         /* every entry, for discovery_free */
 } gv_entry;
 
@@ -150,6 +153,7 @@ struct discovery_req {
     discovery_cb cb;
     void *ud;
     const kube_resource *r;        /* a decided answer (on d->ready) */
+    int patient;                   /* a transient failure retries instead of answering */
     kl_err err;
     discovery_req *next, **pprev;  /* on e->waiters or d->ready */
 };
@@ -506,14 +510,44 @@ static void schedule_fetch(gv_entry *e)
         e->timer = loop_timer_add(e->d->l, at - now, on_fetch_timer, e);
 }
 
-/* Answer every lookup waiting on e: from its records, or with err. */
-static void answer_waiters(gv_entry *e, const kl_err *err)
+/* client-go's reflector backoff: 800 ms doubling to 30 s, with up to +100%
+ * jitter, capped at 30 s. */
+#define RETRY_START_MS 800
+#define RETRY_MAX_MS 30000
+
+/* Patient lookups kept after a transient failure wait for a retry. */
+static void schedule_retry(gv_entry *e, const kl_err *err)
 {
-    discovery_req *batch;
+    e->retry_ms = e->retry_ms ? e->retry_ms * 2 : RETRY_START_MS;
+    if (e->retry_ms > RETRY_MAX_MS)
+        e->retry_ms = RETRY_MAX_MS;
+    uint64_t delay = e->retry_ms + kl_rand_below(e->retry_ms + 1);
+    if (delay > RETRY_MAX_MS)
+        delay = RETRY_MAX_MS;
+    if (!e->warned) {
+        char ms[32];
+        snprintf(ms, sizeof ms, "%llu", (unsigned long long)delay);
+        kl_log(KL_LOG_WARN, "waiting for the API server: discovery failed, retrying",
+               "groupVersion", e->gv, "error", err->msg, "retry_ms", ms, NULL);
+        e->warned = 1;
+    }
+    if (!e->call && !e->timer)
+        e->timer = loop_timer_add(e->d->l, delay, on_fetch_timer, e);
+}
+
+/* Answer every lookup waiting on e: from its records, or with err. With
+ * transient set (no answer, 429, 5xx), patient lookups stay and retry. */
+static void answer_waiters(gv_entry *e, const kl_err *err, int transient)
+{
+    discovery_req *batch, *kept = NULL;
     take_in_order(&e->waiters, &batch);
     while (batch) {
         discovery_req *r = batch;
         req_unlink(r);
+        if (err && transient && r->patient) {
+            req_link(&kept, r);
+            continue;
+        }
         const kube_resource *res = err ? NULL : discovery_find(e->d, e->gv, r->kind);
         kl_err nf = {0};
         if (!err && !res)
@@ -522,6 +556,14 @@ static void answer_waiters(gv_entry *e, const kl_err *err)
         free(r->kind);
         free(r);
     }
+    if (!kept)
+        return;
+    while (kept) {
+        discovery_req *r = kept;
+        req_unlink(r);
+        req_link(&e->waiters, r);
+    }
+    schedule_retry(e, err);
 }
 
 static void on_fetched(void *ud, kube_result *res)
@@ -555,9 +597,14 @@ static void on_fetched(void *ud, kube_result *res)
                             "discovery GET %s%s%s failed: %s", k->server,
                             *e->group ? "/apis/" : "/api/", e->gv, res->message);
     }
-    if (!failed)
+    int transient = failed && (res->http_code == 0 || res->http_code == 429 ||
+                               res->http_code >= 500);
+    if (!failed) {
         e->fetched = 1;
-    answer_waiters(e, failed ? &err : NULL);
+        e->retry_ms = 0;
+        e->warned = 0;
+    }
+    answer_waiters(e, failed ? &err : NULL, transient);
 }
 
 static void start_fetch(gv_entry *e)
@@ -573,7 +620,7 @@ static void start_fetch(gv_entry *e)
     }
     kl_err err = {0};
     kl_err_set(&err, KL_ENOMEM, "discovery: cannot start a request: out of memory");
-    answer_waiters(e, &err);
+    answer_waiters(e, &err, 0);
 }
 
 /* ---- lookups ---- */
@@ -656,6 +703,15 @@ discovery_req *discovery_lookup(discovery *d, const char *api_version, const cha
     r->e = e;
     req_link(&e->waiters, r);
     schedule_fetch(e);
+    return r;
+}
+
+discovery_req *discovery_lookup_patient(discovery *d, const char *api_version, const char *kind,
+                                        discovery_cb cb, void *ud)
+{
+    discovery_req *r = discovery_lookup(d, api_version, kind, cb, ud);
+    if (r)
+        r->patient = 1;
     return r;
 }
 

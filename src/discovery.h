@@ -71,6 +71,15 @@ typedef void (*discovery_cb)(void *ud, const kube_resource *r, const kl_err *err
  * first. Returns NULL when out of memory (then cb is never called). */
 discovery_req *discovery_lookup(discovery *d, const char *api_version, const char *kind,
                                 discovery_cb cb, void *ud);
+/* The same, for a controller that waits for its kinds as informers wait
+ * for the server: a failure that says the server is not there yet (no
+ * answer, 429, 5xx: an API server starting or restarting) does not answer
+ * the lookup; it is retried with client-go's reflector backoff (800 ms
+ * doubling to 30 s, jittered), logged once per group version until an
+ * answer comes. A definite answer (the resource, not served, another
+ * error) is delivered as by discovery_lookup. */
+discovery_req *discovery_lookup_patient(discovery *d, const char *api_version, const char *kind,
+                                        discovery_cb cb, void *ud);
 /* No callback afterwards; r is freed. Not after its callback has run. */
 void discovery_cancel(discovery_req *r);
 

@@ -6,7 +6,7 @@
  * (backoff) after an error. Everything runs on the loop thread; handlers are
  * called synchronously while the store holds the new state.
  * Uses: rest, kube, store, loop, watchframe (events, shallow reading of
- * LIST pages), json, metrics, log.
+ * LIST pages), json, metrics, health (list/watch failures for /healthz), log.
  *
  * A LIST page is read item by item (watchframe_item) rather than decoded
  * whole, so that one item json.c cannot decode costs that item only.
@@ -15,6 +15,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "health.h"
 #include "metrics.h"
 #include "util.h"
 #include "watchframe.h"
@@ -44,6 +45,14 @@ typedef struct synced_listener {
     void *ud;
     struct synced_listener *next;
 } synced_listener;
+
+/* A listener for failures retrying will not fix. */
+typedef struct failed_listener {
+    int id;
+    informer_failed_cb cb;
+    void *ud;
+    struct failed_listener *next;
+} failed_listener;
 
 /* A set of keys seen during a relist, to find the ones that vanished. */
 typedef struct keyset {
@@ -85,6 +94,9 @@ struct informer {
     synced_listener *listeners;
     int next_listener_id;
     int firing_listeners;    /* listeners being called: defer unlinking */
+    failed_listener *failed_listeners;
+    int next_failed_id;
+    int failure_reported;    /* a 400/403/404 run was reported */
 };
 
 static void start_list(informer *inf);
@@ -321,6 +333,17 @@ static void on_backoff_timer(loop *l, void *ud)
         start_list(inf);
 }
 
+/* Tell the failed listeners about a 400/403/404, once per run of them. */
+static void report_failure(informer *inf, const kube_result *res)
+{
+    long code = res->http_code;
+    if ((code != 400 && code != 403 && code != 404) || inf->failure_reported)
+        return;
+    inf->failure_reported = 1;
+    for (failed_listener *l = inf->failed_listeners; l; l = l->next)
+        l->cb(l->ud, inf, code, res->message[0] ? res->message : res->reason);
+}
+
 static void retry_later(informer *inf, const char *why)
 {
     loop *l = kube_client_loop(inf->client);
@@ -339,6 +362,7 @@ static void retry_later(informer *inf, const char *why)
     kl_log(KL_LOG_WARN, "watch or list failed, retrying", "resource", inf->res.resource,
            "reason", why, "retry_ms", ms, NULL);
     inf->state = INF_WAITING;
+    health_informer_failed(inf, inf->metric_res);
     inf->timer = loop_timer_add(l, delay, on_backoff_timer, inf);
 }
 
@@ -416,6 +440,8 @@ static void finish_sync(informer *inf)
     }
     keyset_clear(&inf->seen);
     inf->relisting = 0;
+    inf->failure_reported = 0;
+    health_informer_ok(inf);
     int first = !inf->synced;
     inf->synced = 1;
     if (first) {
@@ -556,6 +582,7 @@ static void on_list_page(void *ud, kube_result *res)
         }
         char why[160];
         snprintf(why, sizeof why, "list: %.150s", res->message[0] ? res->message : res->reason);
+        report_failure(inf, res);
         free(inf->continue_token);
         inf->continue_token = NULL;
         retry_later(inf, why);
@@ -600,8 +627,11 @@ static void start_list(informer *inf)
     inf->state = INF_LISTING;
     /* objects kept from before (a relist, or a first sync cut short) may
      * have vanished meanwhile */
-    if (!inf->continue_token && (inf->synced || store_len(inf->store) > 0))
+    if (!inf->continue_token && (inf->synced || store_len(inf->store) > 0)) {
         inf->relisting = 1;
+        if (inf->synced)
+            metrics_informer_relist(inf->metric_res);
+    }
     if (inf->watch_list && !inf->continue_token) {
         start_watch_list(inf);
         return;
@@ -610,6 +640,7 @@ static void start_list(informer *inf)
     o.label_selector = inf->selector;
     o.limit = LIST_PAGE;
     o.continue_token = inf->continue_token;
+    health_informer_attempt(inf);
     /* RV unset: a consistent (quorum) read, which pages properly. */
     inf->call = kube_list(inf->client, &inf->res, inf->ns, &o, on_list_page, inf);
     if (!inf->call)
@@ -623,6 +654,8 @@ static void on_watch_event(void *ud, const watch_event *ev)
     informer *inf = ud;
     kl_err err = {0};
     inf->watch_events++;
+    inf->failure_reported = 0;
+    health_informer_ok(inf);
     switch (ev->type) {
     case WATCH_ADDED:
     case WATCH_MODIFIED:
@@ -683,6 +716,7 @@ static void on_watch_done(void *ud, kube_result *res)
 {
     informer *inf = ud;
     inf->call = NULL;
+    metrics_informer_watch_restart(inf->metric_res);
     uint64_t now = loop_now_ms(kube_client_loop(inf->client));
     if (inf->streaming) {
         inf->streaming = 0;
@@ -713,6 +747,7 @@ static void on_watch_done(void *ud, kube_result *res)
     if (!kube_result_ok(res)) {
         char why[160];
         snprintf(why, sizeof why, "watch: %.150s", res->message[0] ? res->message : res->reason);
+        report_failure(inf, res);
         retry_later(inf, why);
         return;
     }
@@ -736,6 +771,7 @@ static void start_watch(informer *inf)
     o.resource_version = inf->last_rv;
     o.allow_bookmarks = 1;
     o.timeout_seconds = 300 + (int)kl_rand_below(300);
+    health_informer_attempt(inf);
     inf->call = kube_watch_resource(inf->client, &inf->res, inf->ns, &o, on_watch_event,
                                     on_watch_done, inf);
     if (!inf->call)
@@ -809,6 +845,7 @@ void informer_stop(informer *inf)
     inf->timer = 0;
     inf->state = INF_STOPPED;
     inf->streaming = 0;
+    health_informer_forget(inf);
 }
 
 void informer_free(informer *inf)
@@ -834,6 +871,11 @@ void informer_free(informer *inf)
     while (inf->listeners) {
         synced_listener *l = inf->listeners;
         inf->listeners = l->next;
+        free(l);
+    }
+    while (inf->failed_listeners) {
+        failed_listener *l = inf->failed_listeners;
+        inf->failed_listeners = l->next;
         free(l);
     }
     free(inf);
@@ -936,6 +978,33 @@ void informer_remove_synced_listener(informer *inf, int id)
             l->cb = NULL;
     if (!inf->firing_listeners)
         prune_listeners(inf);
+}
+
+int informer_add_failed_listener(informer *inf, informer_failed_cb cb, void *ud)
+{
+    failed_listener *l = malloc(sizeof *l);
+    if (!l || !cb) {
+        free(l);
+        return -1;
+    }
+    l->id = ++inf->next_failed_id;
+    l->cb = cb;
+    l->ud = ud;
+    l->next = inf->failed_listeners;
+    inf->failed_listeners = l;
+    return l->id;
+}
+
+void informer_remove_failed_listener(informer *inf, int id)
+{
+    for (failed_listener **p = &inf->failed_listeners; *p; p = &(*p)->next) {
+        if ((*p)->id == id) {
+            failed_listener *l = *p;
+            *p = l->next;
+            free(l);
+            return;
+        }
+    }
 }
 
 /* --- registry --------------------------------------------------------------- */

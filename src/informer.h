@@ -68,6 +68,16 @@ const kube_resource *informer_resource(const informer *inf);
 int informer_add_synced_listener(informer *inf, void (*cb)(void *ud, informer *inf), void *ud);
 void informer_remove_synced_listener(informer *inf, int id);
 
+/* Failures that retrying alone will not fix: a LIST or WATCH answered 400,
+ * 403 or 404 (a selector the server refuses, missing RBAC, a kind gone).
+ * The informer keeps retrying with backoff; cb is called once per run of
+ * such failures (again only after a LIST or WATCH has succeeded). cb must
+ * not free the informer or change its listeners. Returns an id (>0), or -1
+ * without memory. */
+typedef void (*informer_failed_cb)(void *ud, informer *inf, long code, const char *message);
+int informer_add_failed_listener(informer *inf, informer_failed_cb cb, void *ud);
+void informer_remove_failed_listener(informer *inf, int id);
+
 /* What is known of a skipped object. Strings are NULL when they could not
  * be read; all are valid only during the call. */
 typedef struct informer_skipped {

@@ -5,7 +5,7 @@
  * blocks exposed for tests (token bucket, Retry-After, retry policy).
  * Uses: http (transfers), loop (timers for throttling and backoff),
  * watchframe (watch stream framing), execcred (exec plugins), json, buf,
- * err, log.
+ * err, log, metrics (rest_client_requests_total at each answer).
  *
  * A call's life: kube_request allocates a kube_call and schedules it on a
  * loop timer (delay = the token bucket's answer, 0 if a token is free), so
@@ -20,6 +20,7 @@
 #include "execcred.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -557,6 +558,8 @@ static void on_done(void *ud, http_response *resp)
         call_free(call);
         return;
     }
+    metrics_rest_request(resp->status, call->method, c->cfg.server,
+                         call->is_watch ? -1 : resp->total_s);
     res.http = resp;
     int has_ra = 0;
     long ra_ms = -1;
@@ -698,6 +701,7 @@ static void call_send(loop *l, void *ud)
             call->wf = watchframe_new(0, on_frame, call);
     }
     c->stats.requests++;
+    metrics_api_count(METRICS_API_REQUEST);
     call->req = http_start(c->h, &o, &err);
     if (!call->req) {
         res.http_code = 0;
@@ -797,8 +801,10 @@ kube_call *kube_request(kube_client *c, const char *method, const char *path_que
         return NULL;
     call->done = done;
     call->ud = ud;
-    if (strcmp(method, "GET") == 0 && is_list_path(path_query))
+    if (strcmp(method, "GET") == 0 && is_list_path(path_query)) {
         c->stats.lists++;
+        metrics_api_count(METRICS_API_LIST);
+    }
     call_schedule(call, 0);
     return call;
 }
@@ -821,6 +827,7 @@ kube_call *kube_watch(kube_client *c, const char *path_query, kube_event_cb on_e
     c->stats.watches++;
     if (strstr(path_query, "sendInitialEvents=true"))
         c->stats.lists++; /* a streaming list is a LIST as well */
+    metrics_api_count(METRICS_API_WATCH);
     call_schedule(call, 0);
     return call;
 }

@@ -2,7 +2,7 @@
  *
  * Provides: leader_elector and the pure helpers of leader.h.
  * Uses: rest (get/create/update), kube (results), json, loop
- * (timers), log, buf, err.
+ * (timers), log, metrics (leader_election_master_status), buf, err.
  *
  * One attempt is a GET of the Lease followed, when we may take it, by a
  * create or an update; at most one request is in flight. The attempt is
@@ -17,6 +17,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -311,6 +312,7 @@ void leader_start(leader_elector *e)
     if (e->started || e->stopped)
         return;
     e->started = 1;
+    metrics_leader_status(e->name, 0);
     e->try_timer = loop_timer_add(e->l, 0, try_now, e);
 }
 
@@ -325,6 +327,7 @@ static void on_deadline(loop *l, void *ud)
     if (!e->leading)
         return;
     e->leading = 0;
+    metrics_leader_status(e->name, 0);
     e->stopped = 1;
     if (e->call) {
         kube_cancel(e->call);
@@ -495,6 +498,7 @@ static void attempt_done(leader_elector *e, int ok)
         arm_deadline(e);   /* the deadline counts from the last renewal */
         if (!e->leading && !e->releasing) {
             e->leading = 1;
+            metrics_leader_status(e->name, 1);
             log_lease(KL_LOG_INFO, e, "acquired");
             if (e->cb.on_started)
                 e->cb.on_started(e->cb.ud);
@@ -559,6 +563,7 @@ static void release_write(leader_elector *e)
         return;
     }
     e->leading = 0;
+    metrics_leader_status(e->name, 0);
     if (e->deadline_timer) {
         loop_timer_cancel(e->l, e->deadline_timer);
         e->deadline_timer = 0;

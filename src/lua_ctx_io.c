@@ -2,7 +2,7 @@
  *
  * Provides: lua_ctx_io_methods, lua_ctx_log_funcs.
  * Uses: lua_ctx_op (the call in flight, argument helpers), http (ctx:http),
- * loop (ctx:sleep), log.
+ * loop (ctx:sleep), log, metrics (klua_http_requests_total).
  */
 #include "lua_ctx_io.h"
 
@@ -10,6 +10,7 @@
 #include "lua_host.h"
 #include "lua_ctx_op.h"
 #include "lua_ctx_secret.h"
+#include "metrics.h"
 
 #include <fnmatch.h>
 #include <stdint.h>
@@ -89,6 +90,7 @@ static void on_http_done(void *ud, http_response *resp)
 {
     lua_ctx *c = ud;
     c->hreq = NULL;
+    metrics_http_request(c->controller, resp->curl_code ? 0 : resp->status);
     lua_ctx_discharge(c, &c->req_charged);               /* http freed its copy */
     if (c->too_large) {
         char msg[256];

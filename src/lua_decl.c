@@ -1,8 +1,10 @@
 /* lua_decl.c - declaration validation (see lua_decl.h).
- * Uses: lua_host_int, lua_decl_cache (the cache key), err, Lua.
+ * Uses: lua_host_int, labels (selectors), lua_decl_cache (the cache key), err, Lua.
  */
 #include "lua_decl.h"
 #include "lua_decl_cache.h"
+
+#include "labels.h"
 
 #include <ctype.h>
 #include <lauxlib.h>
@@ -10,21 +12,37 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void decl_free(lua_controller_decl *d)
+static void typeref_free(lua_State *L, lua_typeref *t)
+{
+    free(t->api_version);
+    free(t->kind);
+    if (L)
+        luaL_unref(L, LUA_REGISTRYINDEX, t->predicate.fn_ref);
+}
+
+static void decl_free(lua_State *L, lua_controller_decl *d)
 {
     free(d->name);
-    free(d->watch.api_version);
-    free(d->watch.kind);
-    for (size_t i = 0; i < d->nowns; i++) {
-        free(d->owns[i].api_version);
-        free(d->owns[i].kind);
-    }
+    typeref_free(L, &d->watch);
+    for (size_t i = 0; i < d->nowns; i++)
+        typeref_free(L, &d->owns[i]);
     free(d->owns);
+    for (size_t i = 0; i < d->nwatches; i++) {
+        typeref_free(L, &d->watches[i].type);
+        free(d->watches[i].namespace);
+        free(d->watches[i].selector);
+        if (L)
+            luaL_unref(L, LUA_REGISTRYINDEX, d->watches[i].map_ref);
+    }
+    free(d->watches);
     free(d->namespace);
     free(d->selector);
     store_transform_clear(&d->cache);
+    free(d->finalizer);
+    free(d->error_condition);
     memset(d, 0, sizeof *d);
     d->reconcile_ref = d->finalize_ref = LUA_NOREF;
+    d->watch.predicate.fn_ref = LUA_NOREF;
 }
 
 void lua_decl_reset(lua_host *h)
@@ -33,7 +51,7 @@ void lua_decl_reset(lua_host *h)
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.reconcile_ref);
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->decl.finalize_ref);
     }
-    decl_free(&h->decl);
+    decl_free(h->L, &h->decl);
 }
 
 /* Line of the first `key =` (not `==`) in the source, 0 if none. A plain
@@ -148,6 +166,68 @@ static int opt_string(lua_State *L, int t, const char *field, char **out)
     return rc;
 }
 
+static const struct {
+    const char *name;
+    unsigned bit;
+} predicate_names[] = {{"any", LUA_PRED_ANY},
+                       {"generation", LUA_PRED_GENERATION},
+                       {"labels", LUA_PRED_LABELS},
+                       {"annotations", LUA_PRED_ANNOTATIONS},
+                       {NULL, 0}};
+
+static unsigned predicate_bit(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return 0;
+    const char *s = lua_tostring(L, idx);
+    for (size_t i = 0; predicate_names[i].name; i++)
+        if (!strcmp(s, predicate_names[i].name))
+            return predicate_names[i].bit;
+    return 0;
+}
+
+/* The predicate of the typeref table at idx, if declared: a name, a list
+ * of names, or a function(old, new). Left as set by the caller (the
+ * default of its place) when absent. */
+static int read_predicate(lua_host *h, int idx, const char *what, lua_typeref *out, kl_err *err)
+{
+    lua_State *L = h->L;
+    lua_pushliteral(L, "predicate");
+    int ty = lua_rawget(L, idx);
+    unsigned bits = 0;
+    int ok = 1;
+    if (ty == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    } else if (ty == LUA_TFUNCTION) {
+        out->predicate.bits = 0;
+        out->predicate.fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        return 0;
+    } else if (ty == LUA_TSTRING) {
+        ok = (bits = predicate_bit(L, -1)) != 0;
+    } else if (ty == LUA_TTABLE) {
+        size_t n = lua_rawlen(L, -1);
+        ok = n > 0;
+        for (size_t i = 1; ok && i <= n; i++) {
+            lua_rawgeti(L, -1, (lua_Integer)i);
+            unsigned b = predicate_bit(L, -1);
+            lua_pop(L, 1);
+            ok = b != 0;
+            bits |= b;
+        }
+    } else {
+        ok = 0;
+    }
+    lua_pop(L, 1);
+    if (!ok)
+        return decl_fail(h, err, "predicate",
+                         "%s.predicate must be \"any\", \"generation\", \"labels\", "
+                         "\"annotations\", a list of those, or a function(old, new) returning "
+                         "a boolean", what, NULL);
+    out->predicate.bits = bits;
+    return 0;
+}
+
 /* The typeref at index idx; what names it in messages ("watch", "owns[2]"). */
 static int read_typeref(lua_host *h, int idx, const char *what, const char *key, lua_typeref *out,
                         kl_err *err)
@@ -167,7 +247,7 @@ static int read_typeref(lua_host *h, int idx, const char *what, const char *key,
     if (!valid_kind(out->kind))
         return decl_fail(h, err, key, "%s.kind \"%s\" is not a valid kind (CamelCase, such as "
                                       "\"ConfigMap\")", what, out->kind);
-    return 0;
+    return read_predicate(h, idx, what, out, err);
 }
 
 static int read_function(lua_host *h, int t, const char *field, int *ref)
@@ -214,11 +294,144 @@ static int edit_distance(const char *a, const char *b)
     return d[la][lb];
 }
 
+/* A label selector the API server would refuse fails the load. */
+static int check_selector(lua_host *h, const char *sel, const char *what, const char *key,
+                          kl_err *err)
+{
+    if (!sel)
+        return 0;
+    label_selector *ls = NULL;
+    kl_err e = {0};
+    if (label_selector_parse(sel, &ls, &e) != 0)
+        return decl_fail(h, err, key, "%s: %s", what, e.msg);
+    label_selector_free(ls);
+    return 0;
+}
+
+/* watches = { { apiVersion, kind, namespace?, selector?, predicate?, map } } */
+static int read_watches(lua_host *h, int t, kl_err *err)
+{
+    lua_State *L = h->L;
+    lua_controller_decl *d = &h->decl;
+    const char *usage = "watches must be a list of { apiVersion = ..., kind = ..., map = "
+                        "function(obj) return { \"ns/name\", ... } end }";
+    lua_pushliteral(L, "watches");
+    int ty = lua_rawget(L, t);
+    if (ty == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (ty != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return decl_fail(h, err, "watches", "%s", usage, NULL);
+    }
+    int list = lua_gettop(L);
+    size_t n = lua_rawlen(L, list);
+    d->watches = n ? calloc(n, sizeof *d->watches) : NULL;
+    if (n && !d->watches) {
+        lua_pop(L, 1);
+        return kl_err_set(err, KL_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        d->watches[i].type.predicate.bits = LUA_PRED_ANY;
+        d->watches[i].type.predicate.fn_ref = LUA_NOREF;
+        d->watches[i].map_ref = LUA_NOREF;
+    }
+    d->nwatches = n;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        lua_mapped_watch *w = &d->watches[i];
+        char what[32];
+        snprintf(what, sizeof what, "watches[%zu]", i + 1);
+        lua_rawgeti(L, list, (lua_Integer)i + 1);
+        int e = lua_gettop(L);
+        rc = read_typeref(h, e, what, "watches", &w->type, err);
+        if (rc == 0 && opt_string(L, e, "namespace", &w->namespace) != 0)
+            rc = decl_fail(h, err, "watches", "%s.namespace must be a string", what, NULL);
+        if (rc == 0 && opt_string(L, e, "selector", &w->selector) != 0)
+            rc = decl_fail(h, err, "watches", "%s.selector must be a label selector string",
+                           what, NULL);
+        if (rc == 0) {
+            char sw[48];
+            snprintf(sw, sizeof sw, "%s.selector", what);
+            rc = check_selector(h, w->selector, sw, "watches", err);
+        }
+        if (rc == 0) {
+            int fr = read_function(h, e, "map", &w->map_ref);
+            if (fr != 1)
+                rc = decl_fail(h, err, find_key_line(h->src, "map") ? "map" : "watches",
+                               "%s.map must be a function(obj) returning a list of keys of "
+                               "the watched kind (\"ns/name\")", what, NULL);
+        }
+        lua_settop(L, list);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* A finalizer name: "prefix/name", the prefix a DNS subdomain. */
+static int valid_finalizer(const char *s)
+{
+    const char *slash = strchr(s, '/');
+    if (!slash || slash == s || slash - s > 253 || !slash[1] || strlen(slash + 1) > 63 ||
+        strchr(slash + 1, '/'))
+        return 0;
+    for (const char *p = s; p < slash; p++)
+        if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '-' || *p == '.'))
+            return 0;
+    for (const char *p = slash + 1; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.'))
+            return 0;
+    return isalnum((unsigned char)slash[1]) && isalnum((unsigned char)s[strlen(s) - 1]);
+}
+
+static int read_finalizer(lua_host *h, int t, kl_err *err)
+{
+    lua_controller_decl *d = &h->decl;
+    if (opt_string(h->L, t, "finalizer", &d->finalizer) != 0)
+        return decl_fail(h, err, "finalizer", "finalizer must be a string such as "
+                                              "\"example.com/cleanup\"", NULL, NULL);
+    if (d->finalizer) {
+        if (!valid_finalizer(d->finalizer))
+            return decl_fail(h, err, "finalizer", "finalizer \"%s\" must be a qualified name "
+                                                  "such as \"example.com/cleanup\"",
+                             d->finalizer, NULL);
+        return 0;
+    }
+    size_t n = strlen(d->name) + sizeof "klua.dev/";
+    if (!(d->finalizer = malloc(n)))
+        return kl_err_set(err, KL_ENOMEM, "out of memory");
+    snprintf(d->finalizer, n, "klua.dev/%s", d->name);
+    return 0;
+}
+
+/* error_condition = "Ready" (the default), another condition type, or false. */
+static int read_error_condition(lua_host *h, int t, kl_err *err)
+{
+    lua_State *L = h->L;
+    lua_controller_decl *d = &h->decl;
+    lua_pushliteral(L, "error_condition");
+    int ty = lua_rawget(L, t);
+    int off = ty == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (off)
+        return 0;
+    if (opt_string(L, t, "error_condition", &d->error_condition) != 0 ||
+        (d->error_condition && !valid_kind(d->error_condition)))
+        return decl_fail(h, err, "error_condition", "error_condition must be a condition type "
+                                                    "such as \"Ready\" (CamelCase), or false",
+                         NULL, NULL);
+    if (!d->error_condition && !(d->error_condition = strdup("Ready")))
+        return kl_err_set(err, KL_ENOMEM, "out of memory");
+    return 0;
+}
+
 static int validate_decl(lua_host *h, int t, kl_err *err)
 {
-    static const char *const known[] = {"name",     "watch",    "owns",      "namespace",
-                                        "selector", "workers",  "reconcile", "finalize",
-                                        "cache",    NULL};
+    static const char *const known[] = {"name",      "watch",     "owns",     "watches",
+                                        "namespace", "selector",  "workers",  "finalizer",
+                                        "error_condition", "reconcile", "finalize", "cache",
+                                        NULL};
     lua_State *L = h->L;
     lua_controller_decl *d = &h->decl;
     if (lua_type(L, t) != LUA_TTABLE)
@@ -244,8 +457,9 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
             if (near)
                 snprintf(hint, sizeof hint, "did you mean \"%s\"? ", near);
             int rc = decl_fail(h, err, k, "unknown field \"%s\" in the controller table (%sknown: "
-                                          "name, watch, owns, namespace, selector, workers, "
-                                          "reconcile, finalize, cache)", k, hint);
+                                          "name, watch, owns, watches, namespace, selector, "
+                                          "workers, finalizer, error_condition, reconcile, "
+                                          "finalize, cache)", k, hint);
             lua_pop(L, 1);
             return rc;
         }
@@ -268,6 +482,8 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
         return decl_fail(h, err, "name", "controller name \"%s\" must be lower-case letters, digits, "
                                          "'-' or '.' (at most 63)", d->name, NULL);
 
+    d->watch.predicate.bits = LUA_PRED_CHANGED;
+    d->watch.predicate.fn_ref = LUA_NOREF;
     lua_pushliteral(L, "watch");
     lua_rawget(L, t);
     int rc = lua_isnil(L, -1)
@@ -293,6 +509,10 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
             return kl_err_set(err, KL_ENOMEM, "out of memory");
         }
         for (size_t i = 0; i < n; i++) {
+            d->owns[i].predicate.bits = LUA_PRED_ANY;
+            d->owns[i].predicate.fn_ref = LUA_NOREF;
+        }
+        for (size_t i = 0; i < n; i++) {
             char what[32];
             snprintf(what, sizeof what, "owns[%zu]", i + 1);
             lua_rawgeti(L, -1, (lua_Integer)i + 1);
@@ -312,6 +532,12 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
     if (opt_string(L, t, "selector", &d->selector) != 0)
         return decl_fail(h, err, "selector", "selector must be a label selector string", NULL,
                          NULL);
+    if (check_selector(h, d->selector, "selector", "selector", err) != 0)
+        return -1;
+    if (read_watches(h, t, err) != 0)
+        return -1;
+    if (read_finalizer(h, t, err) != 0 || read_error_condition(h, t, err) != 0)
+        return -1;
 
     lua_pushliteral(L, "workers");
     ty = lua_rawget(L, t);

@@ -68,10 +68,35 @@ typedef struct lua_host_opts {
     void *warn_ud;
 } lua_host_opts;
 
+/* Which updates of a watched object enqueue (predicate = ...): any of
+ * the bits that matches, or the function (registry ref) returning true. */
+enum {
+    LUA_PRED_ANY = 1,          /* "any": every update */
+    LUA_PRED_GENERATION = 2,   /* "generation": generation, deletionTimestamp or finalizers */
+    LUA_PRED_LABELS = 4,       /* "labels" */
+    LUA_PRED_ANNOTATIONS = 8,  /* "annotations" */
+    LUA_PRED_CHANGED = 16      /* the watched kind's default: anything but status,
+                                * metadata.resourceVersion and metadata.managedFields */
+};
+
+typedef struct lua_predicate {
+    unsigned bits;             /* LUA_PRED_* */
+    int fn_ref;                /* function(old, new), or LUA_NOREF */
+} lua_predicate;
+
 typedef struct lua_typeref {
     char *api_version;
     char *kind;
+    lua_predicate predicate;   /* the default for its place when not declared */
 } lua_typeref;
+
+/* watches[i]: a secondary kind mapped to keys of the watched kind. */
+typedef struct lua_mapped_watch {
+    lua_typeref type;
+    char *namespace;           /* or NULL (the controller's) */
+    char *selector;            /* or NULL */
+    int map_ref;               /* function(obj) -> { "ns/name", ... } */
+} lua_mapped_watch;
 
 /* What a script declares (all strings owned by the host). */
 typedef struct lua_controller_decl {
@@ -79,10 +104,14 @@ typedef struct lua_controller_decl {
     lua_typeref watch;
     lua_typeref *owns;
     size_t nowns;
+    lua_mapped_watch *watches;
+    size_t nwatches;
     char *namespace;           /* or NULL */
     char *selector;            /* or NULL */
     int workers;               /* 0 = not set (the caller's default applies) */
     store_transform cache;     /* what the cache keeps (cache = {...}) */
+    char *finalizer;           /* "klua.dev/<name>" unless declared */
+    char *error_condition;     /* "Ready" unless declared; NULL for false */
     int has_finalize;
     int reconcile_ref;         /* registry refs to the functions */
     int finalize_ref;          /* LUA_NOREF without finalize */

@@ -1,7 +1,7 @@
 /* metrics.c - see metrics.h.
  *
  * Provides: the registry, its text rendering and the default registry with
- * controller-runtime's families. Uses: buf, err.
+ * controller-runtime's families. Uses: buf, err, metrics_process.
  *
  * A family keeps its series in an array searched linearly with a hash of
  * the label values in front of the string compares: families hold a handful
@@ -10,11 +10,14 @@
  */
 #include "metrics.h"
 
+#include "metrics_process.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct series {
     uint64_t hash;
@@ -38,6 +41,11 @@ struct metrics_family {
 struct metrics_registry {
     metrics_family **f;
     size_t nf, cap;
+    struct {
+        metrics_collect_fn fn;
+        void *ud;
+    } collectors[METRICS_MAX_COLLECTORS];
+    size_t ncollectors;
 };
 
 /* ---- names ------------------------------------------------------------- */
@@ -337,6 +345,52 @@ int metrics_remove(metrics_family *m, const char *const *values)
     return 0;
 }
 
+size_t metrics_remove_where(metrics_registry *r, const char *label, const char *value)
+{
+    size_t n = 0;
+    for (size_t i = 0; r && i < r->nf; i++) {
+        metrics_family *m = r->f[i];
+        size_t li = 0;
+        while (li < m->nlabels && strcmp(m->labels[li], label) != 0)
+            li++;
+        if (li == m->nlabels)
+            continue;
+        size_t j = 0;
+        for (size_t k = 0; k < m->ns; k++) {
+            if (strcmp(m->s[k].values[li], value) == 0) {
+                free_strv(m->s[k].values, m->nlabels);
+                free(m->s[k].buckets);
+                n++;
+            } else {
+                m->s[j++] = m->s[k];
+            }
+        }
+        m->ns = j;
+    }
+    return n;
+}
+
+int metrics_collector_add(metrics_registry *r, metrics_collect_fn fn, void *ud)
+{
+    if (!r || !fn || r->ncollectors == METRICS_MAX_COLLECTORS)
+        return -1;
+    r->collectors[r->ncollectors].fn = fn;
+    r->collectors[r->ncollectors++].ud = ud;
+    return 0;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static metrics_clock_fn clock_fn = mono_ns;
+
+void metrics_set_clock(metrics_clock_fn now_ns) { clock_fn = now_ns ? now_ns : mono_ns; }
+uint64_t metrics_now_ns(void) { return clock_fn(); }
+
 double metrics_value(const metrics_family *m, const char *const *values)
 {
     if (!m)
@@ -432,10 +486,12 @@ static int family_cmp(const void *a, const void *b)
     return strcmp(fa->name, fb->name);
 }
 
-int metrics_render(const metrics_registry *r, kl_buf *out)
+int metrics_render(metrics_registry *r, kl_buf *out)
 {
     static const char *const type_names[] = {"counter", "gauge", "histogram"};
     int rc = 0;
+    for (size_t i = 0; r && i < r->ncollectors; i++)
+        r->collectors[i].fn(r, r->collectors[i].ud);
     if (!r || r->nf == 0)
         return kl_buf_reserve(out, 0);
     /* sort a copy: rendering must not reorder what callers hold */
@@ -470,189 +526,4 @@ int metrics_render(const metrics_registry *r, kl_buf *out)
     }
     free(sorted);
     return rc ? -1 : 0;
-}
-
-/* ---- the default registry ---------------------------------------------- */
-
-/* controller-runtime's reconcile_time_seconds buckets */
-static const double reconcile_buckets[] = {
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6,
-    0.7,   0.8,  0.9,   1.0,  1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5,
-    6,     7,    8,     9,    10,   15,  20,   25,  30,  40,  50,  60};
-/* controller-runtime's workqueue buckets: ExponentialBuckets(10e-9, 10, 12) */
-static const double workqueue_buckets[] = {1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3,
-                                           1e-2, 1e-1, 1,    10,   100,  1000};
-
-static struct {
-    metrics_registry *r;
-    metrics_family *reconcile_total, *reconcile_errors, *reconcile_time, *active_workers,
-        *max_concurrent, *wq_depth, *wq_adds, *wq_retries, *wq_queue_dur, *wq_work_dur,
-        *rest_requests, *cache_objects, *lua_memory, *script_reloads, *skipped;
-} dflt;
-
-#define L(...) ((const char *const[]){__VA_ARGS__, NULL})
-#define N(x) (sizeof(x) / sizeof((x)[0]))
-
-static int default_build(metrics_registry *r)
-{
-    kl_err *e = NULL;   /* the names below are valid; only memory can fail */
-    const char *const *ctl = L("controller"), *const *wq = L("name", "controller");
-    dflt.reconcile_total = metrics_counter_new(r, "controller_runtime_reconcile_total",
-        "Total number of reconciliations per controller", L("controller", "result"), e);
-    dflt.reconcile_errors = metrics_counter_new(r, "controller_runtime_reconcile_errors_total",
-        "Total number of reconciliation errors per controller", ctl, e);
-    dflt.reconcile_time = metrics_histogram_new(r, "controller_runtime_reconcile_time_seconds",
-        "Length of time per reconciliation per controller", ctl, reconcile_buckets,
-        N(reconcile_buckets), e);
-    dflt.active_workers = metrics_gauge_new(r, "controller_runtime_active_workers",
-        "Number of currently used workers per controller", ctl, e);
-    dflt.max_concurrent = metrics_gauge_new(r, "controller_runtime_max_concurrent_reconciles",
-        "Maximum number of concurrent reconciles per controller", ctl, e);
-    dflt.wq_depth = metrics_gauge_new(r, "workqueue_depth", "Current depth of workqueue", wq, e);
-    dflt.wq_adds = metrics_counter_new(r, "workqueue_adds_total",
-        "Total number of adds handled by workqueue", wq, e);
-    dflt.wq_retries = metrics_counter_new(r, "workqueue_retries_total",
-        "Total number of retries handled by workqueue", wq, e);
-    dflt.wq_queue_dur = metrics_histogram_new(r, "workqueue_queue_duration_seconds",
-        "How long in seconds an item stays in workqueue before being requested", wq,
-        workqueue_buckets, N(workqueue_buckets), e);
-    dflt.wq_work_dur = metrics_histogram_new(r, "workqueue_work_duration_seconds",
-        "How long in seconds processing an item from workqueue takes.", wq, workqueue_buckets,
-        N(workqueue_buckets), e);
-    dflt.rest_requests = metrics_counter_new(r, "rest_client_requests_total",
-        "Number of HTTP requests, partitioned by status code, method, and host.",
-        L("code", "method", "host"), e);
-    dflt.cache_objects = metrics_gauge_new(r, "klua_cache_objects",
-        "Number of objects in the informer cache per resource", L("resource"), e);
-    dflt.skipped = metrics_counter_new(r, "klua_informer_objects_skipped_total",
-        "Objects an informer could not decode and left out of its cache, per resource",
-        L("resource"), e);
-    dflt.lua_memory = metrics_gauge_new(r, "klua_lua_memory_bytes",
-        "Bytes allocated by the Lua state of each controller", ctl, e);
-    dflt.script_reloads = metrics_counter_new(r, "klua_script_reloads_total",
-        "Script hot reloads per controller and result (success or error)",
-        L("controller", "result"), e);
-    metrics_family *all[] = {dflt.reconcile_total, dflt.reconcile_errors, dflt.reconcile_time,
-                             dflt.active_workers, dflt.max_concurrent, dflt.wq_depth,
-                             dflt.wq_adds, dflt.wq_retries, dflt.wq_queue_dur, dflt.wq_work_dur,
-                             dflt.rest_requests, dflt.cache_objects, dflt.lua_memory,
-                             dflt.script_reloads, dflt.skipped};
-    for (size_t i = 0; i < N(all); i++)
-        if (!all[i])
-            return -1;
-    return 0;
-}
-
-metrics_registry *metrics_default(void)
-{
-    if (dflt.r)
-        return dflt.r;
-    metrics_registry *r = metrics_registry_new();
-    if (!r || default_build(r) != 0) {
-        metrics_registry_free(r);
-        memset(&dflt, 0, sizeof dflt);
-        return NULL;
-    }
-    dflt.r = r;
-    return r;
-}
-
-void metrics_default_free(void)
-{
-    metrics_registry_free(dflt.r);
-    memset(&dflt, 0, sizeof dflt);
-}
-
-void metrics_controller_started(const char *controller, int max_workers)
-{
-    if (!metrics_default())
-        return;
-    static const char *const results[] = {"success", "error", "requeue", "requeue_after"};
-    for (size_t i = 0; i < N(results); i++)
-        metrics_counter_add(dflt.reconcile_total, L(controller, results[i]), 0);
-    metrics_counter_add(dflt.reconcile_errors, L(controller), 0);
-    metrics_gauge_set(dflt.max_concurrent, L(controller), max_workers);
-    metrics_gauge_set(dflt.active_workers, L(controller), 0);
-}
-
-void metrics_active_workers_add(const char *controller, int delta)
-{
-    if (metrics_default())
-        metrics_gauge_add(dflt.active_workers, L(controller), delta);
-}
-
-void metrics_reconcile_done(const char *controller, const char *result, double seconds)
-{
-    if (!metrics_default())
-        return;
-    metrics_counter_add(dflt.reconcile_total, L(controller, result), 1);
-    if (result && strcmp(result, "error") == 0)
-        metrics_counter_add(dflt.reconcile_errors, L(controller), 1);
-    metrics_histogram_observe(dflt.reconcile_time, L(controller), seconds);
-}
-
-void metrics_workqueue_add(const char *controller)
-{
-    if (metrics_default())
-        metrics_counter_add(dflt.wq_adds, L(controller, controller), 1);
-}
-
-void metrics_workqueue_retry(const char *controller)
-{
-    if (metrics_default())
-        metrics_counter_add(dflt.wq_retries, L(controller, controller), 1);
-}
-
-void metrics_workqueue_depth(const char *controller, size_t depth)
-{
-    if (metrics_default())
-        metrics_gauge_set(dflt.wq_depth, L(controller, controller), (double)depth);
-}
-
-void metrics_workqueue_queue_duration(const char *controller, double seconds)
-{
-    if (metrics_default())
-        metrics_histogram_observe(dflt.wq_queue_dur, L(controller, controller), seconds);
-}
-
-void metrics_workqueue_work_duration(const char *controller, double seconds)
-{
-    if (metrics_default())
-        metrics_histogram_observe(dflt.wq_work_dur, L(controller, controller), seconds);
-}
-
-void metrics_rest_request(long status, const char *method, const char *host)
-{
-    if (!metrics_default())
-        return;
-    char code[24];
-    if (status > 0)
-        snprintf(code, sizeof code, "%ld", status);
-    else
-        snprintf(code, sizeof code, "<error>");
-    metrics_counter_add(dflt.rest_requests, L(code, method, host), 1);
-}
-
-void metrics_cache_objects_add(const char *resource, long delta)
-{
-    if (metrics_default())
-        metrics_gauge_add(dflt.cache_objects, L(resource), (double)delta);
-}
-
-void metrics_informer_skipped(const char *resource, unsigned n)
-{
-    if (metrics_default())
-        metrics_counter_add(dflt.skipped, L(resource), (double)n);
-}
-
-void metrics_lua_memory(const char *controller, size_t bytes)
-{
-    if (metrics_default())
-        metrics_gauge_set(dflt.lua_memory, L(controller), (double)bytes);
-}
-
-void metrics_script_reload(const char *controller, int ok)
-{
-    if (metrics_default())
-        metrics_counter_add(dflt.script_reloads, L(controller, ok ? "success" : "error"), 1);
 }

@@ -14,31 +14,30 @@
  * a reconcile) and are cheap enough to call on every event.
  *
  * Single-threaded: everything runs on the loop thread; there is no locking.
- * Uses: buf, err.
+ * Uses: buf, err, metrics_process (process_* at scrape time).
  *
- * Wiring (who calls what today, all on the default registry):
- *   controller.c  metrics_controller_started(name, workers) when it starts and
- *                   after a hot reload; metrics_active_workers_add(name, +1 / -1)
- *                   around a reconcile; when a reconcile ends,
- *                   metrics_reconcile_done(name, result, seconds),
- *                   metrics_workqueue_work_duration(name, seconds) and
- *                   metrics_lua_memory(name, bytes); metrics_workqueue_add(name)
- *                   and metrics_workqueue_depth(name, len) on each enqueue;
- *                   metrics_workqueue_retry(name) + metrics_workqueue_add(name)
- *                   on a rate-limited re-add.
- *   informer.c    metrics_cache_objects_add(resource, +n / -n) as its store
- *                   grows and shrinks (and when the informer is freed);
- *                   metrics_informer_skipped(resource, 0) when it starts, then
- *                   (resource, 1) per object it skips.
- *   reload.c      metrics_script_reload(controller, ok) per hot reload.
- *   run.c         adds its own API request/list/watch counters to
- *                   metrics_default(); metrics_default_free() at exit, after
- *                   the ops server stopped.
- *   ops.c         renders metrics_default() per scrape of /metrics (when it
- *                   was given no registry of its own).
- * Nothing calls metrics_workqueue_queue_duration or metrics_rest_request
- * yet, so workqueue_queue_duration_seconds and rest_client_requests_total
- * have no series (and are left out of /metrics).
+ * Counted where it happens (no polling): each helper below is one call at
+ * the place the event occurs:
+ *   kube.c        metrics_rest_request per HTTP answer (every attempt, as
+ *                   client-go counts), metrics_api_count per send / LIST / WATCH.
+ *   workqueue.c   metrics_workqueue_add (returns the add time the item keeps),
+ *                   _get (queue duration, in-flight start), _done (work
+ *                   duration), _retry (every add_after, as client-go counts).
+ *   controller.c  metrics_controller_started when it starts or is replaced,
+ *                   metrics_active_workers_add around a reconcile,
+ *                   metrics_reconcile_done, metrics_lua_memory and
+ *                   metrics_lua_instructions when one ends,
+ *                   metrics_controller_removed from controller_free (a removed
+ *                   script's series disappear).
+ *   informer.c    metrics_cache_objects_add, metrics_informer_skipped,
+ *                   metrics_informer_relist, metrics_informer_watch_restart.
+ *   leader.c      metrics_leader_status as the lease is taken and lost.
+ *   lua_ctx_io.c  metrics_http_request per ctx:http answer.
+ *   reload.c      metrics_script_reload per hot reload.
+ *   ops.c         metrics_render per scrape; the render runs the registry's
+ *                   collectors first (process_* from /proc, the workqueues'
+ *                   unfinished work and longest running processor).
+ *   run.c         metrics_default_free() at exit, after the ops server stopped.
  */
 #ifndef KLUA_METRICS_H
 #define KLUA_METRICS_H
@@ -47,6 +46,7 @@
 #include "err.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct metrics_registry metrics_registry;
 typedef struct metrics_family metrics_family;
@@ -99,8 +99,25 @@ int metrics_remove(metrics_family *m, const char *const *values);
  * a histogram's observation count; -1 when the series does not exist. */
 double metrics_value(const metrics_family *m, const char *const *values);
 
-/* Append the whole registry in text format 0.0.4 to out. 0 or -1 (ENOMEM). */
-int metrics_render(const metrics_registry *r, kl_buf *out);
+/* Drop every series of every family of r whose label `label` has the value
+ * value (families without that label are left alone). Returns how many. */
+size_t metrics_remove_where(metrics_registry *r, const char *label, const char *value);
+
+/* A collector refreshes values computed at scrape time (e.g. from /proc);
+ * metrics_render runs each before writing. At most METRICS_MAX_COLLECTORS. */
+#define METRICS_MAX_COLLECTORS 8
+typedef void (*metrics_collect_fn)(metrics_registry *r, void *ud);
+int metrics_collector_add(metrics_registry *r, metrics_collect_fn fn, void *ud);
+
+/* Run the collectors, then append the whole registry in text format 0.0.4
+ * to out. 0 or -1 (ENOMEM). */
+int metrics_render(metrics_registry *r, kl_buf *out);
+
+/* The clock behind durations measured here (CLOCK_MONOTONIC nanoseconds);
+ * tests install their own, NULL restores it. */
+typedef uint64_t (*metrics_clock_fn)(void);
+void metrics_set_clock(metrics_clock_fn now_ns);
+uint64_t metrics_now_ns(void);
 
 /* ---- the process-wide registry ----------------------------------------- */
 
@@ -111,7 +128,8 @@ metrics_registry *metrics_default(void);
  * metrics_default() starts a fresh one. */
 void metrics_default_free(void);
 
-/* Families of the default registry (label names in braces):
+/* Families of the default registry (label names in braces), with
+ * controller-runtime's / client-go's names and semantics:
  *   controller_runtime_reconcile_total{controller,result}        counter
  *   controller_runtime_reconcile_errors_total{controller}        counter
  *   controller_runtime_reconcile_time_seconds{controller}        histogram
@@ -122,37 +140,71 @@ void metrics_default_free(void);
  *   workqueue_retries_total{name,controller}                     counter
  *   workqueue_queue_duration_seconds{name,controller}            histogram
  *   workqueue_work_duration_seconds{name,controller}             histogram
+ *   workqueue_unfinished_work_seconds{name,controller}           gauge (at scrape)
+ *   workqueue_longest_running_processor_seconds{name,controller} gauge (at scrape)
  *   rest_client_requests_total{code,method,host}                 counter
+ *   rest_client_request_duration_seconds{verb,host}              histogram
+ *   leader_election_master_status{name}                          gauge
+ *   process_cpu_seconds_total, process_resident_memory_bytes,
+ *   process_virtual_memory_bytes, process_open_fds, process_max_fds,
+ *   process_start_time_seconds                                   (at scrape)
+ * and klua's own:
+ *   klua_build_info{version}                                     gauge, 1
+ *   klua_lua_memory_bytes{controller}                            gauge
+ *   klua_lua_instructions_total{controller}                      counter
+ *   klua_script_reloads_total{controller,result}                 counter
+ *   klua_http_requests_total{controller,code}                    counter (ctx:http)
  *   klua_cache_objects{resource}                                 gauge
  *   klua_informer_objects_skipped_total{resource}                counter
- *   klua_lua_memory_bytes{controller}                            gauge
- *   klua_script_reloads_total{controller,result}                 counter
+ *   klua_informer_relists_total{resource}                        counter
+ *   klua_informer_watch_restarts_total{resource}                 counter
+ *   klua_api_requests_total, klua_api_list_requests_total,
+ *   klua_api_watch_requests_total                                counter
  * The workqueue's "name" label is the controller's name, as in
  * controller-runtime. */
 
-/* Sets max_concurrent_reconciles, zeroes active_workers and creates the
- * reconcile_total series of every result (and errors_total) at 0, so rate()
- * works from the first scrape. */
+/* Sets max_concurrent_reconciles and creates, at 0, the reconcile_total
+ * series of every result, errors_total, active_workers and the workqueue's
+ * gauges and counters, so rate() works from the first scrape. A running
+ * controller (a replaced script) keeps its active_workers. */
 void metrics_controller_started(const char *controller, int max_workers);
+/* Every series of the controller (label controller or, for workqueues,
+ * name) goes: a removed script leaves nothing behind. */
+void metrics_controller_removed(const char *controller);
 void metrics_active_workers_add(const char *controller, int delta);
 /* result: "success", "error", "requeue" or "requeue_after"; "error" also
  * counts in reconcile_errors_total. seconds: the reconcile's wall time. */
 void metrics_reconcile_done(const char *controller, const char *result, double seconds);
-void metrics_workqueue_add(const char *controller);
-void metrics_workqueue_retry(const char *controller);
-void metrics_workqueue_depth(const char *controller, size_t depth);
-void metrics_workqueue_queue_duration(const char *controller, double seconds);
-void metrics_workqueue_work_duration(const char *controller, double seconds);
+/* The workqueue called name (the controller's name), as client-go counts:
+ * add: a key became dirty (adds +1, depth +1); returns the time to hand to
+ * _get. get: depth -1, observes the queue duration since added_ns and
+ * returns the start time to hand to _done, which observes the work
+ * duration. Between get and done the item counts in unfinished work. */
+uint64_t metrics_workqueue_add(const char *name);
+uint64_t metrics_workqueue_get(const char *name, uint64_t added_ns);
+void metrics_workqueue_done(const char *name, uint64_t started_ns);
+void metrics_workqueue_retry(const char *name);
 /* status 0 (no HTTP answer) is recorded as code "<error>", like client-go.
- * host is "host:port" without credentials. */
-void metrics_rest_request(long status, const char *method, const char *host);
+ * server: the API server's URL; its host[:port] is the label (no
+ * credentials, no path). seconds < 0 (a watch stream) is not observed in
+ * the duration histogram. */
+void metrics_rest_request(long status, const char *method, const char *server, double seconds);
+typedef enum { METRICS_API_REQUEST, METRICS_API_LIST, METRICS_API_WATCH } metrics_api_kind;
+void metrics_api_count(metrics_api_kind kind);
 /* resource: "group/version/resource" (core: "v1/pods"). Informers of one
  * resource (other namespaces, other selectors) add up in one series. */
 void metrics_cache_objects_add(const char *resource, long delta);
 /* n objects of resource that an informer could not decode and skipped;
- * n 0 creates the series at 0 (an informer does so when it starts). */
+ * n 0 creates the series at 0 (an informer does so when it starts, and its
+ * relist and watch restart series with it). */
 void metrics_informer_skipped(const char *resource, unsigned n);
+void metrics_informer_relist(const char *resource);
+void metrics_informer_watch_restart(const char *resource);
+void metrics_leader_status(const char *lease_name, int leading);
 void metrics_lua_memory(const char *controller, size_t bytes);
+void metrics_lua_instructions(const char *controller, uint64_t n);
+/* status 0: no HTTP answer ("<error>"). */
+void metrics_http_request(const char *controller, long status);
 /* ok != 0 -> result "success", else "error". */
 void metrics_script_reload(const char *controller, int ok);
 

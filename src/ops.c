@@ -256,8 +256,8 @@ struct ops_server {
     loop_timer_id retry;     /* accept failed (EMFILE...): try again later */
     loop_timer_id full;      /* full of fresh connections: look again after the grace */
     metrics_registry *registry;
-    ops_ready_fn ready;
-    void *ready_ud;
+    ops_ready_fn ready, live;
+    void *ready_ud, *live_ud;
     size_t max_conns, nconns;
     unsigned idle_ms, request_ms, grace_ms;
     ops_conn *conns;         /* owned, doubly linked */
@@ -368,15 +368,15 @@ static int handle(ops_conn *c, const ops_request *r)
     int head = ieq(r->method, r->method_len, "HEAD");
     if (!head && !ieq(r->method, r->method_len, "GET"))
         return respond_text(c, 405, "method not allowed\n", r);
-    if (path_is(r, "/healthz"))
-        return respond_text(c, 200, "ok", r);
-    if (path_is(r, "/readyz")) {
+    int live = path_is(r, "/healthz");
+    if (live || path_is(r, "/readyz")) {
+        ops_ready_fn check = live ? s->live : s->ready;
         kl_buf why = KL_BUF_INIT;
-        if (kl_buf_puts(&why, "not ready\n") != 0)
+        if (kl_buf_puts(&why, live ? "unhealthy\n" : "not ready\n") != 0)
             return -1;
         size_t intro = why.len;
         int rc;
-        if (!s->ready || s->ready(s->ready_ud, &why)) {
+        if (!check || check(live ? s->live_ud : s->ready_ud, &why)) {
             rc = respond_text(c, 200, "ok", r);
         } else {
             rc = why.data[why.len - 1] != '\n' && why.len > intro ? kl_buf_putc(&why, '\n') : 0;
@@ -745,6 +745,8 @@ int ops_start(loop *l, const ops_opts *o, ops_server **out, kl_err *err)
     s->registry = o->registry;
     s->ready = o->ready;
     s->ready_ud = o->ready_ud;
+    s->live = o->live;
+    s->live_ud = o->live_ud;
     s->max_conns = o->max_conns ? o->max_conns : 64;
     s->idle_ms = o->idle_timeout_ms ? o->idle_timeout_ms : 30000;
     s->request_ms = o->request_timeout_ms ? o->request_timeout_ms : 10000;

@@ -13,7 +13,9 @@
  * Clients that trickle bytes (slowloris) therefore hold a slot for at most
  * the request timeout, and lose it sooner to a newcomer such as a probe.
  *   GET /metrics   the registry in Prometheus text format 0.0.4
- *   GET /healthz   200 "ok" while the loop runs
+ *   GET /healthz   200 "ok" while the liveness callback says so (health.h:
+ *                  the loop's heartbeat, informers able to list and watch),
+ *                  else 503 with its reasons
  *   GET /readyz    200 "ok" once the readiness callback says so, else 503
  *                  with the callback's reasons (the informers not synced)
  * HEAD works on each; other methods get 405, other paths 404.
@@ -75,6 +77,8 @@ typedef struct ops_opts {
     metrics_registry *registry;    /* NULL = metrics_default() at each scrape */
     ops_ready_fn ready;            /* NULL = always ready */
     void *ready_ud;
+    ops_ready_fn live;             /* /healthz, same contract; NULL = always healthy */
+    void *live_ud;
     size_t max_conns;              /* 0 = 64 */
     unsigned idle_timeout_ms;      /* 0 = 30000: silence, idle keep-alive included */
     unsigned request_timeout_ms;   /* 0 = 10000: one request, from its start to

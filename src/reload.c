@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #define DRAIN_POLL_MS 100
+#define KIND_RETRY_MS 1000   /* --dev: retry scripts whose kind was not served */
 #define WATCH_MASK \
     (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_MODIFY)
 
@@ -43,6 +44,8 @@ typedef struct entry {
     lua_host_dep *failed;        /* the files of the last failed attempt (reported) */
     size_t nfailed;
     int has_failed;
+    char *last_err;              /* what was reported for that attempt */
+    int kind_missing;            /* it failed resolving its kinds: retry on a timer (--dev) */
 } entry;
 
 /* A controller start or replace waiting for discovery (controller_done_cb's
@@ -91,7 +94,12 @@ struct reload_set {
     changes ch;                  /* of the rescan in progress */
     reload_started_cb started_cb;
     void *started_ud;
-    int start_failed;
+    int dev;                     /* --dev: failing scripts are skipped and retried */
+    size_t start_errors;         /* strict start-up: scripts that could not start */
+    kl_err start_err;            /* what start-up fails with */
+    kl_err first_start_err;
+    loop_timer_id start_timer, retry_timer;
+    controller_finalizers *finalizers;   /* every controller's, one book */
 };
 
 /* ---- files ---- */
@@ -178,6 +186,40 @@ static void entry_clear_failed(entry *e)
     e->failed = NULL;
     e->nfailed = 0;
     e->has_failed = 0;
+    free(e->last_err);
+    e->last_err = NULL;
+    e->kind_missing = 0;
+}
+
+/* Remember a failed attempt (failed: the files it read, taken). Returns 1
+ * when it is news to report: another message, or files changed since the
+ * last report; 0 when the same failure was reported already. */
+static int record_failure(entry *e, const kl_err *err, lua_host_dep *failed, size_t nfailed)
+{
+    int news = !(e->has_failed && e->last_err && !strcmp(e->last_err, err->msg) &&
+                 !lua_host_deps_changed(e->failed, e->nfailed));
+    int kind_missing = e->kind_missing;
+    entry_clear_failed(e);
+    e->failed = failed;
+    e->nfailed = nfailed;
+    e->has_failed = 1;
+    e->last_err = strdup(err->msg);
+    e->kind_missing = kind_missing;
+    return news;
+}
+
+/* Strict start-up: count the failures; the message says how many and
+ * carries the first. */
+static void note_start_error(reload_set *s, const kl_err *err)
+{
+    if (s->start_errors++ == 0) {
+        s->first_start_err = *err;
+        s->start_err = *err;
+        return;
+    }
+    kl_err_set(&s->start_err, s->first_start_err.code,
+               "%zu scripts could not start (each is logged above); the first: %s",
+               s->start_errors, s->first_start_err.msg);
 }
 
 /* Load path into a fresh host. On failure *failed receives the files the
@@ -233,11 +275,12 @@ static entry *add_entry(reload_set *s, const char *path)
     return e;
 }
 
-int reload_set_load(reload_set *s, kl_err *err)
+int reload_set_load(reload_set *s, int dev, kl_err *err)
 {
     char **files = NULL;
     size_t n = 0;
     int rc = -1;
+    s->dev = dev;
     if (reload_list_scripts(s->dir, &files, &n, err) != 0)
         return -1;
     if (n == 0) {
@@ -250,16 +293,40 @@ int reload_set_load(reload_set *s, kl_err *err)
             kl_err_set(err, KL_ENOMEM, "out of memory");
             goto out;
         }
-        if (!(e->h = load_one(s, files[i], NULL, NULL, err)))
-            goto out;
-        const char *name = lua_host_decl(e->h)->name;
-        entry *other = name_user(s, name, e);
-        if (other) {
-            kl_err_set(err, KL_EINVAL, "%s: controller name \"%s\" is already used by %s",
+        kl_err lerr = {0};
+        lua_host_dep *failed = NULL;
+        size_t nfailed = 0;
+        if ((e->h = load_one(s, files[i], &failed, &nfailed, &lerr)) != NULL) {
+            const char *name = lua_host_decl(e->h)->name;
+            entry *other = name_user(s, name, e);
+            if (!other)
+                continue;
+            kl_err_set(&lerr, KL_EINVAL, "%s: controller name \"%s\" is already used by %s",
                        files[i], name, other->path);
+            size_t nd = 0;
+            const lua_host_dep *d = lua_host_deps(e->h, &nd);
+            if (lua_host_deps_copy(d, nd, &failed) == 0)
+                nfailed = nd;
+            lua_host_free(e->h);
+            e->h = NULL;
+        }
+        if (lerr.code == KL_ENOMEM) {
+            *err = lerr;
+            lua_host_deps_free(failed, nfailed);
             goto out;
         }
+        /* Every failure is listed; --dev goes on without the script. */
+        record_failure(e, &lerr, failed, nfailed);
+        kl_log(KL_LOG_ERROR, dev ? "script not loaded; retried when its files change"
+                                 : "script not loaded",
+               "file", e->path, "error", lerr.msg, NULL);
+        note_start_error(s, &lerr);
     }
+    if (s->start_errors && !dev) {
+        *err = s->start_err;
+        goto out;
+    }
+    s->start_errors = 0;
     rc = 0;
 out:
     reload_free_list(files, n);
@@ -314,6 +381,14 @@ static void op_done(pending_op *o)
 
 static void on_again(loop *l, void *ud);
 
+static entry *entry_by_path(reload_set *s, const char *path)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->e[i].path, path))
+            return &s->e[i];
+    return NULL;
+}
+
 static void schedule_again(reload_set *s)
 {
     s->again = 0;
@@ -321,26 +396,59 @@ static void schedule_again(reload_set *s)
         s->again_timer = loop_timer_add(s->deps.l, 0, on_again, s);
 }
 
+static void schedule_kind_retry(reload_set *s);
+
+/* Every start has its answer (or there was none to wait for). */
+static void finish_start(reload_set *s)
+{
+    if (s->start_errors && !s->dev) {
+        s->started_cb(s->started_ud, &s->start_err);
+        return;
+    }
+    s->started = 1;
+    s->started_cb(s->started_ud, NULL);
+    schedule_kind_retry(s);
+    if (s->again)
+        schedule_again(s);
+}
+
+static void on_start_timer(loop *l, void *ud)
+{
+    (void)l;
+    reload_set *s = ud;
+    s->start_timer = 0;
+    finish_start(s);
+}
+
 static void on_started(void *ud, controller *c, const kl_err *err)
 {
     pending_op *o = ud;
     reload_set *s = o->s;
+    entry *e = entry_by_path(s, o->path);
     op_done(o);
     op_free(o);
-    if (s->start_failed)
-        return;
     if (err) {
-        s->start_failed = 1;
-        s->started_cb(s->started_ud, err);
-        return;
+        /* Its kinds are not served (a CRD not installed yet). */
+        kl_log(KL_LOG_ERROR, s->dev ? "script not started; retried when its kind appears"
+                                    : "script not started",
+               "file", e ? e->path : "", "error", err->msg, NULL);
+        note_start_error(s, err);
+        if (e) {
+            size_t n = 0;
+            lua_host_dep *seen = NULL;
+            const lua_host_dep *d = lua_host_deps(controller_host(c), &n);
+            if (lua_host_deps_copy(d, n, &seen) != 0)
+                n = 0;
+            e->kind_missing = 1;
+            record_failure(e, err, seen, n);
+            e->c = NULL;
+        }
+        controller_free(c);
+    } else {
+        log_loaded(c);
     }
-    log_loaded(c);
-    if (s->pending)
-        return;
-    s->started = 1;
-    s->started_cb(s->started_ud, NULL);
-    if (s->again)
-        schedule_again(s);
+    if (!s->pending)
+        finish_start(s);
 }
 
 int reload_set_start(reload_set *s, const controller_deps *deps, reload_started_cb started,
@@ -349,13 +457,22 @@ int reload_set_start(reload_set *s, const controller_deps *deps, reload_started_
     s->deps = *deps;
     s->started_cb = started;
     s->started_ud = ud;
+    if (!s->deps.finalizers) {
+        if (!(s->finalizers = controller_finalizers_new(deps->remove_orphan_finalizers)))
+            return kl_err_set(err, KL_ENOMEM, "out of memory");
+        s->deps.finalizers = s->finalizers;
+    }
     for (size_t i = 0; i < s->n; i++) {
         entry *e = &s->e[i];
+        if (!e->h)
+            continue;   /* --dev: it failed to load; a rescan retries it */
         if (!(e->c = controller_new(e->h, &s->deps, err)))
             return -1;
         e->h = NULL; /* owned by the controller now */
     }
     for (size_t i = 0; i < s->n; i++) {
+        if (!s->e[i].c)
+            continue;
         pending_op *o = op_new(s, s->e[i].path, NULL);
         if (!o)
             return kl_err_set(err, KL_ENOMEM, "out of memory");
@@ -365,6 +482,8 @@ int reload_set_start(reload_set *s, const controller_deps *deps, reload_started_
             return -1;
         }
     }
+    if (!s->pending && !(s->start_timer = loop_timer_add(s->deps.l, 0, on_start_timer, s)))
+        return kl_err_set(err, KL_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -410,30 +529,16 @@ static void note(changes *ch, const char *name, const char *how)
     kl_buf_printf(&ch->what, "%s (%s)", name, how);
 }
 
-/* Report a failed load once per version of the files involved. */
+/* Report a failed load once per version of the files involved and
+ * message (every rescan retries a failed script, so the same failure comes
+ * again and again until its files or its cluster change). */
 static void report_failure(entry *e, const char *name, const char *what, const kl_err *err,
                            lua_host_dep *failed, size_t nfailed)
 {
-    entry_clear_failed(e);
-    e->failed = failed;
-    e->nfailed = nfailed;
-    e->has_failed = 1;
+    if (!record_failure(e, err, failed, nfailed))
+        return;
     kl_log(KL_LOG_ERROR, what, "file", e->path, "error", err->msg, NULL);
     metrics_script_reload(name ? name : e->path, 0);
-}
-
-/* The attempt that failed last saw exactly these files as they are now. */
-static int failure_reported(const entry *e)
-{
-    return e->has_failed && !lua_host_deps_changed(e->failed, e->nfailed);
-}
-
-static entry *entry_by_path(reload_set *s, const char *path)
-{
-    for (size_t i = 0; i < s->n; i++)
-        if (!strcmp(s->e[i].path, path))
-            return &s->e[i];
-    return NULL;
 }
 
 static void finish_rescan(reload_set *s);
@@ -452,6 +557,8 @@ static void on_applied(void *ud, controller *c, const kl_err *err)
             e->c = NULL;
         controller_free(c);
     }
+    if (e && err && err->code != KL_ECANCEL)
+        e->kind_missing = 1;   /* its kinds are not served (yet) */
     if (!e) {
         /* cannot happen: entries stay while a rescan waits */
     } else if (!err) {
@@ -513,8 +620,6 @@ static void rescan_entry(reload_set *s, entry *e, changes *ch)
         if (!lua_host_deps_changed(d, n))
             return;
     }
-    if (failure_reported(e))
-        return;
     kl_err err = {0};
     lua_host_dep *failed = NULL;
     size_t nfailed = 0;
@@ -601,8 +706,30 @@ static void finish_rescan(reload_set *s)
     kl_buf_free(&s->ch.what);
     s->ch.failed = 0;
     s->rescanning = 0;
+    schedule_kind_retry(s);
     if (s->again)
         schedule_again(s);
+}
+
+static void on_kind_retry(loop *l, void *ud)
+{
+    (void)l;
+    reload_set *s = ud;
+    s->retry_timer = 0;
+    reload_set_rescan(s);
+}
+
+/* --dev: while a script waits for its kind (a CRD installed later), rescan
+ * now and then; discovery bounds how often it asks the server. */
+static void schedule_kind_retry(reload_set *s)
+{
+    int waiting = 0;
+    for (size_t i = 0; i < s->n && !waiting; i++)
+        waiting = s->e[i].kind_missing && !s->e[i].c;
+    for (size_t i = 0; i < s->n && !waiting; i++)
+        waiting = s->e[i].kind_missing && s->e[i].has_failed;
+    if (s->dev && waiting && !s->retry_timer)
+        s->retry_timer = loop_timer_add(s->deps.l, KIND_RETRY_MS, on_kind_retry, s);
 }
 
 void reload_set_rescan(reload_set *s)
@@ -840,6 +967,8 @@ size_t reload_set_active(const reload_set *s)
 
 int reload_set_synced(const reload_set *s)
 {
+    if (!s->started)
+        return 0;   /* also when strict start-up failed: nothing is synced */
     for (size_t i = 0; i < s->n; i++)
         if (s->e[i].c && !controller_synced(s->e[i].c))
             return 0;
@@ -893,6 +1022,10 @@ void reload_set_free(reload_set *s)
             loop_timer_cancel(s->deps.l, s->drain_timer);
         if (s->again_timer)
             loop_timer_cancel(s->deps.l, s->again_timer);
+        if (s->start_timer)
+            loop_timer_cancel(s->deps.l, s->start_timer);
+        if (s->retry_timer)
+            loop_timer_cancel(s->deps.l, s->retry_timer);
     }
     for (size_t i = 0; i < s->n; i++) {
         controller_free(s->e[i].c);   /* cancels a start or replace waiting */
@@ -910,6 +1043,7 @@ void reload_set_free(reload_set *s)
         op_free(o);
     }
     kl_buf_free(&s->ch.what);
+    controller_finalizers_free(s->finalizers);   /* after every controller */
     free(s->dir);
     free(s);
 }

@@ -9,7 +9,9 @@
  *     into a fresh Lua state and, if it declares a valid controller,
  *     replaces the running one between reconciles (controller_replace);
  *   - if it fails, the old version keeps running and the error is logged
- *     once with file:line, and not again until one of its files changes;
+ *     once with file:line, and not again until one of its files or the
+ *     error changes; every rescan tries a failed script again (so SIGHUP
+ *     or a touch picks up a CRD installed since);
  *   - a new file starts its controller (its informer, if new, through the
  *     shared registry); a removed file stops its controller (reconciles in
  *     flight finish, then informers no longer used are released);
@@ -50,12 +52,18 @@ typedef struct reload_set reload_set;
 
 /* dir and limits are copied (limits->scripts_dir is ignored: dir is used). */
 reload_set *reload_set_new(const char *dir, const lua_host_opts *limits, kl_err *err);
-/* Load every top-level *.lua of the directory. err: "file:line: message",
- * or a duplicate controller name, or "no *.lua scripts in DIR". */
-int reload_set_load(reload_set *s, kl_err *err);
-/* started(ud, NULL) once every controller has started, or started(ud, err)
- * at the first that cannot (an unknown kind): called once, from a loop
- * callback. */
+/* Load every top-level *.lua of the directory; each failure is logged
+ * ("script not loaded", file, error). Strict (dev 0): any failure fails,
+ * err holding it ("file:line: message", a duplicate controller name) or,
+ * for several, their count. --dev (dev 1): failing scripts are skipped
+ * and retried by every rescan. "no *.lua scripts in DIR" fails both. */
+int reload_set_load(reload_set *s, int dev, kl_err *err);
+/* started(ud, NULL) once every controller has started or, strict, failed
+ * (an unknown kind: each is logged, "script not started"), then
+ * started(ud, err) with the failure or their count; --dev starts the
+ * others and retries the failed ones on every rescan and, while any waits
+ * for its kind, every KIND_RETRY_MS (a CRD installed later). Called once,
+ * from a loop callback. */
 typedef void (*reload_started_cb)(void *ud, const kl_err *err);
 /* Build controllers from the loaded scripts and start them (their kinds
  * are resolved through discovery without blocking the loop); deps is
@@ -74,7 +82,8 @@ const controller *reload_set_find(const reload_set *s, const char *name);
 /* A rescan is under way (waiting for discovery). */
 int reload_set_rescanning(const reload_set *s);
 size_t reload_set_active(const reload_set *s);       /* reconciles in flight, all */
-int reload_set_synced(const reload_set *s);          /* every controller has synced */
+/* Start-up has finished and every running controller has synced. */
+int reload_set_synced(const reload_set *s);
 /* Readiness for /readyz: 1 when every controller has synced, else 0 with
  * one line per controller waiting appended to why (may be NULL). */
 int reload_set_ready(void *s, kl_buf *why);

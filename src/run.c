@@ -3,8 +3,8 @@
  * Provides: klua_run_main, klua_check_main.
  * Uses: reload (the scripts and their controllers, hot reload), lua_host
  * (check), controller, lua_ctx (shared ctx state), informer (registry),
- * discovery, kube, http, kubeconfig, ops and metrics (/metrics,
- * /readyz), leader (--leader-elect), loop, log.
+ * discovery, kube, http, kubeconfig, ops, metrics and health (/metrics,
+ * /healthz, /readyz), leader (--leader-elect), loop, log.
  *
  * Start-up fails fast and plainly: a script that does not load, a kind the
  * server does not know, or a bad kubeconfig each print one "error: ..."
@@ -36,6 +36,7 @@
 #include "lua_ctx.h"
 #include "lua_host.h"
 #include "discovery.h"
+#include "health.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -51,8 +52,8 @@
  * above 10^6/s throttling is meaningless. */
 #define QPS_MIN 0.01
 #define QPS_MAX 1e6
-/* The poll publishes API counters into the metrics and watches the
- * shutdown drain; readiness does not wait for it. */
+/* The poll watches the shutdown drain; metrics are counted where things
+ * happen, and readiness does not wait for it. */
 #define POLL_MS 100
 
 static const char run_usage[] =
@@ -81,7 +82,13 @@ static const char run_usage[] =
     "  --lua-timeout MS          CPU time a reconcile may run without waiting (default 200)\n"
     "  --metrics-addr ADDR       serve /metrics, /healthz, /readyz on ADDR, e.g. :8080 or\n"
     "                            127.0.0.1:0 (default: off)\n"
+    "  --healthz-loop-stall S    /healthz fails when the event loop's heartbeat is older\n"
+    "                            than S seconds (default 5)\n"
+    "  --healthz-informer-failure S  /healthz fails when an informer could not list or\n"
+    "                            watch for S seconds (default 180)\n"
     "  --dev                     reload scripts when files in DIR or DIR/lib change\n"
+    "  --remove-orphan-finalizers  take klua.dev/... finalizers that no script declares off\n"
+    "                            objects being deleted (default: report them once)\n"
     "  --leader-elect            reconcile only while holding a coordination.k8s.io Lease\n"
     "                            (informers warm up meanwhile; default off)\n"
     "  --leader-election-namespace NS  the Lease's namespace (default $POD_NAMESPACE, else\n"
@@ -196,9 +203,6 @@ int klua_check_main(int argc, char **argv)
 typedef struct run_state {
     loop *l;
     reload_set *set;
-    kube_client *kc;
-    kube_stats last;             /* API counters already in the metrics */
-    metrics_family *api_requests, *api_lists, *api_watches;
     int synced_logged;
     int stopping;
     uint64_t drain_deadline;
@@ -209,36 +213,6 @@ typedef struct run_state {
     int start_failed;            /* a controller could not start: exit 1 */
     kl_err start_err;
 } run_state;
-
-/* kube_client_stats as counters (the client keeps its own totals). */
-static void publish_api_stats(run_state *r)
-{
-    if (!r->kc)
-        return;
-    kube_stats now = kube_client_stats(r->kc);
-    if (r->api_requests && now.requests >= r->last.requests)
-        metrics_counter_add(r->api_requests, NULL, (double)(now.requests - r->last.requests));
-    if (r->api_lists && now.lists >= r->last.lists)
-        metrics_counter_add(r->api_lists, NULL, (double)(now.lists - r->last.lists));
-    if (r->api_watches && now.watches >= r->last.watches)
-        metrics_counter_add(r->api_watches, NULL, (double)(now.watches - r->last.watches));
-    r->last = now;
-}
-
-static metrics_family *api_counter(const char *name, const char *help)
-{
-    metrics_registry *reg = metrics_default();
-    if (!reg)
-        return NULL;
-    metrics_family *f = metrics_find(reg, name);
-    if (!f) {
-        kl_err err = {0};
-        f = metrics_counter_new(reg, name, help, NULL, &err);
-        if (f)
-            metrics_counter_add(f, NULL, 0);
-    }
-    return f;
-}
 
 /* "caches synced" once every controller has synced. Called when one
  * controller's caches have synced (controller_deps.on_synced), so the line
@@ -297,7 +271,6 @@ static void on_lease_released(void *ud)
 static void on_poll(loop *l, void *ud)
 {
     run_state *r = ud;
-    publish_api_stats(r);
     if (r->stopping) {
         size_t active = reload_set_active(r->set);
         if (active == 0 || loop_now_ms(l) >= r->drain_deadline) {
@@ -352,9 +325,11 @@ typedef struct run_flags {
     double qps;
     lua_host_opts limits;     /* --lua-memory, --lua-budget, --lua-timeout */
     int dev;                  /* --dev: reload on file changes */
+    int remove_orphans;       /* --remove-orphan-finalizers */
     int leader_elect;         /* --leader-elect */
     const char *le_ns, *le_id;
     long le_lease_ms, le_renew_ms, le_retry_ms;   /* 0 = leader.h's defaults */
+    health_opts health;       /* --healthz-loop-stall, --healthz-informer-failure */
 } run_flags;
 
 /* A flag's value: "--flag value" or "--flag=value". NULL if not this flag. */
@@ -425,6 +400,10 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
         }
         if (!strcmp(argv[i], "--dev")) {
             f->dev = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--remove-orphan-finalizers")) {
+            f->remove_orphans = 1;
             continue;
         }
         if (!strcmp(argv[i], "--leader-elect")) {
@@ -498,6 +477,17 @@ static int parse_run_flags(int argc, char **argv, run_flags *f)
             if (parse_int(v, 1, 3600000, &num, &range) != 0)
                 goto bad_value;
             f->limits.run_ms = (uint64_t)num;
+            continue;
+        }
+        uint64_t *hdur = NULL;
+        if ((v = flag_value(argc, argv, &i, "--healthz-loop-stall", &missing)))
+            hdur = &f->health.stall_ms;
+        else if ((v = flag_value(argc, argv, &i, "--healthz-informer-failure", &missing)))
+            hdur = &f->health.informer_ms;
+        if (hdur) {
+            if (parse_int(v, 1, 86400, &num, &range) != 0)
+                goto bad_value;
+            *hdur = (uint64_t)num * 1000;
             continue;
         }
         long *dur = NULL;
@@ -673,7 +663,8 @@ int klua_run_main(int argc, char **argv)
     run_state rs = {0};
     char *le_ns = NULL, *le_id = NULL;
 
-    if (!(rs.set = reload_set_new(f.scripts, &f.limits, &err)) || reload_set_load(rs.set, &err) != 0)
+    if (!(rs.set = reload_set_new(f.scripts, &f.limits, &err)) ||
+        reload_set_load(rs.set, f.dev, &err) != 0)
         goto out;
 
     kubeconfig_opts ko = {f.kubeconfig, f.context, f.ns};
@@ -701,13 +692,6 @@ int klua_run_main(int argc, char **argv)
     copts.burst = f.burst;
     if (!(kc = kube_client_new(l, http, &cfg, &copts, &err)))
         goto out;
-    rs.kc = kc;
-    rs.api_requests = api_counter("klua_api_requests_total",
-                                  "Requests klua sent to the Kubernetes API server.");
-    rs.api_lists = api_counter("klua_api_list_requests_total",
-                               "LIST requests klua sent to the Kubernetes API server.");
-    rs.api_watches = api_counter("klua_api_watch_requests_total",
-                                 "WATCH requests klua sent to the Kubernetes API server.");
     disco = discovery_new(kc, NULL, &err);
     reg = informer_registry_new(kc);
     shared = lua_ctx_shared_new(l, kc, http, &err);
@@ -724,6 +708,12 @@ int klua_run_main(int argc, char **argv)
         oo.addr = f.metrics;
         oo.ready = reload_set_ready;
         oo.ready_ud = rs.set;
+        oo.live = health_check;
+        oo.live_ud = &f.health;
+        if (health_heartbeat_start(l) != 0) {
+            kl_err_set(&err, KL_ENOMEM, "out of memory");
+            goto out;
+        }
         if (ops_start(l, &oo, &ops, &err) != 0)
             goto out;
         if (ops)
@@ -746,7 +736,7 @@ int klua_run_main(int argc, char **argv)
     }
 
     controller_deps deps = {l, kc, disco, reg, shared, f.ns, f.workers,
-                            on_controller_synced, &rs, rs.gate};
+                            on_controller_synced, &rs, rs.gate, NULL, f.remove_orphans};
     if (reload_set_start(rs.set, &deps, on_set_started, &rs, &err) != 0)
         goto out;
     if (f.dev && reload_set_watch(rs.set, &err) != 0)
@@ -786,6 +776,7 @@ out:
     lua_ctx_shared_free(shared);
     kube_client_free(kc);
     http_client_free(http);
+    health_reset();   /* its heartbeat timer is on l */
     loop_free(l);
     kube_rest_config_free(&cfg);
     metrics_default_free();

@@ -13,13 +13,15 @@
  * Single-threaded, no locks: "workers" are Lua coroutines the caller drives.
  * The ready callback runs from a zero-delay loop timer (at most one pending)
  * so the dispatcher never re-enters itself from inside add() or done().
- * Uses: loop.
+ * Uses: loop, metrics (workqueue_* counted here, as client-go does).
  *
  * Every key has at most one item, found by a chained hash table; the item
  * carries all of the key's state (flags, failures, timer) and is freed as
  * soon as none of it is left.
  */
 #include "workqueue.h"
+
+#include "metrics.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,7 @@ typedef struct wq_item {
     size_t hash;
     unsigned flags;
     unsigned failures;      /* since the last forget() */
+    uint64_t added_ns, started_ns; /* metrics: when it became dirty, when handed out */
     loop_timer_id timer;    /* while WQ_WAITING */
     uint64_t due_ms;        /* while WQ_WAITING, in loop_now_ms() time */
     workqueue *q;           /* for the timer callback */
@@ -247,9 +250,12 @@ void workqueue_add(workqueue *q, const char *key)
     if (!it || (it->flags & WQ_DIRTY))
         return;
     it->flags |= WQ_DIRTY;
-    if (it->flags & WQ_PROCESSING)
+    if (it->flags & WQ_PROCESSING) {
+        it->added_ns = metrics_workqueue_add(q->name);
         return; /* done() queues it again */
+    }
     enqueue(q, it);
+    it->added_ns = metrics_workqueue_add(q->name);
 }
 
 static void delay_fire(loop *l, void *ud)
@@ -267,6 +273,7 @@ void workqueue_add_after(workqueue *q, const char *key, uint64_t delay_ms)
 {
     if (q->shutting_down)
         return;
+    metrics_workqueue_retry(q->name);   /* client-go counts every AddAfter */
     if (delay_ms == 0) {
         workqueue_add(q, key);
         return;
@@ -365,6 +372,7 @@ const char *workqueue_get(workqueue *q)
     it->flags &= ~(unsigned)(WQ_QUEUED | WQ_DIRTY);
     it->flags |= WQ_PROCESSING;
     q->nprocessing++;
+    it->started_ns = metrics_workqueue_get(q->name, it->added_ns);
     return it->key; /* the item lives at least until done() */
 }
 
@@ -375,6 +383,7 @@ void workqueue_done(workqueue *q, const char *key)
         return;
     it->flags &= ~(unsigned)WQ_PROCESSING;
     q->nprocessing--;
+    metrics_workqueue_done(q->name, it->started_ns);
     if ((it->flags & WQ_DIRTY) && !q->shutting_down)
         enqueue(q, it);
     else

@@ -10,26 +10,38 @@
 --     name      = "comment",                -- optional, default: file name
 --     watch     = { apiVersion = "github.klua.dev/v1", kind = "Comment" },
 --     owns      = { { apiVersion = "v1", kind = "ConfigMap" } },
+--     watches   = { { apiVersion = "v1", kind = "Secret",   -- optional: mapped kinds
+--                     map = function(s) return { s.metadata.namespace .. "/app" } end } },
 --     namespace = nil,                      -- optional: only this namespace
 --     selector  = nil,                      -- optional: label selector
 --     workers   = 4,                        -- concurrent reconciles (coroutines)
 --     cache     = { keep = { "spec" } },    -- optional: what the cache keeps
+--     finalizer = "example.com/cleanup",    -- optional, default "klua.dev/<name>"
+--     error_condition = "Ready",            -- optional: the condition set on errors, or false
 --     reconcile = function(ctx, obj) ... end,
---     finalize  = function(ctx, obj) ... end, -- optional; adds/removes a finalizer
+--     finalize  = function(ctx, obj) ... end, -- optional; adds/removes the finalizer
 --   }
 --
 -- reconcile(ctx, obj) is called with a fresh decoded copy of the cached
 -- object (changing it changes nothing in the cache). It returns nil (done),
--- or a klua.Result. An error raised in reconcile is logged once with file
--- and line, recorded as a Warning Event on the object, and the key backs
--- off exponentially; when the resource has a status subresource and the
--- object has status.conditions, klua also sets a `Ready` condition
--- (status "False", reason "ReconcileError", message "file:line: ...") and
--- removes it after the next successful reconcile. klua touches no other
--- condition type. Any other return value (a string, a table with other
--- keys, a negative requeue_after) is an error naming the script. When the
--- object is gone from the cache, reconcile is not called (level-based:
--- deletions are handled by finalize).
+-- or a klua.Result. An update of the watched object that changes only its
+-- status, metadata.resourceVersion or metadata.managedFields does not run it
+-- (watch.predicate changes that). An error raised in reconcile is logged
+-- once with file and line, recorded as a Warning Event on the object, and
+-- the key backs off exponentially; when the resource has a status
+-- subresource and the object has status.conditions, klua also sets the
+-- error_condition (`Ready` by default; status "False", reason
+-- "ReconcileError", message "file:line: ...") and removes it after the
+-- next successful reconcile. A condition of that type that the script wrote
+-- itself for the object's current generation is never overwritten, and
+-- klua touches no other condition type. Any other return value (a string,
+-- a table with other keys, a negative requeue_after) is an error naming the
+-- script. When the object is gone from the cache, reconcile is not called
+-- (level-based). With finalize declared, objects being deleted go to
+-- finalize and never to reconcile; without it, reconcile sees them
+-- (obj.metadata.deletionTimestamp set). A finalizer klua put on objects and
+-- no script declares any more (a renamed script, a reload that dropped
+-- finalize) is taken off objects being deleted, with a warning.
 --
 -- The sandbox. Each script has its own Lua state: base functions without
 -- dofile/loadfile (load takes text only; collectgarbage only "count"),
@@ -72,13 +84,42 @@
 ---@field apiVersion string   e.g. "v1", "github.klua.dev/v1"
 ---@field kind string         e.g. "ConfigMap", "Comment"
 
+-- Which updates enqueue: "any" (every update), "generation" (generation,
+-- deletionTimestamp or finalizers changed), "labels", "annotations", a list
+-- of those (any may match), or a function(old, new) returning a boolean
+-- (it may not call ctx; an error lets the update through and is logged
+-- once). Adds and deletes always enqueue. Default for watch: any change but
+-- status, metadata.resourceVersion and metadata.managedFields; for owns and
+-- watches: "any".
+---@alias klua.PredicateName "any"|"generation"|"labels"|"annotations"
+---@alias klua.Predicate klua.PredicateName|klua.PredicateName[]|fun(old: table, new: table): boolean
+
+-- watch and owns entries may carry a predicate:
+-- `watch = { apiVersion = "v1", kind = "ConfigMap", predicate = "generation" }`.
+---@class klua.WatchRef: klua.TypeRef
+---@field predicate? klua.Predicate
+
+-- A secondary kind whose objects map to keys of the watched kind
+-- (controller-runtime's EnqueueRequestsFromMapFunc). On an update, the old
+-- and the new object are both mapped.
+---@class klua.MappedWatch
+---@field apiVersion string
+---@field kind string
+---@field namespace? string         only this namespace (default: the controller's)
+---@field selector? string          label selector, checked at load time
+---@field predicate? klua.Predicate default "any"
+---@field map fun(obj: table): string[]  keys of the watched kind, "ns/name" (or "name")
+
 ---@class klua.Controller
 ---@field name? string
----@field watch klua.Ref<any>     a klua.TypeRef, or a klua.ref.* from klua types
----@field owns? klua.Ref<any>[]
+---@field watch klua.Ref<any>|klua.WatchRef  a klua.TypeRef, or a klua.ref.* from klua types
+---@field owns? (klua.Ref<any>|klua.WatchRef)[]  mapped back by ownerReferences
+---@field watches? klua.MappedWatch[]
 ---@field namespace? string
----@field selector? string
----@field workers? integer
+---@field selector? string          label selector, checked at load time
+---@field workers? integer          1 to 1024, default 1
+---@field finalizer? string         the finalizer finalize manages, default "klua.dev/<name>"
+---@field error_condition? string|false  the condition set on errors, default "Ready"
 ---@field cache? klua.CacheOptions
 ---@field reconcile fun(ctx: klua.Context, obj: table): klua.Result|nil
 ---@field finalize? fun(ctx: klua.Context, obj: table): klua.Result|nil

@@ -100,8 +100,8 @@ TEST(reload_that_needs_discovery_does_not_block_the_loop)
     reload_set *s = reload_set_new(g_dir, NULL, &err);
     CHECK(d && reg && shared && s);
     write_script("v1", "ConfigMap");
-    CHECK(reload_set_load(s, &err) == 0);
-    controller_deps deps = {g_loop, g_c, d, reg, shared, "default", 0, NULL, NULL, NULL};
+    CHECK(reload_set_load(s, 0, &err) == 0);
+    controller_deps deps = {g_loop, g_c, d, reg, shared, "default", 0, NULL, NULL, NULL, NULL, 0};
     started st = {0};
     CHECK(reload_set_start(s, &deps, on_started, &st, &err) == 0);
     CHECK(st.done == 0);                        /* discovery answers on the loop */
@@ -150,8 +150,8 @@ TEST(start_with_an_unknown_kind_fails_naming_the_script)
     informer_registry *reg = informer_registry_new(g_c);
     reload_set *s = reload_set_new(g_dir, NULL, &err);
     write_script("nothing.klua.dev/v1", "Thing");
-    CHECK(reload_set_load(s, &err) == 0);   /* loading needs no cluster */
-    controller_deps deps = {g_loop, g_c, d, reg, NULL, "default", 0, NULL, NULL, NULL};
+    CHECK(reload_set_load(s, 0, &err) == 0);   /* loading needs no cluster */
+    controller_deps deps = {g_loop, g_c, d, reg, NULL, "default", 0, NULL, NULL, NULL, NULL, 0};
     started st = {0};
     CHECK(reload_set_start(s, &deps, on_started, &st, &err) == 0);
     CHECK(st.done == 0);

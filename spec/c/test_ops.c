@@ -328,6 +328,46 @@ TEST(healthz_readyz_metrics_404_405_head)
     srv_stop(&v);
 }
 
+static int unhealthy_cb(void *ud, kl_buf *why)
+{
+    int *healthy = ud;
+    if (!*healthy)
+        kl_buf_puts(why, "event loop: no heartbeat for 6000 ms (over --healthz-loop-stall 5 s)");
+    return *healthy;
+}
+
+/* /healthz says what its liveness callback says, with the reasons. */
+TEST(healthz_fails_with_the_liveness_reasons)
+{
+    kl_err err;
+    int healthy = 0;
+    loop *l = loop_new(&err);
+    ops_server *s = NULL;
+    ops_opts o = {.addr = "127.0.0.1:0", .live = unhealthy_cb, .live_ud = &healthy};
+    CHECK(l && ops_start(l, &o, &s, &err) == 0 && s);
+    if (!s) {
+        loop_free(l);
+        return;
+    }
+    kl_buf raw = KL_BUF_INIT;
+    int eof;
+    fetch(l, ops_port(s), "GET /healthz HTTP/1.1\r\n\r\n", &raw, &eof);
+    CHECK(starts(&raw, "HTTP/1.1 503 Service Unavailable\r\n"));
+    CHECK_STR(body_of(&raw), "unhealthy\nevent loop: no heartbeat for 6000 ms (over "
+                             "--healthz-loop-stall 5 s)\n");
+    kl_buf_reset(&raw);
+    fetch(l, ops_port(s), "GET /readyz HTTP/1.1\r\n\r\n", &raw, &eof);
+    CHECK(starts(&raw, "HTTP/1.1 200 OK\r\n"));   /* readiness is another question */
+    kl_buf_reset(&raw);
+    healthy = 1;
+    fetch(l, ops_port(s), "GET /healthz HTTP/1.1\r\n\r\n", &raw, &eof);
+    CHECK(starts(&raw, "HTTP/1.1 200 OK\r\n"));
+    CHECK_STR(body_of(&raw), "ok");
+    kl_buf_free(&raw);
+    ops_free(s);
+    loop_free(l);
+}
+
 TEST(keep_alive_pipelining_and_close)
 {
     srv v;
@@ -645,6 +685,7 @@ int main(void)
     RUN(parser_bodies_and_limits);
     RUN(parser_rejects_malformed);
     RUN(healthz_readyz_metrics_404_405_head);
+    RUN(healthz_fails_with_the_liveness_reasons);
     RUN(keep_alive_pipelining_and_close);
     RUN(oversized_and_malformed_requests_are_answered_then_closed);
     RUN(idle_connections_time_out);

@@ -122,4 +122,76 @@ describe("klua.runner", function()
     assert.is_false(ok)
     assert.equal("removing finalizer " .. FIN .. ": R500: m", msg)
   end)
+
+  describe("stale finalizers (put by klua, declared no more)", function()
+    local function logging_ctx(answer)
+      local ctx = fake_ctx(answer)
+      ctx.warned = {}
+      ctx.log = { warn = function(msg, f) table.insert(ctx.warned, f.finalizer) end }
+      return ctx
+    end
+
+    it("takes those the deleting object carries off first, from the end, and stops", function()
+      local ctx = logging_ctx()
+      local ran = false
+      local run = runner.new(function() ran = true end, nil, FIN)
+      local o = obj({ deletionTimestamp = "t",
+                      finalizers = { "klua.dev/old", "example.com/keep", "klua.dev/older" } })
+      local r, fn = run(ctx, o, { "klua.dev/old", "klua.dev/older" })
+      assert.is_nil(r)
+      assert.equal("finalize", fn)
+      assert.is_false(ran)
+      assert.same({ "klua.dev/old", "klua.dev/older" }, ctx.warned)
+      assert.same({ { op = "test", path = "/metadata/finalizers/2", value = "klua.dev/older" },
+                    { op = "remove", path = "/metadata/finalizers/2" },
+                    { op = "test", path = "/metadata/finalizers/0", value = "klua.dev/old" },
+                    { op = "remove", path = "/metadata/finalizers/0" } },
+                  ctx.patches[1].patch)
+    end)
+
+    it("leaves objects not being deleted, and goes on when none is there", function()
+      local ctx = logging_ctx()
+      local seen = 0
+      local run = runner.new(function() seen = seen + 1 end, nil, FIN)
+      run(ctx, obj({ finalizers = { "klua.dev/old" } }), { "klua.dev/old" })
+      run(ctx, obj({ deletionTimestamp = "t", finalizers = { "example.com/x" } }),
+          { "klua.dev/old" })
+      assert.equal(2, seen)
+      assert.same({}, ctx.patches)
+    end)
+
+    it("runs finalize first when the object lacks this version's finalizer", function()
+      local ctx = logging_ctx()
+      local finalized = 0
+      local run = runner.new(function() error("reconcile ran") end,
+                             function() finalized = finalized + 1 end, FIN)
+      local r = run(ctx, obj({ deletionTimestamp = "t", finalizers = { "klua.dev/old" } }),
+                    { "klua.dev/old" })
+      assert.is_nil(r)
+      assert.equal(1, finalized)
+      assert.same({ { op = "test", path = "/metadata/finalizers/0", value = "klua.dev/old" },
+                    { op = "remove", path = "/metadata/finalizers/0" } }, ctx.patches[1].patch)
+      -- carrying this version's finalizer too: finalize waits for its own turn
+      ctx = logging_ctx()
+      run(ctx, obj({ deletionTimestamp = "t", finalizers = { "klua.dev/old", FIN } }),
+          { "klua.dev/old" })
+      assert.equal(1, finalized)
+      -- finalize asking to requeue keeps the stale finalizer
+      ctx = logging_ctx()
+      local again = runner.new(function() end, function() return { requeue = true } end, FIN)
+      local r2, fn = again(ctx, obj({ deletionTimestamp = "t", finalizers = { "klua.dev/old" } }),
+                           { "klua.dev/old" })
+      assert.same({ requeue = true }, r2)
+      assert.equal("finalize", fn)
+      assert.same({}, ctx.patches)
+    end)
+
+    it("requeues when the finalizers changed under it", function()
+      local ctx = logging_ctx(function() return nil, err(422) end)
+      local run = runner.new(function() end, nil, FIN)
+      local r = run(ctx, obj({ deletionTimestamp = "t", finalizers = { "klua.dev/old" } }),
+                    { "klua.dev/old" })
+      assert.same({ requeue = true }, r)
+    end)
+  end)
 end)

@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev
 libyaml-dev lua-cjson lua-cjson-dev lua-busted clang libclang-rt-14-dev openssl curl
-python3 python3-yaml kubernetes-client golang-go procps iproute2"
+python3 python3-yaml kubernetes-client golang-go procps iproute2 prometheus"
 missing=""
 for p in $PKGS; do
     case "$p" in

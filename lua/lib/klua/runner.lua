@@ -18,6 +18,20 @@
 --   * an object being deleted without it is left alone.
 -- A failed patch: 404 (gone) ends the reconcile, 409/422 (changed under
 -- us) requeues it, anything else is an error naming what was tried.
+--
+-- Without finalize, reconcile sees every object, deleting ones included
+-- (obj.metadata.deletionTimestamp set), as in controller-runtime.
+--
+-- Stale finalizers: klua passes run() a third argument for an object being
+-- deleted, the finalizers this process put on objects of this kind and no
+-- script declares any more (a renamed script, a reload that dropped
+-- finalize), and orphans it was told to remove. Those the object carries
+-- are taken off first (one JSON patch testing each entry), with a warning
+-- naming each; the reconcile then ends: the update that follows brings the
+-- object back if anything is left to do. When finalize is declared and the
+-- object does not carry this version's finalizer (a script renamed, or its
+-- finalizer renamed, before it reached the object), finalize runs first:
+-- the stale finalizer stood for this cleanup.
 local M = {}
 
 local function index_of(list, v)
@@ -50,13 +64,50 @@ local function remove_finalizer(ctx, obj, idx, finalizer)
                           { op = "remove", path = path } }, { type = "json" })
 end
 
+local function carries_any(obj, names)
+  for _, n in ipairs(names) do
+    if index_of(obj.metadata.finalizers, n) then return true end
+  end
+  return false
+end
+
+local function remove_stale(ctx, obj, stale)
+  local found = {}
+  for i, f in ipairs(obj.metadata.finalizers or {}) do
+    for _, s in ipairs(stale) do
+      if f == s then found[#found + 1] = { idx = i, name = f } end
+    end
+  end
+  if #found == 0 then return false end
+  local ops = {}
+  for k = #found, 1, -1 do   -- from the end: earlier indexes stay valid
+    local path = "/metadata/finalizers/" .. (found[k].idx - 1)
+    ops[#ops + 1] = { op = "test", path = path, value = found[k].name }
+    ops[#ops + 1] = { op = "remove", path = path }
+  end
+  for _, f in ipairs(found) do
+    ctx.log.warn("removing a finalizer no script declares any more", { finalizer = f.name })
+  end
+  local ok, err = ctx:patch(obj, ops, { type = "json" })
+  if not ok then return true, failed("removing finalizer " .. found[1].name, err) end
+  return true, nil
+end
+
 --- The function a reconcile coroutine runs.
 ---@param reconcile function the script's reconcile(ctx, obj)
 ---@param finalize function|nil the script's finalize(ctx, obj), if declared
----@param finalizer string the finalizer klua manages, "klua.dev/<controller>"
----@return fun(ctx: any, obj: table): any, string
+---@param finalizer string the finalizer klua manages ("klua.dev/<controller>" by default)
+---@return fun(ctx: any, obj: table, stale: string[]|nil): any, string
 function M.new(reconcile, finalize, finalizer)
-  return function(ctx, obj)
+  return function(ctx, obj, stale)
+    if stale and obj.metadata.deletionTimestamp ~= nil and carries_any(obj, stale) then
+      if finalize and not index_of(obj.metadata.finalizers, finalizer) then
+        local r = finalize(ctx, obj)
+        if r ~= nil then return r, "finalize" end
+      end
+      local _, r = remove_stale(ctx, obj, stale)
+      return r, "finalize"
+    end
     if not finalize then return (reconcile(ctx, obj)), "reconcile" end
     local md = obj.metadata
     local idx = index_of(md.finalizers, finalizer)

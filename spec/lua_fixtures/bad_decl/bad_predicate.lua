@@ -1,0 +1,5 @@
+return {
+  watch = { apiVersion = "v1", kind = "ConfigMap",
+            predicate = "status" },
+  reconcile = function(ctx, obj) end,
+}
