@@ -792,6 +792,7 @@ static void start_watch_list(informer *inf)
     o.allow_bookmarks = 1;
     o.send_initial_events = 1;
     o.timeout_seconds = 300 + (int)kl_rand_below(300);
+    health_informer_attempt(inf);
     inf->call = kube_watch_resource(inf->client, &inf->res, inf->ns, &o, on_watch_event,
                                     on_watch_done, inf);
     if (!inf->call) {
