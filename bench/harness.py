@@ -8,9 +8,13 @@ program from the outside in the same way:
   initial_sync   N Widgets already stored; process start to "synced" (the
                  informer holds the list) and to every object reconciled once;
                  peak RSS (VmHWM); RSS per cached object above the footprint
-                 run. Floors: client-go's bare informer, and the list itself
-                 paged through `kubectl get --raw` (and one keep-alive HTTPS
-                 connection from Python).
+                 run. klua syncs with the streaming list (watch-list) when the
+                 server has it; "klua-paged" is klua forced to paged LISTs
+                 (KLUA_WATCH_LIST=0). Floors: client-go's bare informer, and
+                 the list itself paged through `kubectl get --raw`, over one
+                 keep-alive HTTPS connection from Python (https-keepalive),
+                 and streamed as a watch-list on one connection
+                 (https-watchlist: read to the initial-events-end bookmark).
   footprint      a few Widgets: start to ready, idle RSS, stripped binary size.
   event_latency  the loader patches spec.seq at fixed rates; a reconcile logs
                  the seq it saw with its own clock; latency = seen - accepted.
@@ -119,13 +123,22 @@ class Proc:
             return "\n".join("    " + l for _, l in self.lines[-n:])
 
     def mem(self):
-        """VmRSS, VmHWM and RssAnon (RSS less mapped files: shared libraries) in bytes."""
+        """VmRSS, VmHWM and RssAnon (RSS less mapped files: shared libraries) in
+        bytes, and Pss (shared pages divided among the processes sharing them)."""
         out = {}
         with open(f"/proc/{self.p.pid}/status") as f:
             for line in f:
                 k, _, v = line.partition(":")
                 if k in ("VmRSS", "VmHWM", "RssAnon"):
                     out[k] = int(v.split()[0]) * 1024
+        try:
+            with open(f"/proc/{self.p.pid}/smaps_rollup") as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    if k == "Pss":
+                        out["Pss"] = int(v.split()[0]) * 1024
+        except OSError:
+            pass
         return out
 
     def cpu_ms(self):
@@ -163,6 +176,8 @@ class Bench:
         os.makedirs(self.logdir, exist_ok=True)
         self.scriptdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
         self.programs = ["klua", "controller-runtime", "client-go"]
+        if a.reps:
+            self.m = dict(self.m, reps=a.reps)
         if a.skip_klua:
             self.programs.remove("klua")
             self.errors["klua"] = a.skip_klua
@@ -182,7 +197,8 @@ class Bench:
         self.results.setdefault(scenario, {}).setdefault(metric, {}).setdefault(prog, []).append(value)
 
     def order(self, rep, progs):
-        progs = [p for p in progs if p in self.programs]
+        progs = [p for p in progs
+                 if p in self.programs or (p == "klua-paged" and "klua" in self.programs)]
         return progs if rep % 2 == 0 else list(reversed(progs))
 
     def loader(self, *args, timeout=600):
@@ -193,13 +209,17 @@ class Bench:
         return p.stdout
 
     def create(self, ns, count):
-        out = self.loader("create", "-namespace", ns, "-count", str(count))
+        # 100k objects on a busy 2-core machine take longer than the defaults
+        out = self.loader("create", "-namespace", ns, "-count", str(count), "-timeout", "60m",
+                          timeout=3600)
         m = re.search(r"METRIC create_per_s (\S+)", out)
         log(f"created {count} Widgets in {ns} ({m.group(1) if m else '?'}/s)")
 
     def start(self, prog, ns, mode, expect, tag, run="bench"):
         env = dict(os.environ)
-        if prog == "klua":
+        if prog == "klua-paged":
+            env["KLUA_WATCH_LIST"] = "0"
+        if prog in ("klua", "klua-paged"):
             env["KLUA_BENCH_EXPECT"] = str(expect)
             env["KLUA_BENCH_RUN"] = run
             argv = [self.a.klua, "run", "--scripts", os.path.join(self.scriptdir, mode),
@@ -216,7 +236,7 @@ class Bench:
         """Run one measurement; a failing program is reported, not fatal."""
         if prog in self.errors and prog != "klua":
             return
-        if prog == "klua" and "klua" in self.errors:
+        if prog in ("klua", "klua-paged") and "klua" in self.errors:
             return
         try:
             fn()
@@ -245,6 +265,8 @@ class Bench:
         self.record(scenario, "peak_rss_bytes", prog, mem["VmHWM"])
         if scenario == "footprint":
             self.record(scenario, "idle_anon_rss_bytes", prog, mem["RssAnon"])
+            if "Pss" in mem:
+                self.record(scenario, "idle_pss_bytes", prog, mem["Pss"])
         self.record(scenario, "cpu_ms", prog, cpu)
 
     def kubectl_floor(self, ns, n):
@@ -295,17 +317,57 @@ class Bench:
         conn.close()
         return (time.monotonic() - t0) * 1000, total
 
+    def watchlist_floor(self, ns):
+        """The streaming list on one HTTPS connection: read (no decoding) until
+        the bookmark annotated k8s.io/initial-events-end."""
+        with open(self.kc) as f:
+            kc = yaml.safe_load(f)
+        cluster = kc["clusters"][0]["cluster"]
+        user = kc["users"][0]["user"]
+        u = urllib.parse.urlsplit(cluster["server"])
+        ctx = ssl.create_default_context(
+            cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        headers = {"Authorization": f"Bearer {user['token']}", "Accept": "application/json"}
+        t0 = time.monotonic()
+        conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=120)
+        conn.request("GET", f"/apis/bench.klua.dev/v1/namespaces/{ns}/widgets?watch=1"
+                     "&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
+                     "&allowWatchBookmarks=true", headers=headers)
+        r = conn.getresponse()
+        if r.status != 200:
+            raise RuntimeError(f"watch-list: HTTP {r.status}")
+        tail, total = b"", 0
+        while True:
+            chunk = r.read1(1 << 16)
+            if not chunk:
+                raise RuntimeError("watch-list: the stream ended before its initial events")
+            total += len(chunk)
+            if b"initial-events-end" in tail[-64:] + chunk:
+                break
+            tail = chunk
+        ms = (time.monotonic() - t0) * 1000
+        conn.close()
+        return ms, total
+
     def initial_sync(self):
         n, ns = self.m["n"], self.ns("sync")
-        self.create(ns, n)
+        if self.a.sync_ns:
+            ns = self.a.sync_ns   # already holds n Widgets
+        else:
+            self.create(ns, n)
+        progs = self.programs + (["klua-paged"] if "klua" in self.programs else [])
         for rep in range(self.m["reps"]):
-            for prog in self.order(rep, self.programs):
+            for prog in self.order(rep, progs):
                 self.guarded(prog, lambda: self.sync_run("initial_sync", prog, ns, n, rep, 1.0))
-            ms, pages, total = self.kubectl_floor(ns, n)
-            self.record("initial_sync", "synced_ms", "kubectl", ms)
+            if not self.a.no_kubectl_floor:
+                ms, pages, total = self.kubectl_floor(ns, n)
+                self.record("initial_sync", "synced_ms", "kubectl", ms)
             ms, total = self.http_floor(ns)
             self.record("initial_sync", "synced_ms", "https-keepalive", ms)
             self.json_bytes = total / n
+            ms, _ = self.watchlist_floor(ns)
+            self.record("initial_sync", "synced_ms", "https-watchlist", ms)
+        pages = (n + 499) // 500
         self.notes.append(f"initial_sync floor: kubectl get --raw, {pages} pages of 500; "
                           f"list JSON {self.json_bytes:.0f} bytes per object")
 
@@ -501,9 +563,9 @@ class Bench:
 
     def report(self):
         peers = {"controller-runtime": "", "client-go": "_vs_client_go", "kubectl": "_vs_kubectl",
-                 "https-keepalive": "_vs_https"}
-        cols = [c for c in ["klua", "controller-runtime", "client-go", "kubectl", "https-keepalive",
-                            "loader"]
+                 "https-keepalive": "_vs_https", "https-watchlist": "_vs_https_watchlist"}
+        cols = [c for c in ["klua", "klua-paged", "controller-runtime", "client-go", "kubectl",
+                            "https-keepalive", "https-watchlist", "loader"]
                 if any(c in per for metrics in self.results.values() for per in metrics.values())]
         print()
         print(f"{'scenario':<20} {'metric':<20} " + " ".join(f"{c:>18}" for c in cols))
@@ -513,6 +575,13 @@ class Bench:
                 med = {p: statistics.median(v) for p, v in per.items()}
                 print(f"{sc:<20} {metric:<20} " +
                       " ".join(f"{fmt(metric, med.get(c)):>18}" for c in cols))
+                # klua's paged-LIST fallback against the paged floor
+                if "klua-paged" in med and med.get("https-keepalive", 0) > 0:
+                    ratios.append(f"RATIO {sc} {metric}_paged_vs_https "
+                                  f"{med['klua-paged'] / med['https-keepalive']:.3f}")
+                if "https-watchlist" in med and med.get("https-keepalive", 0) > 0:
+                    ratios.append(f"RATIO {sc} watchlist_floor_vs_paged_floor "
+                                  f"{med['https-watchlist'] / med['https-keepalive']:.3f}")
                 if "klua" not in med:
                     continue
                 for peer, suffix in peers.items():
@@ -645,6 +714,11 @@ def main():
     ap.add_argument("--out", required=True, help="directory for logs and results.json")
     ap.add_argument("--ns-prefix", default="bench-")
     ap.add_argument("--only", default="", help="comma-separated scenarios to run")
+    ap.add_argument("--reps", type=int, default=0, help="repetitions (default: the mode's)")
+    ap.add_argument("--sync-ns", default="",
+                    help="initial_sync: a namespace that already holds the mode's N Widgets")
+    ap.add_argument("--no-kubectl-floor", action="store_true",
+                    help="skip the kubectl floor (a process per page: slow at 100k)")
     ap.add_argument("--latency-floor", action="store_true", help="also run client-go in event_latency")
     a = ap.parse_args()
     if not a.skip_klua and not os.access(a.klua, os.X_OK):

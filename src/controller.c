@@ -491,6 +491,7 @@ static int start_now(controller *c, controller_binding *b, kl_err *err)
     metrics_controller_started(c->name, c->workers);
     c->started = 1;
     controller_binding_events ev = {enqueue, on_informer_synced, c};
+    controller_binding_set_cache(b, &c->cur->decl->cache);
     if (controller_binding_start(b, c->d.reg, c->cur->h, c->cur->decl->selector, &ev, err) != 0)
         return kl_err_wrap(err, "%s", controller_script(c));
     wait_for_sync(c);
@@ -510,6 +511,7 @@ static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_er
     /* The new references first: an informer both versions use never drops
      * to zero references, so it keeps running and keeps its cache. */
     controller_binding_events ev = {enqueue, on_informer_synced, c};
+    controller_binding_set_cache(nb, &decl->cache);
     if (controller_binding_start(nb, c->d.reg, h, decl->selector, &ev, err) != 0) {
         controller_binding_free(nb);
         controller_version_free(v, 0);

@@ -47,6 +47,7 @@ struct controller_binding {
     size_t nowns;
     char *ns;                     /* informer namespace, or NULL */
     informer_registry *reg;       /* set by start */
+    const store_transform *cache; /* read by start only; NULL = the default */
     lua_host *h;                  /* the script (predicates, maps), set by start */
     int fn_failed;                /* a predicate or map failed: reported once */
     controller_binding_events ev;
@@ -349,6 +350,8 @@ static void on_informer_failed(void *ud, informer *inf, long code, const char *m
 
 /* ---- start and caches ---- */
 
+void controller_binding_set_cache(controller_binding *b, const store_transform *t) { b->cache = t; }
+
 int controller_binding_start(controller_binding *b, informer_registry *reg, lua_host *h,
                              const char *selector, const controller_binding_events *ev,
                              kl_err *err)
@@ -358,7 +361,7 @@ int controller_binding_start(controller_binding *b, informer_registry *reg, lua_
     b->reg = reg;
     b->h = h;
     b->ev = *ev;
-    b->watch_inf = informer_registry_get(reg, &b->watch_res, b->ns, selector);
+    b->watch_inf = informer_registry_get_cached(reg, &b->watch_res, b->ns, selector, b->cache);
     if (!b->watch_inf)
         return kl_err_set(err, KL_ENOMEM, "cannot start the informer for %s", b->kind);
     b->watch_handler = informer_add_handler(b->watch_inf, &wh);

@@ -66,6 +66,9 @@ void controller_binding_resolve_cancel(controller_binding_resolve *r);
 int controller_binding_start(controller_binding *b, informer_registry *reg, lua_host *h,
                              const char *selector, const controller_binding_events *ev,
                              kl_err *err);
+/* What the watched kind's cache keeps (the declaration's cache key); read by
+ * controller_binding_start only, so t need live until then. */
+void controller_binding_set_cache(controller_binding *b, const store_transform *t);
 /* Every informer of a started binding has synced. */
 int controller_binding_synced(const controller_binding *b);
 /* The watched resource and its cache (NULL before start). */

@@ -660,7 +660,10 @@ static int setup_easy(http_request *r, const http_request_opts *o, kl_err *err)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    /* Bodies are gzip'd when the server likes; streams are not: the API
+     * server breaks a gzip'd watch that began with initial events (a
+     * streaming list) at its next event, and a stream's frames are small. */
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, o->on_data ? NULL : "");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);   /* callers see 3xx */
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);

@@ -3,7 +3,8 @@
  * Provides: one http_client per loop; http_start() begins a transfer and
  * returns at once; completion (and, for streams, each body chunk) arrives
  * through callbacks on the loop thread. Keep-alive and TLS session reuse
- * come from sharing one multi handle. gzip is accepted. TLS is verified
+ * come from sharing one multi handle. gzip is accepted, except for streamed
+ * bodies (on_data). TLS is verified
  * unless the request says insecure. Credentials passed in opts are never
  * logged (libcurl verbose mode is never enabled).
  * Uses: loop, buf, err, libcurl.

@@ -80,6 +80,11 @@ struct informer {
     int synced;
     int relisting;           /* this LIST replaces an existing store */
     char *last_rv;           /* last resourceVersion seen (list, event or bookmark) */
+    store_transform transform; /* what the cache keeps of each object */
+    kl_buf scratch;          /* the kept JSON of the object being built */
+    json_doc page;           /* tokens of the LIST page being read */
+    int watch_list;          /* try the streaming list (sendInitialEvents) */
+    int streaming;           /* a streaming list is delivering its initial events */
     char *continue_token;
     keyset seen;
     kube_call *call;
@@ -285,39 +290,35 @@ static void skip_object(informer *inf, const char *raw, size_t len, const char *
     }
 }
 
-/* Objects from a list of a built-in type carry no apiVersion/kind; add them
- * so Lua always sees a whole object. raw[0..len) is one item of a LIST
- * page. Returns a new store object (caller owns) or NULL with err set. */
-static store_obj *obj_from_item(informer *inf, const char *raw, size_t len, kl_err *err)
+/* The store object for the object token root of d, kept as the transform
+ * says. Objects from a list of a built-in type carry no apiVersion/kind:
+ * they are added so Lua always sees a whole object. Caller owns the result;
+ * NULL with err set. */
+static store_obj *obj_from_tokens(informer *inf, const json_doc *d, int root, kl_err *err)
 {
-    const char *kind;
-    size_t klen;
-    int has_kind = watchframe_member(raw, len, "kind", &kind, &klen);
-    if (has_kind < 0) {
-        kl_err_set(err, KL_EINVAL, "not a JSON object");
+    kl_buf_reset(&inf->scratch);
+    if (store_transform_apply(&inf->transform, d, root, inf->api_version, inf->res.kind,
+                              &inf->scratch) != 0) {
+        if (kl_buf_failed(&inf->scratch))
+            kl_err_set(err, KL_ENOMEM, "cannot cache object: out of memory");
+        else
+            kl_err_set(err, KL_EINVAL, "cannot cache object: not a JSON object");
         return NULL;
     }
-    if (has_kind == 0)
-        return store_obj_new(raw, len, err);
-    kl_buf b = KL_BUF_INIT;
-    kl_buf_puts(&b, "{\"apiVersion\":");
-    json_escape_append(&b, inf->api_version, strlen(inf->api_version));
-    kl_buf_puts(&b, ",\"kind\":");
-    json_escape_append(&b, inf->res.kind, strlen(inf->res.kind));
-    /* raw starts with '{' (after whitespace); an empty object has no comma. */
-    const char *p = memchr(raw, '{', len);
-    const char *rest = p ? p + 1 : raw + len;
-    size_t rlen = (size_t)(raw + len - rest);
-    const char *q = rest;
-    while (q < raw + len && (*q == ' ' || *q == '\n' || *q == '\t' || *q == '\r'))
-        q++;
-    if (q < raw + len && *q != '}')
-        kl_buf_putc(&b, ',');
-    kl_buf_append(&b, rest, rlen);
-    store_obj *o = b.data ? store_obj_new(b.data, b.len, err) : NULL;
-    if (!b.data)
-        kl_err_set(err, KL_ENOMEM, "out of memory");
-    kl_buf_free(&b);
+    return store_obj_from_doc(d, root, inf->scratch.data, inf->scratch.len, err);
+}
+
+/* The same from raw JSON: one item of a LIST page read shallowly, or the
+ * object of an event that could not be decoded whole. */
+static store_obj *obj_from_raw(informer *inf, const char *raw, size_t len, kl_err *err)
+{
+    json_doc d = {0};
+    store_obj *o = NULL;
+    if (json_parse(&d, raw, len, err) != 0)
+        kl_err_wrap(err, "cannot cache object");
+    else
+        o = obj_from_tokens(inf, &d, 0, err);
+    json_doc_free(&d);
     return o;
 }
 
@@ -421,7 +422,9 @@ static void fire_synced_listeners(informer *inf)
     prune_listeners(inf);
 }
 
-static void finish_list(informer *inf)
+/* The first LIST (or streaming list) is in the store: vanished objects of a
+ * relist become deletes, the synced listeners hear of it. */
+static void finish_sync(informer *inf)
 {
     if (inf->relisting) {
         /* Objects missing from the new list vanished while we were not
@@ -451,6 +454,12 @@ static void finish_list(informer *inf)
         kl_log(KL_LOG_V1, "cache synced", "resource", inf->res.resource, "objects", n, NULL);
         fire_synced_listeners(inf);
     }
+}
+
+static void finish_list(informer *inf)
+{
+    json_doc_free(&inf->page);
+    finish_sync(inf);
     start_watch(inf);
 }
 
@@ -484,6 +493,61 @@ done:
     return rc;
 }
 
+/* One item of a LIST page: into the store, or skipped when it cannot be
+ * cached (its key, when readable, still counts as seen, so a relist keeps
+ * its older cached version). o NULL: raw[0..rlen) and why say what failed. */
+static void list_item(informer *inf, store_obj *o, const char *raw, size_t rlen,
+                      const char *why)
+{
+    if (!o) {
+        watchframe_ident id;
+        skip_object(inf, raw, rlen, why, &id);
+        char *key = ident_key(&id);
+        if (key && inf->relisting)
+            keyset_add(&inf->seen, key);
+        free(key);
+        watchframe_ident_free(&id);
+        return;
+    }
+    if (inf->relisting)
+        keyset_add(&inf->seen, o->key);
+    apply_upsert(inf, o);
+}
+
+/* The common case: the page decodes whole, and its tokens serve the page's
+ * metadata and every item (one pass over the bytes). 1 when the page does
+ * not decode (an item too deep, say): the shallow reader below takes over. */
+static int list_page_tokens(informer *inf, const char *body, size_t len, char **cont, char **rv)
+{
+    json_doc *d = &inf->page;
+    *cont = *rv = NULL;
+    if (json_parse(d, body, len, NULL) != 0 || d->toks[0].type != JSON_OBJECT)
+        return 1;
+    int meta = json_obj_get(d, 0, "metadata");
+    int c = json_obj_get(d, meta, "continue"), r = json_obj_get(d, meta, "resourceVersion");
+    if ((c >= 0 && d->toks[c].type == JSON_STRING && !(*cont = json_str_dup(d, c))) ||
+        (r >= 0 && d->toks[r].type == JSON_STRING && !(*rv = json_str_dup(d, r)))) {
+        free(*cont);
+        *cont = NULL;
+        return -1;
+    }
+    int items = json_obj_get(d, 0, "items");
+    if (items >= 0 && d->toks[items].type != JSON_ARRAY && d->toks[items].type != JSON_NULL) {
+        free(*cont);
+        free(*rv);
+        *cont = *rv = NULL;
+        return -1;
+    }
+    for (int it = json_first(d, items); it >= 0; it = json_next(d, it)) {
+        kl_err err = {0};
+        store_obj *o = obj_from_tokens(inf, d, it, &err);
+        size_t rlen;
+        const char *raw = o ? NULL : json_raw(d, it, &rlen);
+        list_item(inf, o, raw, o ? 0 : rlen, err.msg);
+    }
+    return 0;
+}
+
 /* Put every item of a LIST page in the store; an item that cannot be
  * decoded is skipped (its key, when readable, still counts as seen, so a
  * relist keeps its older cached version). -1 when the items array itself
@@ -501,20 +565,8 @@ static int list_page_items(informer *inf, const char *body, size_t len)
         return 0;
     while ((more = watchframe_item(items, ilen, &pos, &raw, &rlen)) == 0) {
         kl_err err = {0};
-        store_obj *o = obj_from_item(inf, raw, rlen, &err);
-        if (!o) {
-            watchframe_ident id;
-            skip_object(inf, raw, rlen, err.msg, &id);
-            char *key = ident_key(&id);
-            if (key && inf->relisting)
-                keyset_add(&inf->seen, key);
-            free(key);
-            watchframe_ident_free(&id);
-            continue;
-        }
-        if (inf->relisting)
-            keyset_add(&inf->seen, o->key);
-        apply_upsert(inf, o);
+        store_obj *o = obj_from_raw(inf, raw, rlen, &err);
+        list_item(inf, o, raw, rlen, err.msg);
     }
     return more < 0 ? -1 : 0;
 }
@@ -542,11 +594,16 @@ static void on_list_page(void *ud, kube_result *res)
     }
     const char *body = res->body.data ? res->body.data : "";
     char *cont = NULL, *rv = NULL;
-    if (list_page_meta(body, res->body.len, &cont, &rv) != 0) {
+    int tk = list_page_tokens(inf, body, res->body.len, &cont, &rv);
+    if (tk < 0) {
+        retry_later(inf, "list: the response's items are malformed");
+        return;
+    }
+    if (tk == 1 && list_page_meta(body, res->body.len, &cont, &rv) != 0) {
         retry_later(inf, "list: the response is not a list");
         return;
     }
-    if (list_page_items(inf, body, res->body.len) != 0) {
+    if (tk == 1 && list_page_items(inf, body, res->body.len) != 0) {
         free(cont);
         free(rv);
         retry_later(inf, "list: the response's items are malformed");
@@ -567,12 +624,21 @@ static void on_list_page(void *ud, kube_result *res)
     finish_list(inf);
 }
 
+static void start_watch_list(informer *inf);
+
 static void start_list(informer *inf)
 {
     inf->state = INF_LISTING;
-    if (!inf->continue_token && inf->synced) {
+    /* objects kept from before (a relist, or a first sync cut short) may
+     * have vanished meanwhile */
+    if (!inf->continue_token && (inf->synced || store_len(inf->store) > 0)) {
         inf->relisting = 1;
-        metrics_informer_relist(inf->metric_res);
+        if (inf->synced)
+            metrics_informer_relist(inf->metric_res);
+    }
+    if (inf->watch_list && !inf->continue_token) {
+        start_watch_list(inf);
+        return;
     }
     kube_list_opts o = {0};
     o.label_selector = inf->selector;
@@ -600,15 +666,18 @@ static void on_watch_event(void *ud, const watch_event *ev)
     case WATCH_DELETED: {
         /* An undecodable event may still hold an object store.c can decode
          * (the event adds one level of nesting): try it first. */
-        store_obj *o = store_obj_new(ev->object, ev->object_len, &err);
+        store_obj *o = ev->object_tok >= 0 ? obj_from_tokens(inf, &ev->doc, ev->object_tok, &err)
+                                           : obj_from_raw(inf, ev->object, ev->object_len, &err);
         if (!o) {
             watchframe_ident id;
             skip_object(inf, ev->object, ev->object_len, ev->undecodable ? ev->message : err.msg,
                         &id);
             set_rv(inf, id.resource_version);
-            char *key = ev->type == WATCH_DELETED ? ident_key(&id) : NULL;
-            if (key)
+            char *key = ident_key(&id);
+            if (key && ev->type == WATCH_DELETED)
                 apply_delete(inf, key, NULL);
+            else if (key && inf->streaming && inf->relisting)
+                keyset_add(&inf->seen, key); /* as a LIST page does: the older version stays */
             free(key);
             watchframe_ident_free(&id);
         } else if (ev->type == WATCH_DELETED) {
@@ -617,6 +686,8 @@ static void on_watch_event(void *ud, const watch_event *ev)
             store_obj_free(o);
         } else {
             set_rv(inf, o->rv);
+            if (inf->streaming && inf->relisting)
+                keyset_add(&inf->seen, o->key);
             apply_upsert(inf, o);
         }
         note_size(inf);
@@ -624,6 +695,12 @@ static void on_watch_event(void *ud, const watch_event *ev)
     }
     case WATCH_BOOKMARK:
         set_rv(inf, ev->resource_version);
+        if (inf->streaming && ev->initial_events_end) {
+            /* the streaming list is complete: synced, and the same stream
+             * goes on as the watch */
+            inf->streaming = 0;
+            finish_sync(inf);
+        }
         break;
     case WATCH_ERROR:
         if (ev->code == 410) {
@@ -645,6 +722,26 @@ static void on_watch_done(void *ud, kube_result *res)
     inf->call = NULL;
     metrics_informer_watch_restart(inf->metric_res);
     uint64_t now = loop_now_ms(kube_client_loop(inf->client));
+    if (inf->streaming) {
+        inf->streaming = 0;
+        if (!kube_result_ok(res) && res->http_code >= 400 && res->http_code < 500 &&
+            res->http_code != 403 && res->http_code != 429) {
+            /* a server without the streaming list refuses its parameters:
+             * paged LIST from now on, at once */
+            kl_log(KL_LOG_INFO, "streaming list refused, using paged LIST", "resource",
+                   inf->res.resource, "reason", res->message[0] ? res->message : res->reason,
+                   NULL);
+            inf->watch_list = 0;
+            keyset_clear(&inf->seen);
+            start_list(inf);
+            return;
+        }
+        if (kube_result_ok(res) && !kube_result_is(res, "Gone") &&
+            !kube_result_is(res, "Expired")) {
+            retry_later(inf, "the streaming list ended before its initial events did");
+            return;
+        }
+    }
     if (inf->relisting || kube_result_is(res, "Gone") || kube_result_is(res, "Expired")) {
         inf->relisting = 1;
         inf->backoff_ms = 0;
@@ -685,6 +782,29 @@ static void start_watch(informer *inf)
         retry_later(inf, "watch could not start");
 }
 
+/* The streaming list: a watch whose initial events are the current state,
+ * ended by a bookmark annotated k8s.io/initial-events-end; from
+ * resourceVersion unset, it is as fresh as a quorum LIST. */
+static void start_watch_list(informer *inf)
+{
+    inf->state = INF_LISTING;
+    inf->streaming = 1;
+    inf->watch_events = 0;
+    inf->healthy_since = loop_now_ms(kube_client_loop(inf->client));
+    kube_watch_opts o = {0};
+    o.label_selector = inf->selector;
+    o.allow_bookmarks = 1;
+    o.send_initial_events = 1;
+    o.timeout_seconds = 300 + (int)kl_rand_below(300);
+    health_informer_attempt(inf);
+    inf->call = kube_watch_resource(inf->client, &inf->res, inf->ns, &o, on_watch_event,
+                                    on_watch_done, inf);
+    if (!inf->call) {
+        inf->streaming = 0;
+        retry_later(inf, "streaming list could not start");
+    }
+}
+
 /* --- public --------------------------------------------------------------- */
 
 informer *informer_new(kube_client *c, const kube_resource *r, const char *ns,
@@ -710,6 +830,8 @@ informer *informer_new(kube_client *c, const kube_resource *r, const char *ns,
     }
     inf->metric_res = kl_buf_take(&m);
     inf->next_handler_id = 1;
+    const char *wl = getenv("KLUA_WATCH_LIST");
+    inf->watch_list = !(wl && !strcmp(wl, "0"));
     return inf;
 fail:
     informer_free(inf);
@@ -727,6 +849,7 @@ void informer_stop(informer *inf)
         loop_timer_cancel(kube_client_loop(inf->client), inf->timer);
     inf->timer = 0;
     inf->state = INF_STOPPED;
+    inf->streaming = 0;
     health_informer_forget(inf);
 }
 
@@ -747,6 +870,9 @@ void informer_free(informer *inf)
     free(inf->metric_res);
     free(inf->last_rv);
     free(inf->continue_token);
+    store_transform_clear(&inf->transform);
+    kl_buf_free(&inf->scratch);
+    json_doc_free(&inf->page);
     free(inf->handlers);
     while (inf->listeners) {
         synced_listener *l = inf->listeners;
@@ -810,6 +936,18 @@ int informer_start(informer *inf)
         return 0;
     metrics_informer_skipped(inf->metric_res, 0);
     start_list(inf);
+    return 0;
+}
+
+void informer_set_watch_list(informer *inf, int on) { inf->watch_list = on != 0; }
+
+int informer_set_transform(informer *inf, const store_transform *t)
+{
+    store_transform c;
+    if (inf->state != INF_STOPPED || inf->synced || store_transform_copy(&c, t) != 0)
+        return -1;
+    store_transform_clear(&inf->transform);
+    inf->transform = c;
     return 0;
 }
 
@@ -918,11 +1056,21 @@ static int str_same(const char *a, const char *b)
 informer *informer_registry_get(informer_registry *reg, const kube_resource *r, const char *ns,
                                 const char *label_selector)
 {
+    return informer_registry_get_cached(reg, r, ns, label_selector, NULL);
+}
+
+informer *informer_registry_get_cached(informer_registry *reg, const kube_resource *r,
+                                       const char *ns, const char *label_selector,
+                                       const store_transform *t)
+{
+    static const store_transform dflt = STORE_TRANSFORM_DEFAULT;
+    if (!t)
+        t = &dflt;
     for (size_t i = 0; i < reg->n; i++) {
         informer *inf = reg->entries[i].inf;
         if (!strcmp(inf->res.group, r->group) && !strcmp(inf->res.version, r->version) &&
             !strcmp(inf->res.resource, r->resource) && str_same(inf->ns, ns) &&
-            str_same(inf->selector, label_selector)) {
+            str_same(inf->selector, label_selector) && store_transform_same(&inf->transform, t)) {
             reg->entries[i].refs++;
             return inf;
         }
@@ -934,6 +1082,10 @@ informer *informer_registry_get(informer_registry *reg, const kube_resource *r, 
     informer *inf = informer_new(reg->client, r, ns, label_selector);
     if (!inf)
         return NULL;
+    if (informer_set_transform(inf, t) != 0) {
+        informer_free(inf);
+        return NULL;
+    }
     informer_set_skip_handler(inf, reg->on_skip, reg->skip_ud);
     if (reg->on_new)
         reg->on_new(reg->new_ud, inf);

@@ -1,6 +1,11 @@
 /* informer.h - reflector + store + handlers for one watched resource.
  *
- * Provides: an informer that LISTs in pages, then WATCHes from the list's
+ * Provides: an informer that syncs with a streaming list (a WATCH with
+ * sendInitialEvents=true, resourceVersionMatch=NotOlderThan, synced at the
+ * bookmark annotated k8s.io/initial-events-end, the same stream going on as
+ * the watch) when the API server supports it; a server that refuses it
+ * (4xx) gets paged LISTs from then on, as does KLUA_WATCH_LIST=0 in the
+ * environment. Otherwise it LISTs in pages, then WATCHes from the list's
  * resourceVersion with bookmarks and a random 5-10 minute timeout, rewatches
  * from the last resourceVersion when a watch ends, relists on 410 Gone
  * (emitting deletes for vanished objects and updates for changed ones), and
@@ -18,13 +23,17 @@
  * if one is set. A skipped ADDED/MODIFIED leaves the cache as it was (an
  * older, decodable version stays); a skipped DELETED still removes the
  * object by its key when the key can be read.
- * Uses: rest, kube, store, loop, watchframe, metrics, log.
+ * Every object is decoded once: the tokens of a LIST page or of a watch
+ * event give the store its metadata and the transform (store_transform.h:
+ * by default metadata.managedFields is not kept) its spans.
+ * Uses: rest, kube, store, store_transform, loop, watchframe, metrics, log.
  */
 #ifndef KLUA_INFORMER_H
 #define KLUA_INFORMER_H
 
 #include "rest.h"
 #include "store.h"
+#include "store_transform.h"
 
 typedef struct informer informer;
 
@@ -42,6 +51,11 @@ void informer_free(informer *inf);      /* stops it first */
 /* Returns a handler id (>0). Added after sync, it gets an add per cached object. */
 int informer_add_handler(informer *inf, const informer_handler *h);
 void informer_remove_handler(informer *inf, int id);
+/* What the cache keeps of each object (copied); before informer_start
+ * only (-1 after it, or without memory). The default drops managedFields. */
+int informer_set_transform(informer *inf, const store_transform *t);
+/* Streaming list on (the default, unless KLUA_WATCH_LIST=0) or off. */
+void informer_set_watch_list(informer *inf, int on);
 int informer_start(informer *inf);      /* begins the first LIST */
 void informer_stop(informer *inf);
 int informer_has_synced(const informer *inf);
@@ -86,6 +100,11 @@ void informer_registry_free(informer_registry *reg);
 /* Get or create (and start) the shared informer; each get needs a release. */
 informer *informer_registry_get(informer_registry *reg, const kube_resource *r, const char *ns,
                                 const char *label_selector);
+/* The same, for objects kept as t says (NULL: the default); informers are
+ * shared only among callers that keep the same. */
+informer *informer_registry_get_cached(informer_registry *reg, const kube_resource *r,
+                                       const char *ns, const char *label_selector,
+                                       const store_transform *t);
 void informer_registry_release(informer_registry *reg, informer *inf); /* stops at zero */
 /* cb(ud, inf) for each informer the registry creates from now on, before
  * it starts (klua run --record adds its handler there). */

@@ -168,6 +168,11 @@ static inline size_t scan_plain(const char *s, size_t p, size_t len)
     return p;
 }
 
+size_t json_scan_string(const char *s, size_t p, size_t len)
+{
+    return p < len ? scan_plain(s, p, len) : len;
+}
+
 /* The rest of parse_string once the scan stopped at p on something other
  * than the closing quote: escapes, errors, or the end of the text. */
 static __attribute__((noinline)) int parse_string_slow(json_doc *d, size_t *pp, size_t p,

@@ -66,6 +66,10 @@ int json_str_append(const json_doc *d, int tok, kl_buf *out);
 int json_get_int64(const json_doc *d, int tok, int64_t *out);  /* NUMBER integral */
 const char *json_raw(const json_doc *d, int tok, size_t *len); /* raw bytes incl. quotes */
 
+/* The index of the first '"', '\\' or control byte at or after p in
+ * s[0..len), or len: the fast string-contents scan, for framers. */
+size_t json_scan_string(const char *s, size_t p, size_t len);
+
 /* Writers. */
 int json_escape_append(kl_buf *out, const char *s, size_t n);  /* adds the quotes */
 

@@ -831,6 +831,10 @@ kube_call *kube_watch(kube_client *c, const char *path_query, kube_event_cb on_e
         return NULL;
     }
     c->stats.watches++;
+    if (strstr(path_query, "sendInitialEvents=true")) {
+        c->stats.lists++; /* a streaming list is a LIST as well */
+        metrics_api_count(METRICS_API_LIST);
+    }
     metrics_api_count(METRICS_API_WATCH);
     call_schedule(call, 0);
     return call;

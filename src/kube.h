@@ -74,7 +74,8 @@ kube_call *kube_watch(kube_client *c, const char *path_query, kube_event_cb on_e
 void kube_cancel(kube_call *call);   /* no callback afterwards */
 
 /* Request counters (for tests and /metrics): total requests sent, and LIST
- * requests (GET on a collection without watch=1). */
+ * requests (GET on a collection without watch=1, or a streaming list: a
+ * watch with sendInitialEvents=true). */
 typedef struct kube_stats {
     unsigned long requests;
     unsigned long lists;

@@ -1,7 +1,8 @@
 /* lua_decl.c - declaration validation (see lua_decl.h).
- * Uses: lua_host_int, labels (selectors), err, Lua.
+ * Uses: lua_host_int, labels (selectors), lua_decl_cache (the cache key), err, Lua.
  */
 #include "lua_decl.h"
+#include "lua_decl_cache.h"
 
 #include "labels.h"
 
@@ -37,6 +38,7 @@ static void decl_free(lua_State *L, lua_controller_decl *d)
     free(d->watches);
     free(d->namespace);
     free(d->selector);
+    store_transform_clear(&d->cache);
     free(d->finalizer);
     free(d->error_condition);
     memset(d, 0, sizeof *d);
@@ -456,7 +458,7 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
     static const char *const known[] = {"name",      "watch",     "owns",     "watches",
                                         "namespace", "selector",  "workers",  "finalizer",
                                         "error_condition", "reconcile", "finalize", "validate",
-                                        "mutate",    "convert",   NULL};
+                                        "mutate",    "convert",   "cache",   NULL};
     lua_State *L = h->L;
     lua_controller_decl *d = &h->decl;
     if (lua_type(L, t) != LUA_TTABLE)
@@ -484,7 +486,7 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
             int rc = decl_fail(h, err, k, "unknown field \"%s\" in the controller table (%sknown: "
                                           "name, watch, owns, watches, namespace, selector, "
                                           "workers, finalizer, error_condition, reconcile, "
-                                          "finalize, validate, mutate, convert)", k, hint);
+                                          "finalize, validate, mutate, convert, cache)", k, hint);
             lua_pop(L, 1);
             return rc;
         }
@@ -577,6 +579,10 @@ static int validate_decl(lua_host *h, int t, kl_err *err)
     } else {
         lua_pop(L, 1);
     }
+
+    char cmsg[256];
+    if (lua_decl_cache_read(L, t, &d->cache, cmsg, sizeof cmsg) != 0)
+        return decl_fail(h, err, "cache", "%s", cmsg, NULL);
 
     rc = read_function(h, t, "reconcile", &d->reconcile_ref);
     if (rc == 0)

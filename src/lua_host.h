@@ -41,6 +41,7 @@
 #define KLUA_LUA_HOST_H
 
 #include "err.h"
+#include "store_transform.h"
 
 #include <lua.h>
 #include <stddef.h>
@@ -108,6 +109,7 @@ typedef struct lua_controller_decl {
     char *namespace;           /* or NULL */
     char *selector;            /* or NULL */
     int workers;               /* 0 = not set (the caller's default applies) */
+    store_transform cache;     /* what the cache keeps (cache = {...}) */
     char *finalizer;           /* "klua.dev/<name>" unless declared */
     char *error_condition;     /* "Ready" unless declared; NULL for false */
     int has_finalize;

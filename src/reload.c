@@ -33,7 +33,8 @@
 
 #define DRAIN_POLL_MS 100
 #define KIND_RETRY_MS 1000   /* --dev: retry scripts whose kind was not served */
-#define WATCH_MASK (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE)
+#define WATCH_MASK \
+    (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_MODIFY)
 
 /* One script file. */
 typedef struct entry {
@@ -83,6 +84,8 @@ struct reload_set {
     watch_dir *wds;
     size_t nwds;
     loop_timer_id debounce;
+    char **writing;              /* "wd/name" of .lua files written but not closed */
+    size_t nwriting;
     int rescanning, again;
     loop_timer_id again_timer;
     pending_op *ops;             /* waiting for discovery */
@@ -827,11 +830,43 @@ static const char *wd_path(const reload_set *s, int wd)
     return NULL;
 }
 
+static void writing_clear(reload_set *s)
+{
+    for (size_t i = 0; i < s->nwriting; i++)
+        free(s->writing[i]);
+    free(s->writing);
+    s->writing = NULL;
+    s->nwriting = 0;
+}
+
+/* Mark the file (wd, name) as being written (on) or whole (off). Without
+ * memory a file is simply not tracked: the rescan then comes sooner. */
+static void writing_mark(reload_set *s, int wd, const char *name, int on)
+{
+    char key[NAME_MAX + 32];
+    snprintf(key, sizeof key, "%d/%s", wd, name);
+    for (size_t i = 0; i < s->nwriting; i++)
+        if (!strcmp(s->writing[i], key)) {
+            if (!on) {
+                free(s->writing[i]);
+                s->writing[i] = s->writing[--s->nwriting];
+            }
+            return;
+        }
+    char **n = on ? realloc(s->writing, (s->nwriting + 1) * sizeof *n) : NULL;
+    if (!n)
+        return;
+    s->writing = n;
+    if ((n[s->nwriting] = strdup(key)))
+        s->nwriting++;
+}
+
 static void on_debounce(loop *l, void *ud)
 {
     (void)l;
     reload_set *s = ud;
     s->debounce = 0;
+    writing_clear(s); /* whole by now, or waited for long enough */
     reload_set_rescan(s);
 }
 
@@ -866,16 +901,22 @@ static void on_inotify(loop *l, int fd, int events, void *ud)
                 }
                 relevant = 1;
             } else if (nl > 4 && !strcmp(ev->name + nl - 4, ".lua")) {
+                /* written in place: whole at IN_CLOSE_WRITE; renamed over,
+                 * removed, renamed away: whole (or gone) at once */
+                int whole = ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM);
+                writing_mark(s, ev->wd, ev->name, !whole);
                 relevant = 1;
             }
         }
     }
     if (!relevant)
         return;
-    /* Debounce: rescan once things have been quiet for a moment. */
+    /* Coalesce: rescan once events have stopped for a few ms, and no
+     * script is half-written. */
     if (s->debounce)
         loop_timer_cancel(l, s->debounce);
-    s->debounce = loop_timer_add(l, RELOAD_DEBOUNCE_MS, on_debounce, s);
+    s->debounce = loop_timer_add(l, s->nwriting ? RELOAD_WRITING_MAX_MS : RELOAD_COALESCE_MS,
+                                 on_debounce, s);
 }
 
 int reload_set_watch(reload_set *s, kl_err *err)
@@ -976,6 +1017,7 @@ void reload_set_free(reload_set *s)
     for (size_t i = 0; i < s->nwds; i++)
         free(s->wds[i].path);
     free(s->wds);
+    writing_clear(s);
     if (s->deps.l) {
         if (s->debounce)
             loop_timer_cancel(s->deps.l, s->debounce);

@@ -40,7 +40,14 @@
 
 #include <stddef.h>
 
-#define RELOAD_DEBOUNCE_MS 100
+/* Hot reload waits for files to be whole: a script is read once its writer
+ * closed it (IN_CLOSE_WRITE) or it was renamed into place (IN_MOVED_TO), and
+ * events that arrive within RELOAD_COALESCE_MS of each other make one
+ * rescan. A file modified or created but not yet closed holds the rescan
+ * back, for at most RELOAD_WRITING_MAX_MS after its last change (a hard link
+ * or a writer that never closes). */
+#define RELOAD_COALESCE_MS 3
+#define RELOAD_WRITING_MAX_MS 1000
 
 typedef struct reload_set reload_set;
 

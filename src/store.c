@@ -285,36 +285,44 @@ static store_obj *assemble(const meta_strs *m, const char *json, size_t len)
 }
 
 /* Caller owns the result (store_obj_free); every field points into it. */
-store_obj *store_obj_new(const char *json, size_t len, kl_err *err)
+store_obj *store_obj_from_doc(const json_doc *d, int root, const char *json, size_t len,
+                              kl_err *err)
 {
     store_obj *o = NULL;
-    json_doc d = {0};
     meta_strs m = {KL_BUF_INIT, NULL, 0, 0, 0};
-    if (json_parse(&d, json, len, err) < 0) {
-        kl_err_wrap(err, "cannot cache object");
-        goto out;
-    }
-    int meta = json_obj_get(&d, 0, "metadata");
-    int name = json_obj_get(&d, meta, "name");
-    if (!is_type(&d, meta, JSON_OBJECT)) {
+    int meta = json_obj_get(d, root, "metadata");
+    int name = json_obj_get(d, meta, "name");
+    if (!is_type(d, meta, JSON_OBJECT)) {
         kl_err_set(err, KL_EINVAL, "cannot cache object: it has no metadata");
         goto out;
     }
-    if (!is_type(&d, name, JSON_STRING) || d.toks[name].start == d.toks[name].end) {
+    if (!is_type(d, name, JSON_STRING) || d->toks[name].start == d->toks[name].end) {
         kl_err_set(err, KL_EINVAL, "cannot cache object: it has no metadata.name");
         goto out;
     }
-    if (gather(&m, &d, meta, name) < 0 || !(o = assemble(&m, json, len))) {
+    if (gather(&m, d, meta, name) < 0 || !(o = assemble(&m, json, len))) {
         kl_err_set(err, KL_ENOMEM, "cannot cache object: out of memory");
         goto out;
     }
     int64_t gen = 0;
-    o->generation = json_get_int64(&d, json_obj_get(&d, meta, "generation"), &gen) == 0 ? gen : 0;
-    int del = json_obj_get(&d, meta, "deletionTimestamp");
-    o->deleting = del >= 0 && d.toks[del].type != JSON_NULL;
+    o->generation = json_get_int64(d, json_obj_get(d, meta, "generation"), &gen) == 0 ? gen : 0;
+    int del = json_obj_get(d, meta, "deletionTimestamp");
+    o->deleting = del >= 0 && d->toks[del].type != JSON_NULL;
 out:
     free(m.offs);
     kl_buf_free(&m.strs);
+    return o;
+}
+
+/* Caller owns the result (store_obj_free). */
+store_obj *store_obj_new(const char *json, size_t len, kl_err *err)
+{
+    json_doc d = {0};
+    store_obj *o = NULL;
+    if (json_parse(&d, json, len, err) < 0)
+        kl_err_wrap(err, "cannot cache object");
+    else
+        o = store_obj_from_doc(&d, 0, json, len, err);
     json_doc_free(&d);
     return o;
 }

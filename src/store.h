@@ -12,6 +12,7 @@
 #define KLUA_STORE_H
 
 #include "err.h"
+#include "json.h"
 
 #include <stddef.h>
 
@@ -33,6 +34,11 @@ typedef struct store_obj {
 
 /* Build from one object's JSON (copied). Errors name what is missing. */
 store_obj *store_obj_new(const char *json, size_t len, kl_err *err);
+/* The same from an object already tokenized: the metadata is read from the
+ * object token root of d, and json[0..len) (copied) is what the store keeps,
+ * e.g. store_transform_apply's output for that object. */
+store_obj *store_obj_from_doc(const json_doc *d, int root, const char *json, size_t len,
+                              kl_err *err);
 void store_obj_free(store_obj *o);
 const char *store_obj_label(const store_obj *o, const char *key); /* NULL if absent */
 

@@ -124,8 +124,9 @@ int watchframe_feed(watchframe *wf, const char *data, size_t len, kl_err *err)
                 i++;
                 continue;
             }
-            while (i < len && data[i] != '"' && data[i] != '\\')
-                i++;
+            i = json_scan_string(data, i, len);
+            while (i < len && data[i] != '"' && data[i] != '\\') /* a control byte */
+                i = json_scan_string(data, i + 1, len);
             if (i == len)
                 break;
             if (data[i] == '\\')
@@ -353,6 +354,8 @@ void watch_event_free(watch_event *ev)
     free((char *)ev->message);
     ev->resource_version = ev->reason = ev->message = NULL;
     watchframe_ident_free(&ev->ident);
+    json_doc_free(&ev->doc);
+    ev->object_tok = -1;
 }
 
 /* The event in doc could not be decoded as a whole (why): if it still reads
@@ -397,6 +400,7 @@ int watch_event_parse(const char *doc, size_t len, watch_event *ev, kl_err *err)
     json_doc jd = {0};
     int rc = -1;
     memset(ev, 0, sizeof *ev);
+    ev->object_tok = -1;
     kl_err perr = {0};
     if (json_parse(&jd, doc, len, &perr) != 0) {
         rc = parse_undecodable(doc, len, ev, perr.msg, err);
@@ -428,6 +432,7 @@ int watch_event_parse(const char *doc, size_t len, watch_event *ev, kl_err *err)
         goto out;
     }
     ev->object = json_raw(&jd, obj, &ev->object_len);
+    ev->object_tok = obj;
     int rv = json_path(&jd, obj, "metadata.resourceVersion");
     if (rv >= 0 && jd.toks[rv].type == JSON_STRING &&
         !(ev->resource_version = json_str_dup(&jd, rv)))
@@ -447,6 +452,8 @@ int watch_event_parse(const char *doc, size_t len, watch_event *ev, kl_err *err)
             json_str_eq(&jd, json_obj_get(&jd, ann, "k8s.io/initial-events-end"), "true");
     }
     rc = 0;
+    ev->doc = jd; /* the tokens go with the event */
+    memset(&jd, 0, sizeof jd);
     goto out;
 nomem:
     kl_err_set(err, KL_ENOMEM, "watch event: out of memory");
@@ -454,6 +461,7 @@ out:
     if (rc != 0) {
         watch_event_free(ev);
         memset(ev, 0, sizeof *ev);
+        ev->object_tok = -1;
     }
     json_doc_free(&jd);
     return rc;

@@ -62,6 +62,11 @@ typedef struct watch_event {
      * and what could be read without decoding it is in ident. */
     int undecodable;
     watchframe_ident ident;         /* all NULL unless undecodable */
+    /* The event's tokens (owned by ev) and the index of its object token,
+     * so that the object is read without a second parse; object_tok is -1
+     * and doc empty when undecodable. */
+    json_doc doc;
+    int object_tok;
 } watch_event;
 
 /* -1 (err set) when doc is not an event at all; an event with an object that

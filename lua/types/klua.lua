@@ -15,6 +15,7 @@
 --     namespace = nil,                      -- optional: only this namespace
 --     selector  = nil,                      -- optional: label selector
 --     workers   = 4,                        -- concurrent reconciles (coroutines)
+--     cache     = { keep = { "spec" } },    -- optional: what the cache keeps
 --     finalizer = "example.com/cleanup",    -- optional, default "klua.dev/<name>"
 --     error_condition = "Ready",            -- optional: the condition set on errors, or false
 --     reconcile = function(ctx, obj) ... end,
@@ -119,11 +120,22 @@
 ---@field workers? integer          1 to 1024, default 1
 ---@field finalizer? string         the finalizer finalize manages, default "klua.dev/<name>"
 ---@field error_condition? string|false  the condition set on errors, default "Ready"
+---@field cache? klua.CacheOptions
 ---@field reconcile fun(ctx: klua.Context, obj: table): klua.Result|nil
 ---@field finalize? fun(ctx: klua.Context, obj: table): klua.Result|nil
 ---@field validate? fun(ctx: klua.Context, req: klua.WebhookRequest): boolean, string?  see klua.WebhookRequest
 ---@field mutate? fun(ctx: klua.Context, req: klua.WebhookRequest): boolean?, string?  change req.object
 ---@field convert? fun(ctx: klua.Context, obj: table, to_version: string): table|nil, string?
+
+-- What the cache keeps of each watched object (and so what reconcile sees).
+-- By default everything but metadata.managedFields. Scripts that keep
+-- different things get different caches (and LISTs); the same, one shared.
+---@class klua.CacheOptions
+---@field managed_fields? boolean  true: keep metadata.managedFields too
+---@field keep? string[]  only these dotted paths ("spec", "metadata.annotations",
+---                       "status.conditions"), plus apiVersion, kind and the metadata
+---                       klua needs (name, namespace, uid, resourceVersion, generation,
+---                       deletionTimestamp, finalizers, ownerReferences, labels)
 
 ---@class klua.Result
 ---@field requeue_after? number  seconds until the key is reconciled again

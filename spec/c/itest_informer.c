@@ -10,7 +10,9 @@
  * resourceVersion), which must turn objects deleted meanwhile into deletes.
  * And objects nested deeper than the JSON limit (a custom resource with
  * preserve-unknown-fields): skipped in the LIST and in the watch, reported to
- * the skip handler and counted, while the others flow.
+ * the skip handler and counted, while the others flow. The streaming list
+ * and the paged LIST fallback fill the same cache; the cache transforms
+ * (managedFields dropped by default, kept on request, projections) apply.
  */
 #include "harness.h"
 
@@ -491,6 +493,105 @@ TEST(undecodable_objects_are_skipped_and_reported)
     kube_resource_free(&res);
 }
 
+/* Requests in the audit log for this test's namespace whose line holds a
+ * and b (the start of a watch; a LIST, which has no ResponseStarted, at
+ * each stage). The URI is JSON-escaped there: '&' is \u0026. */
+typedef struct audit_q {
+    const char *a, *b;
+    int at_least;
+} audit_q;
+
+static int audit_count(const char *a, const char *b)
+{
+    char path[512], line[16384];
+    snprintf(path, sizeof path, "%s/audit.log", getenv("KLUA_TEST_CLUSTER"));
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, g_ns) && (strstr(line, "\"stage\":\"ResponseStarted\"") ||
+                                   strstr(line, "\"verb\":\"list\"")) &&
+            strstr(line, a) && (!b || strstr(line, b)))
+            n++;
+    fclose(f);
+    return n;
+}
+
+static int audit_reached(void *ud)
+{
+    audit_q *q = ud;
+    return audit_count(q->a, q->b) >= q->at_least;
+}
+
+static const store_obj *wait_obj(informer *inf, const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s/%s", g_ns, name);
+    uint64_t end = loop_time_ms() + 30000;
+    while (!store_get(informer_store(inf), key) && loop_time_ms() < end)
+        loop_run_once(g_loop, 100);
+    return store_get(informer_store(inf), key);
+}
+
+/* The streaming list (sendInitialEvents) is the default: one request syncs
+ * the cache and goes on as the watch; KLUA_WATCH_LIST=0 (here
+ * informer_set_watch_list) falls back to paged LISTs. Both caches hold the
+ * same objects; managedFields is dropped unless asked for; a projection keeps
+ * only its paths and klua's own. */
+TEST(streaming_list_and_paged_list_fill_the_same_cache)
+{
+    if (!g_ok) {
+        CHECK(!"cluster setup failed");
+        return;
+    }
+    CHECK(cm_write("create", "s1", "wl", "1") == 201);
+    CHECK(cm_write("create", "s2", "wl", "1") == 201);
+    informer *st = informer_new(g_c, &g_cm, g_ns, "itest=wl");
+    informer *pg = informer_new(g_c, &g_cm, g_ns, "itest in (wl)");
+    informer *pj = informer_new(g_c, &g_cm, g_ns, "itest=wl,itest!=x");
+    informer_set_watch_list(st, 1);
+    informer_set_watch_list(pg, 0);
+    informer_set_watch_list(pj, 1);
+    store_transform keep_mf = {1, NULL, 0}, proj = STORE_TRANSFORM_DEFAULT;
+    kl_err err;
+    CHECK(store_transform_keep(&proj, "metadata.annotations", &err) == 0);
+    CHECK(informer_set_transform(pg, &keep_mf) == 0);
+    CHECK(informer_set_transform(pj, &proj) == 0);
+    store_transform_clear(&proj);
+    CHECK(informer_start(st) == 0 && informer_start(pg) == 0 && informer_start(pj) == 0);
+    CHECK(informer_set_transform(st, &keep_mf) == -1); /* too late: started */
+    CHECK(spin_until(synced, st, 30000) && spin_until(synced, pg, 30000) &&
+          spin_until(synced, pj, 30000));
+    CHECK(store_len(informer_store(st)) == 2 && store_len(informer_store(pg)) == 2 &&
+          store_len(informer_store(pj)) == 2);
+    /* the API server keeps managedFields on every object it stores */
+    const store_obj *a = wait_obj(st, "s1"), *b = wait_obj(pg, "s1"), *c = wait_obj(pj, "s1");
+    CHECK(a && !strstr(a->json, "managedFields") && strstr(a->json, "\"data\""));
+    CHECK(b && strstr(b->json, "managedFields") && strstr(b->json, "\"data\""));
+    CHECK(c && !strstr(c->json, "managedFields") && !strstr(c->json, "\"data\"") &&
+          strstr(c->json, "\"kind\":\"ConfigMap\"") && strstr(c->json, "\"uid\"") &&
+          strstr(c->json, "\"labels\""));
+    CHECK(a && b && !strcmp(a->rv, b->rv) && !strcmp(a->uid, b->uid));
+    /* events after sync reach both, the streaming one on its first request */
+    CHECK(cm_write("create", "s3", "wl", "1") == 201);
+    CHECK(wait_obj(st, "s3") && wait_obj(pg, "s3") && wait_obj(pj, "s3"));
+    a = wait_obj(st, "s3");
+    CHECK(a && !strstr(a->json, "managedFields"));
+    audit_q q1 = {"labelSelector=itest%3Dwl\\u0026", "sendInitialEvents=true", 1};
+    audit_q q2 = {"labelSelector=itest%20in%20%28wl%29", "\"verb\":\"list\"", 1};
+    CHECK(spin_until(audit_reached, &q1, 10000) && spin_until(audit_reached, &q2, 10000));
+    /* one request, no LIST, no second watch */
+    CHECK(audit_count("labelSelector=itest%3Dwl\\u0026", NULL) == 1);
+    CHECK(audit_count("labelSelector=itest%20in%20%28wl%29", "sendInitialEvents") == 0);
+    informer_free(st);
+    informer_free(pg);
+    informer_free(pj);
+    cm_write("delete", "s1", "", "");
+    cm_write("delete", "s2", "", "");
+    cm_write("delete", "s3", "", "");
+}
+
 int main(void)
 {
     g_ok = setup() == 0;
@@ -499,6 +600,7 @@ int main(void)
     RUN(registry_shares_one_informer);
     RUN(relist_reports_objects_deleted_meanwhile);
     RUN(undecodable_objects_are_skipped_and_reported);
+    RUN(streaming_list_and_paged_list_fill_the_same_cache);
     if (g_ok) {
         char path[160];
         snprintf(path, sizeof path, "/api/v1/namespaces/%s", g_ns);

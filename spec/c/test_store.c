@@ -1,8 +1,10 @@
 /* test_store.c - the informer cache: metadata extraction, exact bytes,
  * put/replace/remove with index maintenance, selector, namespace and owner
- * queries, and the memory cost per object. */
+ * queries, the cache transforms (managedFields dropped by default, kept on
+ * request, keep projections) and the memory cost per object under each. */
 #include "harness.h"
 #include "store.h"
+#include "store_transform.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -319,6 +321,169 @@ static size_t make_1k(char *buf, size_t cap, int i)
     return (size_t)n;
 }
 
+/* The JSON the cache keeps of json under t (NULL: the default); caller frees. */
+static char *kept(const char *json, const store_transform *t, const char *av, const char *kind)
+{
+    json_doc d = {0};
+    kl_buf out = KL_BUF_INIT;
+    char *r = NULL;
+    if (json_parse(&d, json, strlen(json), NULL) == 0 &&
+        store_transform_apply(t, &d, 0, av, kind, &out) == 0)
+        r = kl_buf_take(&out);
+    kl_buf_free(&out);
+    json_doc_free(&d);
+    return r;
+}
+
+#define MF "\"managedFields\":[{\"manager\":\"kubectl\",\"fieldsV1\":{\"f:data\":{}}}]"
+
+TEST(managed_fields_are_dropped_by_default)
+{
+    /* wherever managedFields sits among metadata's members */
+    const char *in[] = {
+        "{\"metadata\":{\"name\":\"a\"," MF ",\"uid\":\"u\"},\"data\":{\"k\":\"v\"}}",
+        "{\"metadata\":{" MF ",\"name\":\"a\",\"uid\":\"u\"},\"data\":{\"k\":\"v\"}}",
+        "{\"metadata\":{\"name\":\"a\",\"uid\":\"u\" , " MF " },\"data\":{\"k\":\"v\"}}",
+    };
+    for (size_t i = 0; i < 3; i++) {
+        char *k = kept(in[i], NULL, NULL, NULL);
+        CHECK(k && !strstr(k, "managedFields") && strstr(k, "\"name\":\"a\"") &&
+              strstr(k, "\"uid\":\"u\"") && strstr(k, "\"data\":{\"k\":\"v\"}"));
+        /* what is kept is valid JSON */
+        json_doc d = {0};
+        CHECK(k && json_parse(&d, k, strlen(k), NULL) == 0);
+        json_doc_free(&d);
+        free(k);
+    }
+    char *k = kept("{\"metadata\":{" MF "}}", NULL, NULL, NULL);
+    CHECK_STR(k, "{\"metadata\":{}}");
+    free(k);
+    /* nothing to drop: the bytes are the server's, exactly */
+    const char *plain = "{ \"metadata\" : {\"name\":\"a\"} , \"x\":[1, 2] }";
+    k = kept(plain, NULL, NULL, NULL);
+    CHECK_STR(k, plain);
+    free(k);
+    /* a managedFields elsewhere than metadata is data, and stays */
+    k = kept("{\"spec\":{" MF "},\"metadata\":{\"name\":\"a\"}}", NULL, NULL, NULL);
+    CHECK(k && strstr(k, "managedFields"));
+    free(k);
+}
+
+TEST(managed_fields_kept_on_request)
+{
+    store_transform t = {1, NULL, 0};
+    const char *in = "{\"metadata\":{\"name\":\"a\"," MF "}}";
+    char *k = kept(in, &t, NULL, NULL);
+    CHECK_STR(k, in);
+    free(k);
+}
+
+TEST(a_projection_keeps_the_paths_and_what_klua_needs)
+{
+    store_transform t = STORE_TRANSFORM_DEFAULT;
+    kl_err err;
+    CHECK(store_transform_keep(&t, "spec.replicas", &err) == 0);
+    CHECK(store_transform_keep(&t, "metadata.annotations", &err) == 0);
+    CHECK(store_transform_keep(&t, "status", &err) == 0);
+    CHECK(store_transform_keep(&t, "a..b", &err) == -1);
+    CHECK(store_transform_keep(&t, "", &err) == -1);
+    const char *in =
+        "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"d\","
+        "\"namespace\":\"ns\",\"uid\":\"u\",\"resourceVersion\":\"7\",\"generation\":3,"
+        "\"creationTimestamp\":\"2024-01-01T00:00:00Z\",\"deletionTimestamp\":null,"
+        "\"finalizers\":[\"f\"],\"labels\":{\"app\":\"x\"},\"annotations\":{\"a\":\"b\"},"
+        "\"ownerReferences\":[{\"uid\":\"o\"}]," MF "},\"spec\":{\"replicas\":2,"
+        "\"template\":{\"big\":\"yyyyyyyy\"}},\"status\":{\"ready\":1}}";
+    char *k = kept(in, &t, NULL, NULL);
+    CHECK_STR(k, "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"d\","
+                 "\"namespace\":\"ns\",\"uid\":\"u\",\"resourceVersion\":\"7\",\"generation\":3,"
+                 "\"deletionTimestamp\":null,\"finalizers\":[\"f\"],\"labels\":{\"app\":\"x\"},"
+                 "\"annotations\":{\"a\":\"b\"},\"ownerReferences\":[{\"uid\":\"o\"}]},"
+                 "\"spec\":{\"replicas\":2},\"status\":{\"ready\":1}}");
+    free(k);
+    /* keeping metadata whole still drops managedFields, unless asked */
+    store_transform m = STORE_TRANSFORM_DEFAULT;
+    CHECK(store_transform_keep(&m, "metadata", &err) == 0);
+    k = kept(in, &m, NULL, NULL);
+    CHECK(k && strstr(k, "creationTimestamp") && !strstr(k, "managedFields") && !strstr(k, "spec"));
+    free(k);
+    m.managed_fields = 1;
+    k = kept(in, &m, NULL, NULL);
+    CHECK(k && strstr(k, "managedFields"));
+    free(k);
+    /* the same paths in another order are the same transform */
+    store_transform u = STORE_TRANSFORM_DEFAULT, c;
+    CHECK(store_transform_keep(&u, "status", &err) == 0);
+    CHECK(store_transform_keep(&u, "metadata.annotations", &err) == 0);
+    CHECK(!store_transform_same(&t, &u));
+    CHECK(store_transform_keep(&u, "spec.replicas", &err) == 0);
+    CHECK(store_transform_same(&t, &u));
+    CHECK(store_transform_copy(&c, &t) == 0 && store_transform_same(&c, &t));
+    store_transform dflt = STORE_TRANSFORM_DEFAULT;
+    CHECK(!store_transform_same(&dflt, &t) && !store_transform_same(&dflt, &m));
+    store_transform_clear(&t);
+    store_transform_clear(&u);
+    store_transform_clear(&c);
+    store_transform_clear(&m);
+}
+
+TEST(list_items_get_apiVersion_and_kind)
+{
+    char *k = kept("{\"metadata\":{\"name\":\"a\"}}", NULL, "v1", "ConfigMap");
+    CHECK_STR(k, "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"a\"}}");
+    free(k);
+    k = kept("{}", NULL, "v1", "ConfigMap");
+    CHECK_STR(k, "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\"}");
+    free(k);
+    k = kept("{\"kind\":\"X\",\"apiVersion\":\"g/v\",\"metadata\":{}}", NULL, "v1", "ConfigMap");
+    CHECK_STR(k, "{\"kind\":\"X\",\"apiVersion\":\"g/v\",\"metadata\":{}}");
+    free(k);
+}
+
+/* Bytes per cached object of N objects kept under t; *json_avg: the wire
+ * JSON's average size. */
+static size_t per_object(const store_transform *t, size_t *json_avg)
+{
+    enum { N = 10000 };
+    store *s = store_new();
+    char buf[2048];
+    size_t json_total = 0, empty = store_bytes(s), ok = 1;
+    kl_buf out = KL_BUF_INIT;
+    for (int i = 0; i < N; i++) {
+        size_t len = make_1k(buf, sizeof buf, i);
+        json_total += len;
+        json_doc d = {0};
+        kl_buf_reset(&out);
+        store_obj *o = NULL;
+        if (json_parse(&d, buf, len, NULL) == 0 &&
+            store_transform_apply(t, &d, 0, NULL, NULL, &out) == 0)
+            o = store_obj_from_doc(&d, 0, out.data, out.len, NULL);
+        json_doc_free(&d);
+        if (!o || store_put(s, o, NULL) != 0)
+            ok = 0;
+    }
+    kl_buf_free(&out);
+    CHECK(ok);
+    size_t per = (store_bytes(s) - empty) / N;
+    *json_avg = json_total / N;
+    store_free(s);
+    return per;
+}
+
+TEST(memory_per_object_under_each_transform)
+{
+    store_transform whole = {1, NULL, 0}, dflt = STORE_TRANSFORM_DEFAULT, spec = {0, NULL, 0};
+    kl_err err;
+    CHECK(store_transform_keep(&spec, "spec", &err) == 0);
+    size_t json, pw = per_object(&whole, &json), pd = per_object(&dflt, &json),
+                 ps = per_object(&spec, &json);
+    printf("# store: %zu bytes/object whole, %zu without managedFields (the default), "
+           "%zu keeping only spec (json %zu bytes)\n", pw, pd, ps, json);
+    CHECK(pd < pw && ps < pd);
+    CHECK(pw - pd > 150);  /* this object's managedFields: about 190 bytes */
+    store_transform_clear(&spec);
+}
+
 TEST(memory_per_object)
 {
     enum { N = 10000 };
@@ -375,6 +540,11 @@ int main(void)
     RUN(selector_queries);
     RUN(namespace_iteration_and_early_stop);
     RUN(churn_keeps_every_key_reachable);
+    RUN(managed_fields_are_dropped_by_default);
+    RUN(managed_fields_kept_on_request);
+    RUN(a_projection_keeps_the_paths_and_what_klua_needs);
+    RUN(list_items_get_apiVersion_and_kind);
     RUN(memory_per_object);
+    RUN(memory_per_object_under_each_transform);
     DONE();
 }

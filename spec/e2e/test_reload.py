@@ -99,15 +99,20 @@ def published(port, name, at_least, timeout=10):
 
 
 def audited_lists(cluster, ns):
-    """LIST requests klua made in namespace ns, from the control plane's audit log."""
+    """LIST requests klua made in namespace ns, from the control plane's audit
+    log: paged LISTs and streaming lists (a watch with sendInitialEvents)."""
     n = 0
     with open(cluster.dir / "audit.log") as f:
         for line in f:
-            if '"verb":"list"' not in line or '"userAgent":"klua/' not in line:
+            if '"userAgent":"klua/' not in line:
                 continue
             ev = json.loads(line)
-            if (ev.get("stage") == "ResponseComplete"
-                    and (ev.get("objectRef") or {}).get("namespace") == ns):
+            streaming = (ev.get("verb") == "watch"
+                         and "sendInitialEvents=true" in ev.get("requestURI", ""))
+            if ev.get("verb") != "list" and not streaming:
+                continue
+            stage = "ResponseStarted" if streaming else "ResponseComplete"
+            if ev.get("stage") == stage and (ev.get("objectRef") or {}).get("namespace") == ns:
                 n += 1
     return n
 

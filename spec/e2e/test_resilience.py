@@ -218,12 +218,14 @@ def _klua_relists(c):
             if '"comments"' not in line:
                 continue
             a = json.loads(line)
-            if a.get("stage") != "ResponseComplete" or a.get("userAgent", "").startswith(("kubectl", "Python-urllib")):
+            if a.get("userAgent", "").startswith(("kubectl", "Python-urllib")):
                 continue
             if (a.get("objectRef") or {}).get("resource") != "comments":
                 continue
-            if a.get("verb") == "list" or (a.get("verb") == "watch"
-                                           and "sendInitialEvents=true" in a.get("requestURI", "")):
+            # a streaming list is open until its watch ends: counted when it starts
+            if ((a.get("verb") == "list" and a.get("stage") == "ResponseComplete")
+                    or (a.get("verb") == "watch" and a.get("stage") == "ResponseStarted"
+                        and "sendInitialEvents=true" in a.get("requestURI", ""))):
                 n += 1
     return n
 
