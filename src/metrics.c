@@ -11,6 +11,7 @@
 #include "metrics.h"
 
 #include "metrics_process.h"
+#include "util.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -231,11 +232,10 @@ static const char *val_at(const char *const *values, size_t i)
  * ("a","b") differ. */
 static uint64_t hash_values(const metrics_family *m, const char *const *values)
 {
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = KL_FNV_OFFSET;
     for (size_t i = 0; i < m->nlabels; i++) {
-        for (const unsigned char *p = (const unsigned char *)val_at(values, i); *p; p++)
-            h = (h ^ *p) * 1099511628211ULL;
-        h *= 1099511628211ULL;
+        const char *v = val_at(values, i);
+        h = kl_fnv1a_more(h, v, strlen(v) + 1);
     }
     return h;
 }

@@ -22,6 +22,7 @@
 #include "workqueue.h"
 
 #include "metrics.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -65,9 +66,7 @@ struct workqueue {
 
 static size_t hash_str(const char *s)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    uint64_t h = kl_fnv1a(s, strlen(s));
     return (size_t)(h ^ (h >> 29));
 }
 
