@@ -484,6 +484,11 @@ void loop_free(loop *l)
 
 int loop_run_once(loop *l, int timeout_ms)
 {
+    /* Never nested: a callback that drove the loop would run other
+     * callbacks (and itself) under its own stack frame. Waiting is done by
+     * yielding or by a callback, never by spinning the loop. */
+    if (l->dispatching)
+        return -1;
     struct epoll_event evs[LOOP_MAX_EVENTS];
     l->now = clock_read(l);
     heap_skip_dead(l);

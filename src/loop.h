@@ -27,7 +27,9 @@ void loop_free(loop *l);              /* cancels timers; fds must be removed by 
 /* Run until loop_stop() is called. */
 int loop_run(loop *l);
 /* One iteration: wait at most timeout_ms (-1 = until something happens),
- * dispatch what is ready. Used by synchronous helpers in tests and start-up. */
+ * dispatch what is ready. For the loop's drivers only: loop_run, klua test's
+ * runner and test programs, each from outside any callback. Called from
+ * inside a callback it does nothing and returns -1 (no nested loops). */
 int loop_run_once(loop *l, int timeout_ms);
 void loop_stop(loop *l);
 int loop_stopped(const loop *l);

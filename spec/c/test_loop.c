@@ -309,6 +309,35 @@ TEST(run_until_stopped)
     loop_free(l);
 }
 
+typedef struct nest {
+    int rc, inner_fired;
+} nest;
+
+static void inner_cb(loop *l, void *ud)
+{
+    (void)l;
+    ((nest *)ud)->inner_fired++;
+}
+
+static void nesting_cb(loop *l, void *ud)
+{
+    nest *n = ud;
+    loop_timer_add(l, 0, inner_cb, n);
+    n->rc = loop_run_once(l, 0);   /* a callback trying to drive the loop */
+    loop_stop(l);
+}
+
+TEST(a_callback_cannot_run_the_loop_nested)
+{
+    loop *l = loop_new(NULL);
+    nest n = {0, 0};
+    loop_timer_add(l, 0, nesting_cb, &n);
+    CHECK(loop_run(l) == 0);
+    CHECK(n.rc == -1);
+    CHECK(n.inner_fired == 0);   /* nothing ran under the callback's frame */
+    loop_free(l);
+}
+
 typedef struct clk {
     uint64_t a, b, c;
 } clk;
@@ -390,6 +419,7 @@ int main(void)
     RUN(fd_removed_by_an_earlier_callback_is_not_dispatched);
     RUN(signal_delivered_through_the_loop);
     RUN(run_until_stopped);
+    RUN(a_callback_cannot_run_the_loop_nested);
     RUN(clock_is_cached_per_iteration);
     RUN(injected_clock_decides_when_timers_are_due);
     DONE();
