@@ -10,6 +10,7 @@
 
 #include "health.h"
 #include "log.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,7 @@
 
 static size_t hash_str(const char *s)
 {
-    size_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    return (size_t)kl_fnv1a(s, strlen(s));
 }
 
 void informer_keyset_clear(keyset *ks)
