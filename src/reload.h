@@ -28,6 +28,9 @@
  * the rescan's log line comes when its last load has its answer. A rescan
  * asked for meanwhile (or during start-up) runs right after.
  * Uses: controller, lua_host, webhook_lua, loop, metrics, log.
+ * Built from reload.c (the set's lifecycle), reload_script.c (the script
+ * files), reload_rescan.c (rescans) and reload_watch.c (inotify), which
+ * share reload_int.h.
  */
 #ifndef KLUA_RELOAD_H
 #define KLUA_RELOAD_H
