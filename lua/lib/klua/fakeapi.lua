@@ -20,7 +20,9 @@
 --     into the live one (or created), with no field ownership, so a field a
 --     manager stops applying is not removed and no apply conflict is raised;
 --   * watch from a resourceVersion (events kept in memory) or from now
---     (synthetic ADDED events), with label and field selectors.
+--     (synthetic ADDED events), with label and field selectors, and the
+--     streaming list (sendInitialEvents=true: ADDED events, then the
+--     k8s.io/initial-events-end bookmark), which klua's informers use first.
 -- Paging is not simulated: a list returns everything, without `continue`.
 local M = {}
 
@@ -303,7 +305,17 @@ function Server:watch(r, ns, q, stream_id)
       initial[#initial + 1] = json.encode({ type = ev.type, object = ev.obj }) .. "\n"
     end
   end
-  if not from or from == 0 then
+  if q.sendInitialEvents == "true" then
+    -- the streaming list: the current objects as ADDED events, then the
+    -- bookmark that says the initial events are over (as the API server does
+    -- with resourceVersionMatch=NotOlderThan)
+    local _, l = self:list(r, ns, q)
+    for _, o in ipairs(l.items) do add({ type = "ADDED", obj = o }) end
+    initial[#initial + 1] = json.encode({ type = "BOOKMARK", object = {
+      kind = r.kind, apiVersion = r.gv,
+      metadata = { resourceVersion = tostring(self.rv),
+                   annotations = { ["k8s.io/initial-events-end"] = "true" } } } }) .. "\n"
+  elseif not from or from == 0 then
     local _, l = self:list(r, ns, q)
     for _, o in ipairs(l.items) do add({ type = "ADDED", obj = o }) end
   else
