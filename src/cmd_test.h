@@ -10,21 +10,18 @@
  * monotonic clock plus an offset that kt.advance moves. Prints one block per
  * failing test with file:line and ends with "N passed, N failed"; returns
  * 0 when all passed, 1 otherwise, 2 on bad usage.
- * `klua replay` shares this host (see klua_replay_main).
- * Uses: fakeapi, reload, controller, lua_ctx, informer, discovery, kube,
- * http, kubeconfig, loop, tool_lua, lua_json, log, klua.testkit.
+ * `klua replay` shares this host (cmd_replay.h; included below).
+ * Uses: testkit (the run and one test's runtime), testkit_fake (the fake
+ * server's answers), testkit_host (the host table), fakeapi, kube,
+ * kubeconfig, http, loop, tool_lua, lua_json, log, klua.testkit.
  */
 #ifndef KLUA_CMD_TEST_H
 #define KLUA_CMD_TEST_H
 
 int klua_test_main(int argc, char **argv);
 
-/* `klua replay FILE --scripts DIR` (argv[0] is "replay"): the same host
- * drives klua.replay, which feeds a `klua run --record` file's events to
- * DIR's controllers against the in-memory API (writes as dry runs, ctx:http
- * answered from the recording) and prints per key the writes and HTTP
- * calls as a diff against the recording. Returns 0 (no difference), 1
- * (differences) or 2 (bad usage or input). */
-int klua_replay_main(int argc, char **argv);
+/* klua_replay_main moved to cmd_replay.h; included here for this header's
+ * callers. */
+#include "cmd_replay.h"
 
 #endif
