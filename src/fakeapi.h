@@ -7,7 +7,7 @@
  * transfer encoding, for watches) that it feeds later with
  * fakeapi_stream_send. What the answers mean (the Kubernetes semantics, the
  * ctx:http stand-in reached as an HTTP proxy) lives in the handler
- * (cmd_test.c and lua/lib/klua/fakeapi.lua); this file is transport only.
+ * (testkit_fake.c and lua/lib/klua/fakeapi.lua); this file is transport only.
  * Uses: loop, buf, err, sockets.
  */
 #ifndef KLUA_FAKEAPI_H
