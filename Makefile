@@ -77,7 +77,7 @@ build/asan/klua: $(ASAN_OBJS)
 	@echo "  LD asan $@"
 	$(Q)$(CC) -fsanitize=address,undefined -o $@ $^ $(LIBS)
 
-build/asan/spec/%: spec/c/%.c spec/c/harness.h $(ASAN_LIB_OBJS)
+build/asan/spec/%: spec/c/%.c $(wildcard spec/c/*.h) $(ASAN_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	@echo "  LD asan $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -Ispec/c -o $@ $< $(ASAN_LIB_OBJS) $(LIBS)

@@ -6,6 +6,7 @@
  * that nothing is answered from inside discovery_lookup.
  */
 #include "harness.h"
+#include "itest_cluster.h"
 
 #include "discovery.h"
 #include "http.h"
@@ -312,24 +313,8 @@ TEST(no_answer_is_an_error_and_not_cached)
 
 int main(void)
 {
-    kl_err err = {0};
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    const char *dir = getenv("KLUA_TEST_CLUSTER");
-    if (dir && *dir) {
-        g_loop = loop_new(&err);
-        g_http = g_loop ? http_client_new(g_loop, &err) : NULL;
-        char path[512];
-        snprintf(path, sizeof path, "%s/kubeconfig", dir);
-        kube_rest_config cfg = {0};
-        kubeconfig_opts ko = {0};
-        ko.path = path;
-        kube_client_opts co = {0};
-        if (g_http && kubeconfig_load(&ko, &cfg, &err) == 0)
-            g_c = kube_client_new(g_loop, g_http, &cfg, &co, &err);
-        kube_rest_config_free(&cfg);
-        if (!g_c)
-            printf("#   %s\n", err.msg);
-    }
+    itest_connect(&g_loop, &g_http, &g_c);
     RUN(cache_hit_makes_no_request);
     RUN(concurrent_lookups_share_one_fetch);
     RUN(subresources_are_joined_to_their_resource);

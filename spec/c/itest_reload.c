@@ -8,6 +8,7 @@
  * and fails with, and that the loop kept turning while discovery was asked.
  */
 #include "harness.h"
+#include "itest_cluster.h"
 
 #include "controller.h"
 #include "discovery.h"
@@ -168,25 +169,10 @@ TEST(start_with_an_unknown_kind_fails_naming_the_script)
 
 int main(void)
 {
-    kl_err err = {0};
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(g_dir, sizeof g_dir, "/tmp/klua-itest-reload-XXXXXX");
-    const char *dir = getenv("KLUA_TEST_CLUSTER");
-    if (dir && *dir && mkdtemp(g_dir)) {
-        g_loop = loop_new(&err);
-        g_http = g_loop ? http_client_new(g_loop, &err) : NULL;
-        char path[512];
-        snprintf(path, sizeof path, "%s/kubeconfig", dir);
-        kube_rest_config cfg = {0};
-        kubeconfig_opts ko = {0};
-        ko.path = path;
-        kube_client_opts co = {0};
-        if (g_http && kubeconfig_load(&ko, &cfg, &err) == 0)
-            g_c = kube_client_new(g_loop, g_http, &cfg, &co, &err);
-        kube_rest_config_free(&cfg);
-        if (!g_c)
-            printf("#   %s\n", err.msg);
-    }
+    if (mkdtemp(g_dir))
+        itest_connect(&g_loop, &g_http, &g_c);
     RUN(reload_that_needs_discovery_does_not_block_the_loop);
     RUN(start_with_an_unknown_kind_fails_naming_the_script);
     char path[300];
