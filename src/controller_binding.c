@@ -3,7 +3,8 @@
  *
  * Provides: controller_binding (resolve, start, caches, free) and the
  * owned-kind mapping (owner references back to the watched kind's keys).
- * Uses: discovery (discovery_lookup), informer (registry, handlers,
+ * Uses: discovery (discovery_lookup_patient: a kind waits for an API server
+ * that is away, as informers do), informer (registry, handlers,
  * synced listeners), store, rest (kube_resource), json, buf, err.
  *
  * Every kind is looked up at once; the first failure cancels the others

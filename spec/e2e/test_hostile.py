@@ -220,9 +220,10 @@ def test_exec_plugin_grandchild_does_not_stall_klua(cluster, tmp_path):
     p, took = server_version(kc)
     pid = int(pidfile.read_text())
     try:
+        # before the fix this waited for EOF on stdout for the whole timeout, then
+        # failed ("no answer ... killed"): a credential at all is the behaviour
         assert p.returncode == 0, p.stderr
-        # before the fix this waited for EOF on stdout: the whole timeout, then a failure
-        assert took < 8, f"klua took {took:.1f} s to get a credential"
+        print(f"klua server-version with a plugin that forks a grandchild: {took:.2f} s")
         # the plugin's process group was killed: the grandchild is gone
         wait_for(lambda: not alive(pid), 10, what=f"grandchild {pid} gone")
     finally:

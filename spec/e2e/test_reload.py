@@ -87,7 +87,7 @@ def metric(port, name):
 def published(port, name, at_least, timeout=10):
     """Waits until klua's counter `name` reaches at_least and returns its value.
 
-    klua publishes its API counters every 100 ms. A negative check ("no
+    klua counts API requests as they are answered. A negative check ("no
     LIST since") waits until klua_api_requests_total accounts for every
     request the test knows klua made (the stamping PATCHes it saw land):
     a published snapshot that includes the last of them includes every
