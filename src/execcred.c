@@ -1,17 +1,21 @@
 /* execcred.c - client-go exec credential plugins (see execcred.h).
  *
- * Provides: execcred_run, execcred_parse, execcred_parse_time,
- * execcred_fresh, execcred_free.
- * Uses: posix_spawnp, poll and a pidfd (the plugin process), json (the
- * answer), kubeconfig (kubeconfig_check_token), buf, err, OpenSSL's base64
- * encoder (certificate-authority-data for provideClusterInfo).
+ * Provides: execcred_start, execcred_cancel, execcred_parse,
+ * execcred_parse_time, execcred_fresh, execcred_free.
+ * Uses: posix_spawnp (the plugin process), loop (its pipes and pidfd as fd
+ * watches; the timeout, and the exit poll without pidfd, as timers), json
+ * (the answer), kubeconfig (kubeconfig_check_token), buf, err, OpenSSL's
+ * base64 encoder (certificate-authority-data for provideClusterInfo).
  *
- * The plugin runs in a process group of its own. The wait ends when the
+ * The plugin runs in a process group of its own. The run ends when the
  * plugin exits (not at EOF on its stdout, which a grandchild may hold
  * open); then the whole group is killed, so nothing it started in that
- * group outlives it, and the plugin is reaped.
+ * group outlives it, and the plugin is reaped. Until then the plugin stays
+ * unreaped (waitid WNOWAIT), so its pid, which is its group's id, cannot be
+ * reused by another process before the group is killed.
  *
- * Nothing here logs: a plugin's stdout is a credential.
+ * Nothing here logs: a plugin's stdout is a credential. Its stderr is kept
+ * (first lines) for the error message only.
  */
 #include "execcred.h"
 
@@ -21,7 +25,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -34,7 +37,6 @@
 
 extern char **environ;
 
-#define MAX_STDOUT (1u << 20)          /* an ExecCredential is a few KB; stop a runaway */
 #define DEFAULT_API_VERSION "client.authentication.k8s.io/v1"
 
 void execcred_free(execcred *c)
@@ -276,16 +278,8 @@ static char **child_env(const kube_exec_config *cfg, char *info)
     return env;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Whether the plugin has exited, leaving it unreaped (WNOWAIT) so that its
- * pid, which is also its process group's id, cannot be reused before the
- * group is killed. A child someone else reaped counts as exited. */
+/* Whether the plugin has exited, leaving it unreaped (WNOWAIT). A child
+ * someone else reaped counts as exited. */
 static int child_exited(pid_t pid)
 {
     siginfo_t si;
@@ -296,226 +290,408 @@ static int child_exited(pid_t pid)
 }
 
 /* An fd that polls readable when pid exits, or -1 (kernels before 5.3):
- * then the wait below ticks instead. */
+ * then a timer polls instead. */
 static int exit_fd(pid_t pid)
 {
 #ifdef SYS_pidfd_open
-    return (int)syscall(SYS_pidfd_open, pid, 0);
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
 #else
     (void)pid;
     return -1;
 #endif
 }
 
-typedef struct output {
-    kl_buf *out;         /* stdout, up to MAX_STDOUT */
-    int overflow;        /* stdout went past MAX_STDOUT (the rest is read and dropped) */
-    char *first_err;     /* the first non-blank line of stderr */
-    size_t first_len, first_cap;
-    int first_done;
-} output;
+#define EXIT_POLL_MS 20
+#define READ_PER_WAKE (64u * 1024) /* then other fds get their turn */
+#define ERR_LINES 2                /* stderr lines kept for the message */
 
-/* Read what is there on pipe i (0 stdout, 1 stderr) without blocking.
- * Returns 1 at EOF, else 0. stderr is copied through to ours as it arrives
- * (the plugin may be telling the user something). */
-static int drain(int fd, int i, output *o)
+enum { RUNNING, EXITED, TIMED_OUT, OUT_TOO_BIG, ERR_TOO_BIG };
+
+struct execcred_proc {
+    loop *l;
+    pid_t pid;                 /* -1 once reaped */
+    int fds[2];                /* read ends of stdout, stderr; -1 once closed */
+    int efd;                   /* pidfd, or -1 */
+    loop_timer_id deadline, tick;
+    uint64_t timeout_ms;
+    size_t max_output;
+    int state;                 /* RUNNING until the run ends, then why */
+    kl_buf out;                /* stdout (a credential: scrubbed before it is freed) */
+    size_t err_bytes;          /* stderr bytes seen */
+    char first_err[512];       /* the first ERR_LINES non-blank lines of stderr, "; "-joined */
+    size_t first_len;
+    int err_lines, in_line;
+    char *cmd, *api_version;   /* owned copies, for the message and the parse */
+    execcred_done_cb done;
+    void *ud;
+};
+
+/* Keep the first lines of stderr, control bytes made spaces: plain words. */
+static void keep_err(execcred_proc *p, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n && p->err_lines < ERR_LINES; i++) {
+        unsigned char ch = (unsigned char)b[i];
+        if (ch == '\n') {
+            if (p->in_line)
+                p->err_lines++;
+            p->in_line = 0;
+            continue;
+        }
+        if (!p->in_line && (ch == ' ' || ch == '\t' || ch == '\r'))
+            continue;          /* blank lines and leading blanks */
+        const char *add = "";
+        if (!p->in_line && p->first_len > 0)
+            add = "; ";
+        p->in_line = 1;
+        char c = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+        size_t need = strlen(add) + 1;
+        if (p->first_len + need >= sizeof p->first_err)
+            continue;
+        memcpy(p->first_err + p->first_len, add, need - 1);
+        p->first_len += need - 1;
+        p->first_err[p->first_len++] = c;
+        p->first_err[p->first_len] = '\0';
+    }
+}
+
+/* Read what is there on pipe i (0 stdout, 1 stderr), at most `budget`
+ * bytes. Returns 1 at EOF or error, 0 when the pipe is empty or the budget
+ * is spent. Past the cap the state says which stream overflowed. */
+static int drain(execcred_proc *p, int i, size_t budget)
 {
     char chunk[4096];
-    for (;;) {
-        ssize_t got = read(fd, chunk, sizeof chunk);
+    size_t done = 0;
+    while (done < budget && p->state == RUNNING) {
+        ssize_t got = read(p->fds[i], chunk, sizeof chunk);
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0)
             return errno == EAGAIN ? 0 : 1;
         if (got == 0)
             return 1;
+        done += (size_t)got;
         if (i == 0) {
-            if (o->overflow || o->out->len + (size_t)got > MAX_STDOUT ||
-                kl_buf_append(o->out, chunk, (size_t)got))
-                o->overflow = 1; /* keep reading, so the plugin is not blocked */
-            continue;
-        }
-        ssize_t w = write(2, chunk, (size_t)got);
-        (void)w;
-        for (ssize_t j = 0; j < got && !o->first_done; j++) {
-            char ch = chunk[j];
-            if (ch == '\n') {
-                if (o->first_len > 0)
-                    o->first_done = 1; /* skip leading blank lines */
-            } else if (o->first_len + 1 < o->first_cap) {
-                o->first_err[o->first_len++] = (ch == '\r' || ch == '\t') ? ' ' : ch;
-                o->first_err[o->first_len] = '\0';
-            }
+            if (p->out.len + (size_t)got > p->max_output ||
+                kl_buf_append(&p->out, chunk, (size_t)got) != 0)
+                p->state = OUT_TOO_BIG;
+        } else {
+            p->err_bytes += (size_t)got;
+            keep_err(p, chunk, (size_t)got);
+            if (p->err_bytes > p->max_output)
+                p->state = ERR_TOO_BIG;
         }
     }
+    memset(chunk, 0, sizeof chunk);
+    return 0;
 }
 
-/* Read both pipes (non-blocking fds) until the plugin exits or the deadline
- * passes. It is the exit that ends the wait, not EOF: a grandchild the
- * plugin left behind may hold the pipes open for ever. What the plugin
- * wrote before it exited is in the pipes by then and is drained. 0 once it
- * has exited (still unreaped), -1 on timeout. */
-static int collect(pid_t pid, int out_fd, int err_fd, output *o)
+static void close_pipe(execcred_proc *p, int i)
 {
-    int64_t deadline = mono_ms() + EXECCRED_TIMEOUT_MS;
-    int efd = exit_fd(pid), rc = -1;
-    struct pollfd p[3] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}, {efd, POLLIN, 0}};
-    while (!child_exited(pid)) {
-        int64_t left = deadline - mono_ms();
-        if (left <= 0)
-            goto done;
-        int r = poll(p, 3, efd >= 0 ? (int)left : (int)(left < 20 ? left : 20));
-        if (r < 0 && errno != EINTR)
-            goto done;
-        for (int i = 0; r > 0 && i < 2; i++)
-            if (p[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
-                drain(p[i].fd, i, o))
-                p[i].fd = -1;
-    }
-    for (int i = 0; i < 2; i++)
-        if (p[i].fd >= 0)
-            drain(p[i].fd, i, o);
-    rc = 0;
-done:
-    if (efd >= 0)
-        close(efd);
-    return rc;
+    if (p->fds[i] < 0)
+        return;
+    loop_fd_del(p->l, p->fds[i]);
+    close(p->fds[i]);
+    p->fds[i] = -1;
 }
 
 /* Kill the plugin's process group (the plugin and whatever it left behind
- * that did not move to a group of its own) and reap the plugin. */
-static void kill_and_reap(pid_t pid, int *status)
+ * that did not move to a group of its own) and reap the plugin. The plugin
+ * has exited or is SIGKILLed, so the wait is short. */
+static int kill_and_reap(execcred_proc *p)
 {
-    kill(-pid, SIGKILL);
-    kill(pid, SIGKILL); /* in case it is not a group leader (it always should be) */
-    while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+    int status = 0;
+    if (p->pid <= 0)
+        return 0;
+    kill(-p->pid, SIGKILL);
+    kill(p->pid, SIGKILL); /* in case it is not a group leader (it always should be) */
+    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
         ;
+    p->pid = -1;
+    return status;
 }
 
-int execcred_run(const kube_exec_config *cfg, const execcred_cluster *cluster, execcred *out,
-                 kl_err *err)
+/* Stop watching, kill and reap; the proc's resources, not the proc. */
+static int stop(execcred_proc *p)
 {
-    int rc = -1, spawned = 0, status = 0;
-    int outp[2] = {-1, -1}, errp[2] = {-1, -1};
-    pid_t pid = -1;
-    char *info = NULL;
-    char **env = NULL, **argv = NULL;
-    kl_buf so = KL_BUF_INIT;
-    char first_err[256] = "";
-    output o = {&so, 0, first_err, 0, sizeof first_err, 0};
+    if (p->deadline)
+        loop_timer_cancel(p->l, p->deadline);
+    if (p->tick)
+        loop_timer_cancel(p->l, p->tick);
+    p->deadline = p->tick = 0;
+    if (p->efd >= 0) {
+        loop_fd_del(p->l, p->efd);
+        close(p->efd);
+        p->efd = -1;
+    }
+    int status = kill_and_reap(p);
+    close_pipe(p, 0);
+    close_pipe(p, 1);
+    return status;
+}
+
+static void proc_free(execcred_proc *p)
+{
+    if (p->out.data)
+        memset(p->out.data, 0, p->out.len);   /* held a credential */
+    kl_buf_free(&p->out);
+    free(p->cmd);
+    free(p->api_version);
+    free(p);
+}
+
+void execcred_cancel(execcred_proc *p)
+{
+    if (!p)
+        return;
+    stop(p);
+    proc_free(p);
+}
+
+/* The run is over (p->state says how): kill what is left, build the answer,
+ * call back, free. */
+static void finish(execcred_proc *p)
+{
+    if (p->state == EXITED) {
+        /* What the plugin wrote before it exited is in the pipes: take it, but
+         * no more than the caps (a grandchild may still be writing). */
+        for (int i = 0; i < 2; i++)
+            if (p->fds[i] >= 0)
+                drain(p, i, p->max_output + 1);
+    }
+    int status = stop(p);
+    execcred cred;
+    kl_err err = {0};
+    int rc = -1;
+    const char *sep = p->first_err[0] ? ": " : "";
+    memset(&cred, 0, sizeof cred);
+    switch (p->state) {
+    case TIMED_OUT:
+        if (p->timeout_ms % 1000 == 0)
+            kl_err_set(&err, KL_ETIMEOUT, "exec plugin %s failed: no answer within %llu s "
+                       "(killed)", p->cmd, (unsigned long long)(p->timeout_ms / 1000));
+        else
+            kl_err_set(&err, KL_ETIMEOUT, "exec plugin %s failed: no answer within %llu ms "
+                       "(killed)", p->cmd, (unsigned long long)p->timeout_ms);
+        break;
+    case OUT_TOO_BIG:
+    case ERR_TOO_BIG:
+        kl_err_set(&err, KL_EINVAL, "exec plugin %s printed more than %zu bytes on %s (killed)",
+                   p->cmd, p->max_output, p->state == OUT_TOO_BIG ? "stdout" : "stderr");
+        break;
+    default:
+        if (WIFSIGNALED(status)) {
+            kl_err_set(&err, KL_EIO, "exec plugin %s failed: killed by signal %d%s%s", p->cmd,
+                       WTERMSIG(status), sep, p->first_err);
+        } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            kl_err_set(&err, KL_EIO, "exec plugin %s failed: exit status %d%s%s", p->cmd,
+                       WIFEXITED(status) ? WEXITSTATUS(status) : -1, sep, p->first_err);
+        } else {
+            kl_err perr = {0};
+            if (execcred_parse(p->out.data ? p->out.data : "", p->out.len, p->api_version,
+                               &cred, &perr) != 0)
+                kl_err_set(&err, KL_EINVAL,
+                           "exec plugin %s returned invalid ExecCredential: %s", p->cmd,
+                           perr.msg);
+            else
+                rc = 0;
+        }
+        break;
+    }
+    p->done(p->ud, rc, &cred, &err);
+    execcred_free(&cred);
+    proc_free(p);
+}
+
+static void on_exit_seen(execcred_proc *p)
+{
+    p->state = EXITED;
+    finish(p);
+}
+
+static void on_pipe(loop *l, int fd, int events, void *ud)
+{
+    execcred_proc *p = ud;
+    (void)l;
+    (void)events;
+    int i = fd == p->fds[0] ? 0 : 1;
+    int eof = drain(p, i, READ_PER_WAKE);
+    if (p->state != RUNNING) {
+        finish(p);             /* a cap was passed: kill it now */
+        return;
+    }
+    if (eof)
+        close_pipe(p, i);     /* the exit, not this, ends the run */
+}
+
+static void on_pidfd(loop *l, int fd, int events, void *ud)
+{
+    (void)l;
+    (void)fd;
+    (void)events;
+    on_exit_seen(ud);
+}
+
+static void on_tick(loop *l, void *ud)
+{
+    execcred_proc *p = ud;
+    p->tick = 0;
+    if (child_exited(p->pid)) {
+        on_exit_seen(p);
+        return;
+    }
+    p->tick = loop_timer_add(l, EXIT_POLL_MS, on_tick, p);
+}
+
+static void on_deadline(loop *l, void *ud)
+{
+    execcred_proc *p = ud;
+    (void)l;
+    p->deadline = 0;
+    /* It may have exited since the last look: that is an answer, not a timeout. */
+    p->state = child_exited(p->pid) ? EXITED : TIMED_OUT;
+    finish(p);
+}
+
+/* posix_spawnp the plugin with stdin /dev/null, stdout and stderr on the
+ * pipes' write ends, a clean signal mask and its own process group. */
+static int spawn(const kube_exec_config *cfg, char **argv, char **env, int out_w, int err_w,
+                 pid_t *pid, kl_err *err)
+{
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
-    int fa_init = 0, attr_init = 0;
-    const char *cmd = cfg && cfg->command ? cfg->command : "";
-
-    memset(out, 0, sizeof *out);
-    if (!*cmd) {
-        kl_err_set(err, KL_EINVAL, "exec plugin has no command");
-        goto out;
+    const char *cmd = cfg->command;
+    if (posix_spawn_file_actions_init(&fa) != 0)
+        return kl_err_set(err, KL_ENOMEM, "exec plugin %s: out of memory", cmd);
+    if (posix_spawnattr_init(&attr) != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        return kl_err_set(err, KL_ENOMEM, "exec plugin %s: out of memory", cmd);
     }
-    info = exec_info(cfg, cluster);
-    env = info ? child_env(cfg, info) : NULL;
-    argv = calloc(cfg->nargs + 2, sizeof *argv);
-    if (!env || !argv) {
-        kl_err_set(err, KL_ENOMEM, "exec plugin %s: out of memory", cmd);
-        goto out;
-    }
-    argv[0] = (char *)cmd;
-    for (size_t i = 0; i < cfg->nargs; i++)
-        argv[i + 1] = cfg->args[i];
-    if (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0) {
-        kl_err_set(err, KL_EIO, "exec plugin %s: pipe: %s", cmd, strerror(errno));
-        goto out;
-    }
-    if (posix_spawn_file_actions_init(&fa) != 0) {
-        kl_err_set(err, KL_ENOMEM, "exec plugin %s: out of memory", cmd);
-        goto out;
-    }
-    fa_init = 1;
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
+    int e = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (!e)
+        e = posix_spawn_file_actions_adddup2(&fa, out_w, 1);
+    if (!e)
+        e = posix_spawn_file_actions_adddup2(&fa, err_w, 2);
     /* The loop blocks the signals it takes through signalfd; the plugin must
      * start with a clean mask and default handlers or SIGTERM could not stop it. */
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);
-    if (posix_spawnattr_init(&attr) != 0) {
-        kl_err_set(err, KL_ENOMEM, "exec plugin %s: out of memory", cmd);
-        goto out;
-    }
-    attr_init = 1;
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
+    if (!e)
+        e = posix_spawnattr_setsigmask(&attr, &none);
+    if (!e)
+        e = posix_spawnattr_setsigdefault(&attr, &all);
     /* Its own process group, so that what it leaves behind can be killed. */
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                        POSIX_SPAWN_SETPGROUP);
-    int e = posix_spawnp(&pid, cmd, &fa, &attr, argv, env);
-    if (e != 0) {
-        if (e == ENOENT)
-            kl_err_set(err, KL_EINVAL, "exec plugin %s not found: %s", cmd,
-                       cfg->install_hint && *cfg->install_hint
-                           ? cfg->install_hint
-                           : "install it or fix users[].user.exec.command in the kubeconfig");
-        else
-            kl_err_set(err, KL_EIO, "exec plugin %s cannot start: %s", cmd, strerror(e));
-        goto out;
+    if (!e)
+        e = posix_spawnattr_setpgroup(&attr, 0);
+    if (!e)
+        e = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                                POSIX_SPAWN_SETPGROUP);
+    if (!e)
+        e = posix_spawnp(pid, cmd, &fa, &attr, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (e == ENOENT)
+        return kl_err_set(err, KL_EINVAL, "exec plugin %s not found: %s", cmd,
+                          cfg->install_hint && *cfg->install_hint
+                              ? cfg->install_hint
+                              : "install it or fix users[].user.exec.command in the kubeconfig");
+    if (e)
+        return kl_err_set(err, KL_EIO, "exec plugin %s cannot start: %s", cmd, strerror(e));
+    return 0;
+}
+
+execcred_proc *execcred_start(loop *l, const kube_exec_config *cfg,
+                              const execcred_cluster *cluster, const execcred_opts *opts,
+                              execcred_done_cb done, void *ud, kl_err *err)
+{
+    execcred_proc *p = NULL;
+    char *info = NULL;
+    char **env = NULL, **argv = NULL;
+    int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+    pid_t pid = -1;
+    const char *cmd = cfg && cfg->command ? cfg->command : "";
+
+    if (!*cmd) {
+        kl_err_set(err, KL_EINVAL, "exec plugin has no command");
+        goto fail;
     }
-    spawned = 1;
+    p = calloc(1, sizeof *p);
+    if (p) {
+        p->l = l;
+        p->pid = -1;
+        p->fds[0] = p->fds[1] = p->efd = -1;
+    }
+    info = exec_info(cfg, cluster);
+    env = info ? child_env(cfg, info) : NULL;
+    argv = calloc(cfg->nargs + 2, sizeof *argv);
+    if (p) {
+        p->cmd = strdup(cmd);
+        p->api_version = cfg->api_version ? strdup(cfg->api_version) : NULL;
+    }
+    if (!p || !env || !argv || !p->cmd || (cfg->api_version && !p->api_version)) {
+        kl_err_set(err, KL_ENOMEM, "exec plugin %s: out of memory", cmd);
+        goto fail;
+    }
+    p->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : EXECCRED_TIMEOUT_MS;
+    p->max_output = opts && opts->max_output ? opts->max_output : EXECCRED_MAX_OUTPUT;
+    p->done = done;
+    p->ud = ud;
+    argv[0] = (char *)cmd;
+    for (size_t i = 0; i < cfg->nargs; i++)
+        argv[i + 1] = cfg->args[i];
+    if (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0) {
+        kl_err_set(err, KL_EIO, "exec plugin %s: pipe: %s", cmd, strerror(errno));
+        goto fail;
+    }
+    if (spawn(cfg, argv, env, outp[1], errp[1], &pid, err) != 0)
+        goto fail;
+    p->pid = pid;
     close(outp[1]);
     close(errp[1]);
     outp[1] = errp[1] = -1;
-    fcntl(outp[0], F_SETFL, O_NONBLOCK);
-    fcntl(errp[0], F_SETFL, O_NONBLOCK);
-    int timed_out = collect(pid, outp[0], errp[0], &o) != 0;
-    kill_and_reap(pid, &status);
-    spawned = 0;
-    if (timed_out) {
-        kl_err_set(err, KL_ETIMEOUT, "exec plugin %s failed: no answer within %d s (killed)", cmd,
-                   EXECCRED_TIMEOUT_MS / 1000);
-        goto out;
+    p->fds[0] = outp[0];
+    p->fds[1] = errp[0];
+    outp[0] = errp[0] = -1;
+    for (int i = 0; i < 2; i++) {
+        if (fcntl(p->fds[i], F_SETFL, O_NONBLOCK) != 0 ||
+            loop_fd_add(l, p->fds[i], LOOP_READ, on_pipe, p) != 0) {
+            kl_err_set(err, KL_EIO, "exec plugin %s: cannot watch its output: %s", cmd,
+                       strerror(errno));
+            goto fail;
+        }
     }
-    if (WIFSIGNALED(status)) {
-        kl_err_set(err, KL_EIO, "exec plugin %s failed: killed by signal %d%s%s", cmd,
-                   WTERMSIG(status), first_err[0] ? ": " : "", first_err);
-        goto out;
+    p->efd = opts && opts->no_pidfd ? -1 : exit_fd(pid);
+    if (p->efd >= 0 && loop_fd_add(l, p->efd, LOOP_READ, on_pidfd, p) != 0) {
+        close(p->efd);
+        p->efd = -1;
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        kl_err_set(err, KL_EIO, "exec plugin %s failed: exit status %d%s%s", cmd,
-                   WIFEXITED(status) ? WEXITSTATUS(status) : -1, first_err[0] ? ": " : "",
-                   first_err);
-        goto out;
+    if (p->efd < 0)
+        p->tick = loop_timer_add(l, EXIT_POLL_MS, on_tick, p);
+    p->deadline = loop_timer_add(l, p->timeout_ms, on_deadline, p);
+    if ((p->efd < 0 && !p->tick) || !p->deadline) {
+        kl_err_set(err, KL_ENOMEM, "exec plugin %s: out of memory", cmd);
+        goto fail;
     }
-    if (o.overflow) {
-        kl_err_set(err, KL_EINVAL, "exec plugin %s printed more than %u bytes", cmd, MAX_STDOUT);
-        goto out;
+    free(info);
+    free(env);
+    free(argv);
+    return p;
+fail:
+    if (p) {
+        stop(p);               /* kills and reaps a spawned plugin */
+        proc_free(p);
     }
-    kl_err perr = {0};
-    if (execcred_parse(so.data ? so.data : "", so.len, cfg->api_version, out, &perr) != 0) {
-        kl_err_set(err, KL_EINVAL, "exec plugin %s returned invalid ExecCredential: %s", cmd,
-                   perr.msg);
-        goto out;
-    }
-    rc = 0;
-out:
-    if (spawned)
-        kill_and_reap(pid, &status);
-    if (fa_init)
-        posix_spawn_file_actions_destroy(&fa);
-    if (attr_init)
-        posix_spawnattr_destroy(&attr);
     for (int i = 0; i < 2; i++) {
         if (outp[i] >= 0)
             close(outp[i]);
         if (errp[i] >= 0)
             close(errp[i]);
     }
-    if (so.data)
-        memset(so.data, 0, so.len);   /* held a credential */
-    kl_buf_free(&so);
     free(info);
     free(env);
     free(argv);
-    return rc;
+    return NULL;
 }

@@ -14,6 +14,17 @@
  * after a backoff. Every credential is put into a header buffer for one
  * send and scrubbed at once; nothing that logs or builds a message ever
  * sees it.
+ *
+ * Exec plugin credentials, like client-go: a call that finds no fresh
+ * credential starts the plugin (execcred_start, on the loop) or, when a run
+ * is in flight, joins it; either way it waits (flag cred_wait, no timer, no
+ * transfer) while everything else on the loop goes on. When the run ends,
+ * every waiting call is sent again from a timer: with the new credential,
+ * or failed with the plugin's error. A failed run is logged once (again
+ * only when the message changes) and starts a backoff (500 ms doubling to
+ * 30 s) during which calls fail at once with the same error instead of
+ * spawning the plugin in a hot loop; the first call after it runs the
+ * plugin again.
  */
 #include "kube.h"
 
@@ -39,6 +50,8 @@
 #define RETRY_AFTER_CAP_MS 60000
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_CAP_MS 10000
+#define EXEC_BACKOFF_BASE_MS 500      /* after a failed plugin run */
+#define EXEC_BACKOFF_CAP_MS 30000
 
 struct kube_client {
     loop *l;
@@ -52,6 +65,10 @@ struct kube_client {
     uint64_t file_token_ms;      /* when it was read (loop_time_ms) */
     execcred cred;               /* owned; exec plugin result, cached */
     unsigned cred_gen;           /* bumped whenever the credential is refreshed */
+    execcred_proc *cred_run;     /* the plugin run in flight, shared by every waiting call */
+    int cred_failures;           /* failed plugin runs in a row (backoff) */
+    uint64_t cred_retry_ms;      /* after a failure, no new run before this (loop_time_ms) */
+    char cred_error[1024];       /* the last failed run's message; "" after a success */
     int token_stale;             /* a 401 says: re-read the token file now */
     char *ca_pem;                /* owned; CA file contents for provideClusterInfo */
     size_t ca_len;
@@ -74,6 +91,8 @@ struct kube_call {
     int attempt;                 /* retries so far */
     int auth_retried;            /* a 401 already made us refresh credentials */
     unsigned cred_gen;           /* c->cred_gen when this attempt was sent */
+    int cred_wait;               /* waiting for c->cred_run */
+    int cred_ran;                /* the run it waited for has ended: use its outcome */
     int cancelled;               /* kube_cancel from inside one of our callbacks */
     int in_cb;
     watchframe *wf;              /* watches */
@@ -327,6 +346,7 @@ void kube_client_free(kube_client *c)
         c->calls->in_cb = 0;     /* freeing the client from its own callback is misuse */
         kube_cancel(c->calls);
     }
+    execcred_cancel(c->cred_run);
     execcred_free(&c->cred);
     if (c->file_token) {
         memset(c->file_token, 0, strlen(c->file_token));
@@ -394,11 +414,50 @@ static int file_token(kube_client *c, kl_err *err)
     return 0;
 }
 
-/* Make sure the exec plugin's credential is fresh, running it if needed. */
-static int exec_token(kube_client *c, kl_err *err)
+static void call_send(loop *l, void *ud);
+
+/* A plugin run ended: keep the credential or the error, then send every
+ * call that waited for it again (from timers: no callback of theirs runs
+ * here). */
+static void on_exec_done(void *ud, int rc, execcred *cred, const kl_err *err)
 {
-    if (execcred_fresh(&c->cred, (int64_t)time(NULL)))
-        return 0;
+    kube_client *c = ud;
+    c->cred_run = NULL;
+    if (rc == 0) {
+        execcred_free(&c->cred);
+        c->cred = *cred;
+        memset(cred, 0, sizeof *cred);
+        c->cred_gen++;
+        if (c->cred_error[0])
+            kl_log(KL_LOG_INFO, "exec credential plugin works again", "command",
+                   c->cfg.exec->command, NULL);
+        c->cred_error[0] = '\0';
+        c->cred_failures = 0;
+    } else {
+        uint64_t backoff = EXEC_BACKOFF_CAP_MS;
+        if (c->cred_failures < 16)
+            backoff = (uint64_t)EXEC_BACKOFF_BASE_MS << c->cred_failures;
+        if (backoff > EXEC_BACKOFF_CAP_MS)
+            backoff = EXEC_BACKOFF_CAP_MS;
+        c->cred_failures++;
+        c->cred_retry_ms = loop_time_ms() + backoff;
+        /* Once, not once per waiting call or per run of the same failure. */
+        if (strcmp(c->cred_error, err->msg) != 0)
+            kl_log(KL_LOG_WARN, "exec credential plugin failed", "error", err->msg, NULL);
+        snprintf(c->cred_error, sizeof c->cred_error, "%s", err->msg);
+    }
+    for (kube_call *call = c->calls; call; call = call->next) {
+        if (!call->cred_wait)
+            continue;
+        call->cred_wait = 0;
+        call->cred_ran = 1;
+        call->timer = loop_timer_add(c->l, 0, call_send, call);
+    }
+}
+
+/* Start the plugin (the caller found no fresh credential and no run). */
+static int exec_start(kube_client *c, kl_err *err)
+{
     execcred_free(&c->cred);
     c->cred_gen++;
     execcred_cluster cl = {0};
@@ -417,18 +476,44 @@ static int exec_token(kube_client *c, kl_err *err)
         }
     }
     kl_log(KL_LOG_V2, "running exec credential plugin", "command", c->cfg.exec->command, NULL);
-    return execcred_run(c->cfg.exec, &cl, &c->cred, err);
+    kl_err serr = {0};
+    c->cred_run = execcred_start(c->l, c->cfg.exec, &cl, NULL, on_exec_done, c, &serr);
+    if (!c->cred_run) {
+        on_exec_done(c, -1, NULL, &serr);   /* logged and backed off like a failed run */
+        return kl_err_set(err, serr.code, "%s", serr.msg);
+    }
+    return 0;
 }
 
-/* The bearer token for the next send (borrowed), or NULL for none. */
-static int current_token(kube_client *c, const char **tok, kl_err *err)
+/* The exec plugin's credential for call: 0 when c->cred may be used, 1
+ * when the call must wait for a run (now in flight), -1 with err set when
+ * it fails (the plugin's error). */
+static int exec_token(kube_client *c, kube_call *call, kl_err *err)
+{
+    int ran = call->cred_ran;
+    call->cred_ran = 0;
+    int have = c->cred.token || c->cred.cert_pem;
+    /* A credential the call waited for is used even if it is already stale:
+     * else a plugin handing out short-lived tokens would be run for ever. */
+    if (have && (ran || execcred_fresh(&c->cred, (int64_t)time(NULL))))
+        return 0;
+    if (c->cred_run)
+        return 1;
+    if (c->cred_error[0] && (ran || loop_time_ms() < c->cred_retry_ms))
+        return kl_err_set(err, KL_EIO, "%s", c->cred_error);
+    return exec_start(c, err) == 0 ? 1 : -1;
+}
+
+/* The bearer token for the next send (borrowed), or NULL for none: 0, or 1
+ * when the call must wait for the exec plugin, or -1. */
+static int current_token(kube_client *c, kube_call *call, const char **tok, kl_err *err)
 {
     *tok = NULL;
     if (c->cfg.exec) {
-        if (exec_token(c, err) != 0)
-            return -1;
-        *tok = c->cred.token;
-        return 0;
+        int r = exec_token(c, call, err);
+        if (r == 0)
+            *tok = c->cred.token;
+        return r;
     }
     if (c->cfg.token_file) {
         if (file_token(c, err) != 0)
@@ -652,7 +737,12 @@ static void call_send(loop *l, void *ud)
 
     call->timer = 0;
     memset(&res, 0, sizeof res);
-    if (current_token(c, &tok, &err) != 0) {
+    int tr = current_token(c, call, &tok, &err);
+    if (tr == 1) {
+        call->cred_wait = 1;    /* on_exec_done sends it again */
+        goto out;
+    }
+    if (tr != 0) {
         res.http_code = 0;
         snprintf(res.reason, sizeof res.reason, "Unauthorized");
         snprintf(res.message, sizeof res.message, "%s", err.msg);

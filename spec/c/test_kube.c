@@ -11,7 +11,10 @@
 #include "rest.h"
 
 #include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define FIX "spec/support/execplugin-fixtures/"
@@ -272,6 +275,75 @@ static char *slurp(const char *path)
     return buf;
 }
 
+/* Run a plugin on a loop of its own until it answers: execcred_start's
+ * result as the old synchronous call gave it. */
+typedef struct plugin_run {
+    int done, rc;
+    execcred cred;
+    kl_err err;
+    loop *l;
+    int ticks;              /* timer ticks seen while the plugin ran */
+    char go[96];            /* the file a tick creates (wait-file.sh), or "" */
+} plugin_run;
+
+static void plugin_done(void *ud, int rc, execcred *cred, const kl_err *err)
+{
+    plugin_run *r = ud;
+    r->done = 1;
+    r->rc = rc;
+    if (rc == 0) {
+        r->cred = *cred;
+        memset(cred, 0, sizeof *cred);
+    } else {
+        r->err = *err;
+    }
+}
+
+/* Every 10 ms while the plugin runs; the third tick lets wait-file.sh go. */
+static void plugin_tick(loop *l, void *ud)
+{
+    plugin_run *r = ud;
+    if (r->done)
+        return;
+    if (++r->ticks == 3 && r->go[0]) {
+        FILE *f = fopen(r->go, "w");
+        if (f)
+            fclose(f);
+    }
+    loop_timer_add(l, 10, plugin_tick, r);
+}
+
+static int run_plugin_opts(const kube_exec_config *cfg, const execcred_cluster *cl,
+                           const execcred_opts *o, plugin_run *r)
+{
+    kl_err err = {0};
+    r->l = loop_new(&err);
+    if (!r->l)
+        return -1;
+    execcred_proc *p = execcred_start(r->l, cfg, cl, o, plugin_done, r, &r->err);
+    if (!p) {
+        loop_free(r->l);
+        return -1;
+    }
+    CHECK(!r->done);            /* never called back from inside execcred_start */
+    loop_timer_add(r->l, 10, plugin_tick, r);
+    while (!r->done)
+        loop_run_once(r->l, 1000);
+    loop_free(r->l);
+    return r->rc;
+}
+
+static int run_plugin(const kube_exec_config *cfg, const execcred_cluster *cl, execcred *out,
+                      kl_err *err)
+{
+    plugin_run r;
+    memset(&r, 0, sizeof r);
+    int rc = run_plugin_opts(cfg, cl, NULL, &r);
+    *out = r.cred;
+    *err = r.err;
+    return rc;
+}
+
 TEST(exec_plugin_runs)
 {
     char out[64];
@@ -291,7 +363,7 @@ TEST(exec_plugin_runs)
     execcred_cluster cl = {"https://127.0.0.1:6443", "klua-test.local", 0, "PEM", 3};
     execcred c;
     kl_err err = {0};
-    CHECK(execcred_run(&cfg, &cl, &c, &err) == 0);
+    CHECK(run_plugin(&cfg, &cl, &c, &err) == 0);
     CHECK_STR(c.token, "fixture-token");
     CHECK(c.expires_at == 4070908800LL);
     execcred_free(&c);
@@ -308,7 +380,7 @@ TEST(exec_plugin_runs)
               NULL);
     }
     cfg.provide_cluster_info = 0;
-    CHECK(execcred_run(&cfg, &cl, &c, &err) == 0);
+    CHECK(run_plugin(&cfg, &cl, &c, &err) == 0);
     execcred_free(&c);
     seen = slurp(out);
     CHECK(seen && strstr(seen, "info={\"apiVersion\":\"client.authentication.k8s.io/v1\","
@@ -318,7 +390,7 @@ TEST(exec_plugin_runs)
     kube_exec_config cert = {0};
     cert.api_version = (char *)"client.authentication.k8s.io/v1beta1";
     cert.command = (char *)FIX "cert.sh";
-    CHECK(execcred_run(&cert, NULL, &c, &err) == 0);
+    CHECK(run_plugin(&cert, NULL, &c, &err) == 0);
     CHECK(c.token == NULL);
     CHECK(c.cert_pem && strstr(c.cert_pem, "BEGIN CERTIFICATE-----\nAAAA\n"));
     CHECK(c.key_pem && c.key_len == strlen(c.key_pem));
@@ -333,19 +405,133 @@ TEST(exec_plugin_failures)
     kl_err err = {0};
     cfg.api_version = (char *)"client.authentication.k8s.io/v1";
     cfg.command = (char *)FIX "fail.sh";
-    CHECK(execcred_run(&cfg, NULL, &c, &err) == -1);
+    CHECK(run_plugin(&cfg, NULL, &c, &err) == -1);
     CHECK_STR(err.msg, "exec plugin " FIX "fail.sh failed: exit status 3: cannot reach the "
-                       "identity provider");
+                       "identity provider; second line");
     cfg.command = (char *)FIX "garbage.sh";
-    CHECK(execcred_run(&cfg, NULL, &c, &err) == -1);
+    CHECK(run_plugin(&cfg, NULL, &c, &err) == -1);
     CHECK(strncmp(err.msg, "exec plugin " FIX "garbage.sh returned invalid ExecCredential: "
                   "invalid JSON", strlen("exec plugin " FIX "garbage.sh returned invalid "
                                          "ExecCredential: invalid JSON")) == 0);
     cfg.command = (char *)"klua-no-such-plugin";
     cfg.install_hint = (char *)"install klua-no-such-plugin from https://example.invalid";
-    CHECK(execcred_run(&cfg, NULL, &c, &err) == -1);
+    CHECK(run_plugin(&cfg, NULL, &c, &err) == -1);
     CHECK_STR(err.msg, "exec plugin klua-no-such-plugin not found: install klua-no-such-plugin "
                        "from https://example.invalid");
+}
+
+/* The loop goes on while a plugin runs: wait-file.sh answers only once a
+ * loop timer has created its file, which a blocking run could never do. */
+TEST(exec_plugin_runs_while_the_loop_goes_on)
+{
+    for (int nopid = 0; nopid < 2; nopid++) {   /* pidfd, then the timer fallback */
+        plugin_run r;
+        memset(&r, 0, sizeof r);
+        char calls[96], go_env[128], calls_env[128];
+        snprintf(r.go, sizeof r.go, "/tmp/klua-test-kube-go-%d-%d", (int)getpid(), nopid);
+        snprintf(calls, sizeof calls, "/tmp/klua-test-kube-calls-%d-%d", (int)getpid(), nopid);
+        unlink(r.go);
+        unlink(calls);
+        snprintf(go_env, sizeof go_env, "FIXTURE_GO=%s", r.go);
+        snprintf(calls_env, sizeof calls_env, "FIXTURE_CALLS=%s", calls);
+        char *env[] = {go_env, calls_env};
+        kube_exec_config cfg = {0};
+        cfg.command = (char *)FIX "wait-file.sh";
+        cfg.env = env;
+        cfg.nenv = 2;
+        execcred_opts o = {0, 0, nopid};
+        CHECK(run_plugin_opts(&cfg, NULL, &o, &r) == 0);
+        CHECK_STR(r.cred.token, "fixture-token");
+        CHECK(r.ticks >= 3);
+        char *seen = slurp(calls);
+        CHECK(seen && strcmp(seen, "started\nanswered\n") == 0);
+        execcred_free(&r.cred);
+        unlink(r.go);
+        unlink(calls);
+    }
+}
+
+static int gone(pid_t pid)
+{
+    char path[64], st[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1;
+    size_t n = fread(st, 1, sizeof st - 1, f);
+    fclose(f);
+    st[n] = '\0';
+    char *p = strrchr(st, ')');
+    return p && p[1] == ' ' && p[2] == 'Z';   /* a zombie waiting for init */
+}
+
+/* A plugin that never answers is killed at the timeout, with what it
+ * started; the loop ran meanwhile. */
+TEST(exec_plugin_timeout_kills_it_and_its_children)
+{
+    char out[96], out_env[128];
+    snprintf(out, sizeof out, "/tmp/klua-test-kube-hang-%d", (int)getpid());
+    unlink(out);
+    snprintf(out_env, sizeof out_env, "FIXTURE_OUT=%s", out);
+    char *env[] = {out_env};
+    kube_exec_config cfg = {0};
+    cfg.command = (char *)FIX "hang.sh";
+    cfg.env = env;
+    cfg.nenv = 1;
+    execcred_opts o = {300, 0, 0};
+    plugin_run r;
+    memset(&r, 0, sizeof r);
+    CHECK(run_plugin_opts(&cfg, NULL, &o, &r) == -1);
+    CHECK_STR(r.err.msg, "exec plugin " FIX "hang.sh failed: no answer within 300 ms (killed)");
+    CHECK(r.ticks >= 3);
+    char *pidtext = slurp(out);
+    pid_t pid = pidtext ? (pid_t)strtol(pidtext, NULL, 10) : 0;
+    CHECK(pid > 0);
+    /* SIGKILL is delivered at once, but /proc may show it for a moment. */
+    for (int i = 0; pid > 0 && i < 500 && !gone(pid); i++) {
+        loop *l = loop_new(&r.err);
+        loop_run_once(l, 10);
+        loop_free(l);
+    }
+    CHECK(pid > 0 && gone(pid));
+    if (pid > 0 && !gone(pid))
+        kill(pid, SIGKILL);
+    unlink(out);
+}
+
+/* Output past the cap ends the run at once, with a clear error; memory
+ * never holds more than the cap. */
+TEST(exec_plugin_huge_output_is_refused)
+{
+    kube_exec_config cfg = {0};
+    plugin_run r;
+    memset(&r, 0, sizeof r);
+    cfg.command = (char *)"yes";               /* prints for ever */
+    CHECK(run_plugin_opts(&cfg, NULL, NULL, &r) == -1);
+    CHECK_STR(r.err.msg, "exec plugin yes printed more than 1048576 bytes on stdout (killed)");
+
+    char *args[] = {(char *)"-c", (char *)"yes 'noise on stderr' >&2"};
+    memset(&r, 0, sizeof r);
+    cfg.command = (char *)"/bin/sh";
+    cfg.args = args;
+    cfg.nargs = 2;
+    execcred_opts o = {0, 4096, 0};
+    CHECK(run_plugin_opts(&cfg, NULL, &o, &r) == -1);
+    CHECK_STR(r.err.msg, "exec plugin /bin/sh printed more than 4096 bytes on stderr (killed)");
+}
+
+/* A plugin that prints a token but fails: the message has its first stderr
+ * lines in plain words, never the token. */
+TEST(exec_plugin_error_has_stderr_not_the_token)
+{
+    kube_exec_config cfg = {0};
+    execcred c;
+    kl_err err = {0};
+    cfg.command = (char *)FIX "broken.sh";
+    CHECK(run_plugin(&cfg, NULL, &c, &err) == -1);
+    CHECK_STR(err.msg, "exec plugin " FIX "broken.sh failed: exit status 1: broken-plugin: the "
+                       "identity provider said no; try again later");
+    CHECK(strstr(err.msg, "s3cr3t") == NULL);
 }
 
 static void done_store(void *ud, kube_result *r)
@@ -429,6 +615,10 @@ int main(void)
     RUN(exec_credential_parsing);
     RUN(exec_plugin_runs);
     RUN(exec_plugin_failures);
+    RUN(exec_plugin_runs_while_the_loop_goes_on);
+    RUN(exec_plugin_timeout_kills_it_and_its_children);
+    RUN(exec_plugin_huge_output_is_refused);
+    RUN(exec_plugin_error_has_stderr_not_the_token);
     RUN(refused_connection_is_retried_then_reported);
     curl_global_cleanup();
     DONE();
