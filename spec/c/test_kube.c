@@ -11,6 +11,7 @@
 #include "rest.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -602,6 +603,170 @@ TEST(refused_connection_is_retried_then_reported)
     loop_free(l);
 }
 
+static int count_of(const char *text, const char *what)
+{
+    int n = 0;
+    for (const char *p = text; p && (p = strstr(p, what)); p += strlen(what))
+        n++;
+    return n;
+}
+
+static kube_client *exec_client(loop *l, http_client *h, const char *command, char **env,
+                                size_t nenv)
+{
+    kl_err err = {0};
+    kube_rest_config cfg = {0};
+    cfg.server = strdup("https://127.0.0.1:1");   /* refused: no API server needed */
+    cfg.exec = calloc(1, sizeof *cfg.exec);
+    cfg.exec->command = strdup(command);
+    cfg.exec->env = calloc(nenv + 1, sizeof *cfg.exec->env);
+    for (size_t i = 0; i < nenv; i++)
+        cfg.exec->env[i] = strdup(env[i]);
+    cfg.exec->nenv = nenv;
+    kube_client_opts o = {0, 0, -1, 5000};        /* no retries */
+    return kube_client_new(l, h, &cfg, &o, &err);
+}
+
+/* Requests that need the credential while the plugin runs wait for it: one
+ * run for all of them, then they go out with its token. */
+TEST(exec_plugin_run_is_shared_by_waiting_requests)
+{
+    kl_err err = {0};
+    loop *l = loop_new(&err);
+    http_client *h = l ? http_client_new(l, &err) : NULL;
+    CHECK(h != NULL);
+    if (!h) {
+        loop_free(l);
+        return;
+    }
+    char go[96], calls[96], go_env[128], calls_env[128];
+    snprintf(go, sizeof go, "/tmp/klua-test-kube-sgo-%d", (int)getpid());
+    snprintf(calls, sizeof calls, "/tmp/klua-test-kube-scalls-%d", (int)getpid());
+    unlink(go);
+    unlink(calls);
+    snprintf(go_env, sizeof go_env, "FIXTURE_GO=%s", go);
+    snprintf(calls_env, sizeof calls_env, "FIXTURE_CALLS=%s", calls);
+    char *env[] = {go_env, calls_env};
+    kube_client *c = exec_client(l, h, FIX "wait-file.sh", env, 2);
+    CHECK(c != NULL);
+    if (!c) {
+        http_client_free(h);
+        loop_free(l);
+        return;
+    }
+    kube_result r[4];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 3; i++)
+        CHECK(kube_request(c, "GET", "/api", NULL, NULL, 0, done_store, &r[i]) != NULL);
+    char *seen = NULL;
+    while (!(seen = slurp(calls)) || !strstr(seen, "started"))
+        loop_run_once(l, 20);
+    /* The plugin waits for its file: the loop turns, the requests wait. */
+    for (int i = 0; i < 5; i++)
+        loop_run_once(l, 20);
+    CHECK(r[0].body.len == 0 && r[1].body.len == 0 && r[2].body.len == 0);
+    FILE *f = fopen(go, "w");
+    if (f)
+        fclose(f);
+    while (r[0].body.len == 0 || r[1].body.len == 0 || r[2].body.len == 0)
+        loop_run_once(l, 1000);
+    for (int i = 0; i < 3; i++)   /* sent, with the token: the refusal is the server's */
+        CHECK_STR(r[i].reason, "ConnectionError");
+    seen = slurp(calls);
+    CHECK(seen && strcmp(seen, "started\nanswered\n") == 0);
+    CHECK(kube_client_stats(c).requests == 3);
+    /* No expiry: the next request uses the cached credential. */
+    CHECK(kube_request(c, "GET", "/api", NULL, NULL, 0, done_store, &r[3]) != NULL);
+    while (r[3].body.len == 0)
+        loop_run_once(l, 1000);
+    CHECK_STR(r[3].reason, "ConnectionError");
+    seen = slurp(calls);
+    CHECK(seen && strcmp(seen, "started\nanswered\n") == 0);
+    kube_client_free(c);
+    http_client_free(h);
+    loop_free(l);
+    unlink(go);
+    unlink(calls);
+}
+
+/* A failing plugin: every waiting request fails with its error; the error
+ * is logged once; during the backoff requests fail at once without a new
+ * run; after it the plugin runs again. */
+TEST(exec_plugin_failure_is_shared_logged_once_and_backed_off)
+{
+    kl_err err = {0};
+    loop *l = loop_new(&err);
+    http_client *h = l ? http_client_new(l, &err) : NULL;
+    CHECK(h != NULL);
+    if (!h) {
+        loop_free(l);
+        return;
+    }
+    char calls[96], calls_env[128], logf[96];
+    snprintf(calls, sizeof calls, "/tmp/klua-test-kube-fcalls-%d", (int)getpid());
+    snprintf(logf, sizeof logf, "/tmp/klua-test-kube-flog-%d", (int)getpid());
+    unlink(calls);
+    snprintf(calls_env, sizeof calls_env, "FIXTURE_CALLS=%s", calls);
+    char *env[] = {calls_env};
+    kube_client *c = exec_client(l, h, FIX "broken.sh", env, 1);
+    CHECK(c != NULL);
+    /* Capture our stderr (the log) for the section. */
+    fflush(stderr);
+    int saved = dup(2);
+    int lfd = open(logf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(saved >= 0 && lfd >= 0);
+    dup2(lfd, 2);
+    close(lfd);
+
+    const char *want = "exec plugin " FIX "broken.sh failed: exit status 1: broken-plugin: the "
+                       "identity provider said no; try again later";
+    kube_result r[3];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 3; i++)
+        kube_request(c, "GET", "/api", NULL, NULL, 0, done_store, &r[i]);
+    while (r[0].body.len == 0 || r[1].body.len == 0 || r[2].body.len == 0)
+        loop_run_once(l, 1000);
+    uint64_t failed_at = loop_time_ms();
+    for (int i = 0; i < 3; i++) {
+        CHECK_STR(r[i].reason, "Unauthorized");
+        CHECK_STR(r[i].message, want);
+    }
+    CHECK(count_of(slurp(calls), "run") == 1);   /* one run for the three */
+    CHECK(kube_client_stats(c).requests == 0);  /* nothing went out without a credential */
+    /* In the backoff: the same error at once, no new run. */
+    memset(r, 0, sizeof r);
+    kube_request(c, "GET", "/api", NULL, NULL, 0, done_store, &r[0]);
+    while (r[0].body.len == 0)
+        loop_run_once(l, 1000);
+    CHECK_STR(r[0].message, want);
+    CHECK(count_of(slurp(calls), "run") == 1);
+    /* Ask again and again: the plugin runs a second time only after the backoff. */
+    while (count_of(slurp(calls), "run") < 2) {
+        memset(r, 0, sizeof r);
+        kube_request(c, "GET", "/api", NULL, NULL, 0, done_store, &r[0]);
+        while (r[0].body.len == 0)
+            loop_run_once(l, 1000);
+        CHECK_STR(r[0].message, want);
+        loop_run_once(l, 50);
+    }
+    CHECK(loop_time_ms() - failed_at >= 500);
+    kube_client_free(c);
+
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char *log = slurp(logf);
+    CHECK(log && count_of(log, "exec credential plugin failed") == 1);   /* same error: once */
+    CHECK(log && count_of(log, "the identity provider said no") == 1);
+    CHECK(log && strstr(log, "s3cr3t") == NULL);
+    if (log)
+        fputs(log, stderr);
+    http_client_free(h);
+    loop_free(l);
+    unlink(calls);
+    unlink(logf);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -620,6 +785,8 @@ int main(void)
     RUN(exec_plugin_huge_output_is_refused);
     RUN(exec_plugin_error_has_stderr_not_the_token);
     RUN(refused_connection_is_retried_then_reported);
+    RUN(exec_plugin_run_is_shared_by_waiting_requests);
+    RUN(exec_plugin_failure_is_shared_logged_once_and_backed_off);
     curl_global_cleanup();
     DONE();
 }
