@@ -319,6 +319,7 @@ struct execcred_proc {
     uint64_t timeout_ms;
     size_t max_output;
     int state;                 /* RUNNING until the run ends, then why */
+    int overflow;              /* 0, or OUT_TOO_BIG / ERR_TOO_BIG once a stream passed the cap */
     kl_buf out;                /* stdout (a credential: scrubbed before it is freed) */
     size_t err_bytes;          /* stderr bytes seen */
     char first_err[512];       /* the first ERR_LINES non-blank lines of stderr, "; "-joined */
@@ -358,13 +359,13 @@ static void keep_err(execcred_proc *p, const char *b, size_t n)
 }
 
 /* Read what is there on pipe i (0 stdout, 1 stderr), at most `budget`
- * bytes. Returns 1 at EOF or error, 0 when the pipe is empty or the budget
- * is spent. Past the cap the state says which stream overflowed. */
+ * bytes. Returns 1 at EOF or error, 0 when the pipe is empty, the budget
+ * is spent or a stream passed the cap (p->overflow says which). */
 static int drain(execcred_proc *p, int i, size_t budget)
 {
     char chunk[4096];
     size_t done = 0;
-    while (done < budget && p->state == RUNNING) {
+    while (done < budget && !p->overflow) {
         ssize_t got = read(p->fds[i], chunk, sizeof chunk);
         if (got < 0 && errno == EINTR)
             continue;
@@ -376,12 +377,12 @@ static int drain(execcred_proc *p, int i, size_t budget)
         if (i == 0) {
             if (p->out.len + (size_t)got > p->max_output ||
                 kl_buf_append(&p->out, chunk, (size_t)got) != 0)
-                p->state = OUT_TOO_BIG;
+                p->overflow = OUT_TOO_BIG;
         } else {
             p->err_bytes += (size_t)got;
             keep_err(p, chunk, (size_t)got);
             if (p->err_bytes > p->max_output)
-                p->state = ERR_TOO_BIG;
+                p->overflow = ERR_TOO_BIG;
         }
     }
     memset(chunk, 0, sizeof chunk);
@@ -461,6 +462,8 @@ static void finish(execcred_proc *p)
             if (p->fds[i] >= 0)
                 drain(p, i, p->max_output + 1);
     }
+    if (p->overflow)
+        p->state = p->overflow;
     int status = stop(p);
     execcred cred;
     kl_err err = {0};
@@ -518,7 +521,7 @@ static void on_pipe(loop *l, int fd, int events, void *ud)
     (void)events;
     int i = fd == p->fds[0] ? 0 : 1;
     int eof = drain(p, i, READ_PER_WAKE);
-    if (p->state != RUNNING) {
+    if (p->overflow) {
         finish(p);             /* a cap was passed: kill it now */
         return;
     }

@@ -521,6 +521,29 @@ TEST(exec_plugin_huge_output_is_refused)
     CHECK_STR(r.err.msg, "exec plugin /bin/sh printed more than 4096 bytes on stderr (killed)");
 }
 
+/* A credential bigger than a pipe is read whole; and when the exit is seen
+ * before the last of stdout is read, what is in the pipe then is still part
+ * of the answer (the loop usually reads the pipe first, so this does not
+ * catch a final drain that reads nothing every time). */
+TEST(exec_plugin_output_is_read_whole_after_the_exit)
+{
+    kube_exec_config cfg = {0};
+    cfg.command = (char *)FIX "big.sh";
+    int ok = 0;
+    for (int i = 0; i < 6; i++) {
+        plugin_run r;
+        memset(&r, 0, sizeof r);
+        execcred_opts o = {0, 0, i % 2};
+        if (run_plugin_opts(&cfg, NULL, &o, &r) == 0 && r.cred.token &&
+            strcmp(r.cred.token, "big-token") == 0)
+            ok++;
+        else
+            printf("#   run %d: %s\n", i, r.err.msg);
+        execcred_free(&r.cred);
+    }
+    CHECK(ok == 6);
+}
+
 /* A plugin that prints a token but fails: the message has its first stderr
  * lines in plain words, never the token. */
 TEST(exec_plugin_error_has_stderr_not_the_token)
@@ -784,6 +807,7 @@ int main(void)
     RUN(exec_plugin_timeout_kills_it_and_its_children);
     RUN(exec_plugin_huge_output_is_refused);
     RUN(exec_plugin_error_has_stderr_not_the_token);
+    RUN(exec_plugin_output_is_read_whole_after_the_exit);
     RUN(refused_connection_is_retried_then_reported);
     RUN(exec_plugin_run_is_shared_by_waiting_requests);
     RUN(exec_plugin_failure_is_shared_logged_once_and_backed_off);
