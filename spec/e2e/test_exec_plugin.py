@@ -85,7 +85,9 @@ def seen(cluster, ns, name):
 
 
 def healthz(url):
-    with urllib.request.urlopen(url + "/healthz", timeout=5) as r:
+    # generous: a loop blocked by the plugin answers once the plugin is killed
+    # (10 s); what tells blocked from not is whether the held run answered
+    with urllib.request.urlopen(url + "/healthz", timeout=30) as r:
         return r.status
 
 
