@@ -3,7 +3,9 @@
  * Provides: kube_client, which turns a kube_rest_config into authenticated
  * HTTP exchanges on the loop: bearer token (static, token file re-read every
  * minute, or exec credential plugin cached until expirationTimestamp and
- * re-run on 401), client certificates, basic auth; User-Agent klua/VERSION;
+ * re-run on 401; the plugin runs on the loop, one run shared by every call
+ * that needs it meanwhile, its failure failing them and backed off),
+ * client certificates, basic auth; User-Agent klua/VERSION;
  * client-side throttling (token bucket: qps, burst); retries with jittered
  * backoff on connection errors, 429 and 5xx, honouring Retry-After (only
  * for requests that are safe to repeat: GET, and any verb on a connection

@@ -790,6 +790,46 @@ TEST(exec_plugin_failure_is_shared_logged_once_and_backed_off)
     unlink(logf);
 }
 
+/* A client freed while its plugin runs (klua shutting down) kills the
+ * plugin and what it started; no callback comes afterwards. */
+TEST(exec_plugin_is_killed_when_the_client_is_freed)
+{
+    kl_err err = {0};
+    loop *l = loop_new(&err);
+    http_client *h = l ? http_client_new(l, &err) : NULL;
+    CHECK(h != NULL);
+    if (!h) {
+        loop_free(l);
+        return;
+    }
+    char out[96], out_env[128];
+    snprintf(out, sizeof out, "/tmp/klua-test-kube-free-%d", (int)getpid());
+    unlink(out);
+    snprintf(out_env, sizeof out_env, "FIXTURE_OUT=%s", out);
+    char *env[] = {out_env};
+    kube_client *c = exec_client(l, h, FIX "hang.sh", env, 1);
+    kube_result r;
+    memset(&r, 0, sizeof r);
+    CHECK(c && kube_request(c, "GET", "/api", NULL, NULL, 0, done_store, &r) != NULL);
+    char *pidtext = NULL;
+    while (!(pidtext = slurp(out)) || !strchr(pidtext, '\n'))
+        loop_run_once(l, 20);
+    pid_t pid = (pid_t)strtol(pidtext, NULL, 10);
+    CHECK(pid > 0);
+    kube_client_free(c);
+    for (int i = 0; i < 20; i++)
+        loop_run_once(l, 10);
+    CHECK(r.body.len == 0);                   /* cancelled: never called back */
+    for (int i = 0; pid > 0 && i < 500 && !gone(pid); i++)
+        loop_run_once(l, 10);
+    CHECK(pid > 0 && gone(pid));
+    if (pid > 0 && !gone(pid))
+        kill(pid, SIGKILL);
+    http_client_free(h);
+    loop_free(l);
+    unlink(out);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -811,6 +851,7 @@ int main(void)
     RUN(refused_connection_is_retried_then_reported);
     RUN(exec_plugin_run_is_shared_by_waiting_requests);
     RUN(exec_plugin_failure_is_shared_logged_once_and_backed_off);
+    RUN(exec_plugin_is_killed_when_the_client_is_freed);
     curl_global_cleanup();
     DONE();
 }
