@@ -500,6 +500,54 @@ TEST(exec_plugin_timeout_kills_it_and_its_children)
     unlink(out);
 }
 
+static uint64_t jumpy_now(void *ud)
+{
+    return loop_time_ms() + *(uint64_t *)ud;
+}
+
+/* The timeout is real time: a loop whose clock a test moves ahead (klua
+ * test jumps to the next timer when idle) does not kill a plugin early. */
+TEST(exec_plugin_timeout_is_real_time)
+{
+    plugin_run r;
+    memset(&r, 0, sizeof r);
+    char calls[96], go_env[128], calls_env[128];
+    snprintf(r.go, sizeof r.go, "/tmp/klua-test-kube-jgo-%d", (int)getpid());
+    snprintf(calls, sizeof calls, "/tmp/klua-test-kube-jcalls-%d", (int)getpid());
+    unlink(r.go);
+    unlink(calls);
+    snprintf(go_env, sizeof go_env, "FIXTURE_GO=%s", r.go);
+    snprintf(calls_env, sizeof calls_env, "FIXTURE_CALLS=%s", calls);
+    char *env[] = {go_env, calls_env};
+    kube_exec_config cfg = {0};
+    cfg.command = (char *)FIX "wait-file.sh";
+    cfg.env = env;
+    cfg.nenv = 2;
+    kl_err err = {0};
+    uint64_t offset = 0;
+    loop *l = loop_new(&err);
+    loop_set_clock(l, jumpy_now, &offset);
+    execcred_opts o = {5000, 0, 0};
+    CHECK(execcred_start(l, &cfg, NULL, &o, plugin_done, &r, &err) != NULL);
+    char *seen = NULL;
+    while (!(seen = slurp(calls)) || !strstr(seen, "started"))
+        loop_run_once(l, 10);
+    offset += 60000;                           /* the clock jumps a minute */
+    for (int i = 0; i < 10; i++)
+        loop_run_once(l, 0);
+    CHECK(!r.done);                            /* not killed: 5 s have not passed */
+    FILE *f = fopen(r.go, "w");
+    if (f)
+        fclose(f);
+    while (!r.done)
+        loop_run_once(l, 100);
+    CHECK(r.rc == 0 && r.cred.token && strcmp(r.cred.token, "fixture-token") == 0);
+    execcred_free(&r.cred);
+    loop_free(l);
+    unlink(r.go);
+    unlink(calls);
+}
+
 /* Output past the cap ends the run at once, with a clear error; memory
  * never holds more than the cap. */
 TEST(exec_plugin_huge_output_is_refused)
@@ -845,6 +893,7 @@ int main(void)
     RUN(exec_plugin_failures);
     RUN(exec_plugin_runs_while_the_loop_goes_on);
     RUN(exec_plugin_timeout_kills_it_and_its_children);
+    RUN(exec_plugin_timeout_is_real_time);
     RUN(exec_plugin_huge_output_is_refused);
     RUN(exec_plugin_error_has_stderr_not_the_token);
     RUN(exec_plugin_output_is_read_whole_after_the_exit);
