@@ -12,6 +12,7 @@ The plugin is spec/support/execplugin-fixtures/refresh.sh: it counts its runs
 in a file, holds its answer while a file exists, fails while another does.
 """
 import re
+import time
 import urllib.request
 
 from conftest import ROOT, wait_for
@@ -106,7 +107,9 @@ def test_reconciles_and_health_go_on_while_the_plugin_refreshes(cluster, namespa
                     what="a plugin run holding its answer")
     n = held[0].split()[1]
     # The plugin is still running; the loop is not waiting for it.
+    t0 = time.monotonic()
     assert healthz(url) == 200
+    print(f"/healthz during the held plugin run: {(time.monotonic() - t0) * 1000:.1f} ms")
     labelled_cm(cluster, ns, "b")
     k.wait_log(r"reconciling.*name=\"?b\b", 60)
     assert f"answered {n}" not in plugin.lines()   # still the same run, still waiting
