@@ -366,14 +366,15 @@ static int drain(execcred_proc *p, int i, size_t budget)
 {
     char chunk[4096];
     size_t done = 0;
-    while (done < budget && !p->overflow) {
+    int eof = 0;
+    while (done < budget && !p->overflow && !eof) {
         ssize_t got = read(p->fds[i], chunk, sizeof chunk);
         if (got < 0 && errno == EINTR)
             continue;
-        if (got < 0)
-            return errno == EAGAIN ? 0 : 1;
-        if (got == 0)
-            return 1;
+        if (got <= 0) {
+            eof = got == 0 || errno != EAGAIN;
+            break;
+        }
         done += (size_t)got;
         if (i == 0) {
             if (p->out.len + (size_t)got > p->max_output ||
@@ -386,8 +387,8 @@ static int drain(execcred_proc *p, int i, size_t budget)
                 p->overflow = ERR_TOO_BIG;
         }
     }
-    memset(chunk, 0, sizeof chunk);
-    return 0;
+    memset(chunk, 0, sizeof chunk);   /* may have held a credential */
+    return eof;
 }
 
 static void close_pipe(execcred_proc *p, int i)
