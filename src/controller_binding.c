@@ -296,7 +296,7 @@ static void enqueue_owners(controller_binding *b, const store_obj *o, const stor
                 kl_buf_printf(&key, "%s/%s", o->ns, name);
             else
                 kl_buf_puts(&key, name);
-            if (key.data)
+            if (key.data && !kl_buf_failed(&key))
                 b->ev.enqueue(b->ev.ud, key.data, from);
             kl_buf_free(&key);
         }
