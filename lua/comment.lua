@@ -24,13 +24,10 @@ local webhooks = require "klua.comment_webhooks"
 
 local PERMANENT_RETRY = 300  -- seconds between retries of what a user must fix
 
--- When each Comment (by uid) may talk to GitHub again after a failure, and
--- at which generation it failed. Recording Delivered=False is itself an
--- update that the watch delivers at once; without this, that event would
--- reconcile the key again immediately and skip the backoff just asked for.
--- A spec change (a new generation) is tried at once: the user may have
--- fixed what was wrong. Per Lua state, like the GitHub client's own limits.
-local retry_at = {}
+-- A failure returns requeue_after: klua holds the key that long. The watch's
+-- echo of this reconcile's own writes (the finalizer, Delivered=False) does
+-- not queue it again; a spec change (a new generation) does, at once: the
+-- user may have fixed what was wrong.
 local CONDITION = "Delivered"
 
 local function val(v)
@@ -96,20 +93,7 @@ local function fail(ctx, obj, e)
     end
     ctx.log.info("GitHub request failed", { kind = e.kind, status = e.status, retry_after = e.retry_after })
     local wait = f.retry and math.max(e.retry_after or 5, 1) or PERMANENT_RETRY
-    retry_at[obj.metadata.uid] = { at = ctx:now() + wait, generation = obj.metadata.generation }
     return { requeue_after = wait }
-end
-
--- The seconds still to wait before this object may call GitHub again, or nil.
-local function pending_retry(ctx, obj)
-    local r = retry_at[obj.metadata.uid]
-    if not r then return nil end
-    local left = r.at - ctx:now()
-    if left <= 0 or r.generation ~= obj.metadata.generation then
-        retry_at[obj.metadata.uid] = nil
-        return nil
-    end
-    return left
 end
 
 -- Finds the comment carrying this resource's marker (adopting it) or
@@ -152,8 +136,6 @@ local function reconcile(ctx, obj)
         and conditions.is_true(val(status.conditions), CONDITION) then
         return nil
     end
-    local wait = pending_retry(ctx, obj)
-    if wait then return { requeue_after = wait } end
 
     local gh, err = github.new(ctx)
     if not gh then return fail(ctx, obj, err) end
@@ -198,7 +180,6 @@ local function reconcile(ctx, obj)
         ctx.log.warn("comment delivered but status not recorded", { id = cid, error = tostring(perr) })
         return { requeue = true }
     end
-    retry_at[meta.uid] = nil
     ctx.log.info(msg, { id = cid })
     ctx:event(obj, "Normal", how, msg)
     return nil
@@ -207,11 +188,8 @@ end
 local function finalize(ctx, obj)
     local spec = obj.spec or {}
     if spec.deletionPolicy ~= "Delete" then  -- Retain: leave it on GitHub
-        retry_at[obj.metadata.uid] = nil
         return nil
     end
-    local wait = pending_retry(ctx, obj)
-    if wait then return { requeue_after = wait } end
     local status = val(obj.status) or {}
     local gh, err = github.new(ctx)
     if not gh then return fail(ctx, obj, err) end
@@ -234,7 +212,6 @@ local function finalize(ctx, obj)
         end
         return res
     end
-    retry_at[obj.metadata.uid] = nil
     ctx:event(obj, "Normal", "Deleted", "comment deleted from " .. where(spec))
     return nil
 end

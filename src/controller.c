@@ -24,6 +24,7 @@
 #include "rywcache.h"
 
 #include "controller_binding.h"
+#include "controller_echo.h"
 #include "controller_result.h"
 #include "controller_status.h"
 #include "controller_version.h"
@@ -40,6 +41,8 @@
 #include <string.h>
 #include <time.h>
 
+#define RECONCILE_HELD_MAX 4
+
 typedef struct reconcile {
     struct controller *c;
     controller_version *v;
@@ -52,6 +55,10 @@ typedef struct reconcile {
     size_t nstale;
     uint64_t started_ns;
     char *ns, *name, *uid, *rv;   /* the object as it was when we started */
+    /* Events for this key that came while it ran, held until it ends: an
+     * echo of its own write is known only once the write has answered. */
+    char *held[RECONCILE_HELD_MAX][2];   /* uid, resourceVersion */
+    size_t nheld;
     struct reconcile *next;
 } reconcile;
 
@@ -78,6 +85,7 @@ struct controller {
     controller_version *declared_v; /* whose finalizer the book counts, or NULL */
     loop_timer_id dispatch_timer, sync_timer;
     reconcile *running;
+    controller_echo *echo;     /* what its reconciles wrote, to know the echoes */
     int gate_joined;           /* a member of d.gate */
 };
 
@@ -93,15 +101,96 @@ static uint64_t mono_ns(void)
 
 /* ---- handlers ---- */
 
-static void enqueue(void *ud, const char *key)
+static reconcile *running_key(controller *c, const char *key)
+{
+    for (reconcile *rc = c->running; rc; rc = rc->next)
+        if (!strcmp(rc->key, key))
+            return rc;
+    return NULL;
+}
+
+/* Keep an event for rc's own key until rc ends; 0 when there is no room
+ * (the key is then queued as before: dirty while it runs). */
+static int hold(reconcile *rc, const store_obj *from)
+{
+    if (rc->nheld == RECONCILE_HELD_MAX)
+        return 0;
+    char *uid = strdup(from->uid), *rv = strdup(from->rv);
+    if (!uid || !rv) {
+        free(uid);
+        free(rv);
+        return 0;
+    }
+    rc->held[rc->nheld][0] = uid;
+    rc->held[rc->nheld][1] = rv;
+    rc->nheld++;
+    return 1;
+}
+
+static int is_echo(controller *c, const char *key, const char *uid, const char *rv)
+{
+    if (!controller_echo_is(c->echo, key, uid, rv))
+        return 0;
+    metrics_reconcile_echo_skipped(c->name);
+    if (kl_log_enabled(KL_LOG_V2))
+        kl_log(KL_LOG_V2, "event is the echo of this controller's own write", "controller",
+               c->name, "key", key, "resourceVersion", rv, NULL);
+    return 1;
+}
+
+/* An event for key; from: the object whose add or update it was, or NULL.
+ * The echo of a reconcile's own write does not queue its key again: that
+ * reconcile saw the state (the write's answer), and a requeue_after or a
+ * backoff it asked for stands. */
+static void enqueue(void *ud, const char *key, const store_obj *from)
 {
     controller *c = ud;
     if (c->stopping)
         return;
+    if (from && from->uid && from->rv) {
+        if (is_echo(c, key, from->uid, from->rv))
+            return;
+        reconcile *rc = running_key(c, key);
+        if (rc && hold(rc, from))
+            return;
+    }
     workqueue_add(c->q, key);
 }
 
+/* rc is ending: the events it held queue its key again unless each was the
+ * echo of a write it (or an earlier reconcile of the key) made. */
+static void release_held(reconcile *rc)
+{
+    controller *c = rc->c;
+    int requeue = 0;
+    for (size_t i = 0; i < rc->nheld; i++) {
+        if (!is_echo(c, rc->key, rc->held[i][0], rc->held[i][1]))
+            requeue = 1;
+        free(rc->held[i][0]);
+        free(rc->held[i][1]);
+    }
+    rc->nheld = 0;
+    if (requeue && !c->stopping)
+        workqueue_add(c->q, rc->key);   /* still processing: queued again when done */
+}
+
 static void on_informer_synced(void *ud) { schedule_sync_check(ud); }
+
+/* A reconcile's write answered o: its echo will not queue the key again. */
+static void wrote(void *ud, const char *ns, const char *name, const store_obj *o)
+{
+    controller *c = ud;
+    char key[600];
+    if (!o->uid || !o->rv || !name)
+        return;
+    if (ns && *ns)
+        snprintf(key, sizeof key, "%s/%s", ns, name);
+    else
+        snprintf(key, sizeof key, "%s", name);
+    if (controller_echo_wrote(c->echo, key, o->uid, o->rv) != 0)
+        kl_log(KL_LOG_V1, "write not noted: its echo will queue the key again", "controller",
+               c->name, "key", key, NULL);
+}
 
 /* The cache lookup behind ctx:get / ctx:list. */
 static const store *cache_lookup(void *ud, const char *api_version, const char *kind,
@@ -137,6 +226,10 @@ static void schedule_dispatch(controller *c)
 
 static void free_reconcile(reconcile *rc)
 {
+    for (size_t i = 0; i < rc->nheld; i++) {
+        free(rc->held[i][0]);
+        free(rc->held[i][1]);
+    }
     free(rc->key);
     free(rc->ns);
     free(rc->name);
@@ -165,6 +258,8 @@ static void end_reconcile(reconcile *rc, int done, const char *result)
     lua_State *L = lua_host_state(v->h);
     if (rc->ctx)
         lua_ctx_end(rc->ctx);
+    if (done)
+        release_held(rc);
     if (rc->co_ref != LUA_NOREF)
         lua_host_task_release(v->h, rc->co, rc->co_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, rc->ctx_ref);
@@ -291,7 +386,7 @@ static int setup_reconcile(lua_State *L)
     rc->co = lua_newthread(L);                           /* [ud, co] */
     rc->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawgeti(L, LUA_REGISTRYINDEX, rc->v->runner_ref); /* [ud, runner] */
-    lua_ctx_cache cache = {cache_lookup, c};
+    lua_ctx_cache cache = {cache_lookup, wrote, c};
     rc->ctx = lua_ctx_push(L, c->d.shared, &cache, c->name, a->obj->ns, a->obj->name, resume_cb,
                            rc);                          /* [ud, runner, ctx] */
     lua_pushvalue(L, -1);
@@ -466,7 +561,7 @@ controller *controller_new(lua_host *h, const controller_deps *d, kl_err *err)
     if (!(c->name = strdup(decl->name)))
         goto fail_mem;
     c->q = workqueue_new(d->l, decl->name, NULL);
-    if (!c->q)
+    if (!c->q || !(c->echo = controller_echo_new()))
         goto fail_mem;
     if (!(c->cur = controller_version_new(h, decl->finalizer, err)))
         goto fail;
@@ -512,6 +607,10 @@ static int replace_now(controller *c, lua_host *h, controller_binding *nb, kl_er
      * to zero references, so it keeps running and keeps its cache. */
     controller_binding_events ev = {enqueue, on_informer_synced, c};
     controller_binding_set_cache(nb, &decl->cache);
+    /* The new script has seen nothing: the replay below reaches it whole
+     * (an old version's reconcile still running may note writes again:
+     * their echoes are then the only events those keys skip). */
+    controller_echo_clear(c->echo);
     if (controller_binding_start(nb, c->d.reg, h, decl->selector, &ev, err) != 0) {
         controller_binding_free(nb);
         controller_version_free(v, 0);
@@ -620,6 +719,7 @@ const lua_host *controller_host(const controller *c) { return c->cur->h; }
 lua_host *controller_webhook_host(controller *c, lua_ctx_cache *cache)
 {
     cache->lookup = cache_lookup;
+    cache->wrote = NULL;    /* an admission review's writes are no reconcile's */
     cache->ud = c;
     return c->cur->h;
 }
@@ -661,6 +761,7 @@ void controller_free(controller *c)
         controller_version_free(v, 0);
     }
     controller_version_free(c->cur, 0);
+    controller_echo_free(c->echo);
     metrics_controller_removed(c->name);
     free(c->name);
     free(c);

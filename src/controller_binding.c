@@ -247,17 +247,28 @@ static int passes(controller_binding *b, const lua_predicate *p, const store_obj
 static void on_add(void *ud, const store_obj *o)
 {
     controller_binding *b = ud;
-    b->ev.enqueue(b->ev.ud, o->key);
+    b->ev.enqueue(b->ev.ud, o->key, o);
+}
+
+/* An update that carries a new resourceVersion may be the echo of a write;
+ * one without (a resync) is not. */
+static const store_obj *changed(const store_obj *old, const store_obj *cur)
+{
+    return old && old->rv && cur->rv && strcmp(old->rv, cur->rv) != 0 ? cur : NULL;
 }
 
 static void on_update(void *ud, const store_obj *old, const store_obj *cur)
 {
     controller_binding *b = ud;
     if (passes(b, &lua_host_decl(b->h)->watch.predicate, old, cur))
-        on_add(ud, cur);
+        b->ev.enqueue(b->ev.ud, cur->key, changed(old, cur));
 }
 
-static void on_delete(void *ud, const store_obj *o) { on_add(ud, o); }
+static void on_delete(void *ud, const store_obj *o)
+{
+    controller_binding *b = ud;
+    b->ev.enqueue(b->ev.ud, o->key, NULL);
+}
 
 static int same_group(const char *a, const char *b)
 {
@@ -268,7 +279,7 @@ static int same_group(const char *a, const char *b)
 
 /* handleObject: enqueue the owners of an owned object that are of the
  * watched kind. */
-static void enqueue_owners(controller_binding *b, const store_obj *o)
+static void enqueue_owners(controller_binding *b, const store_obj *o, const store_obj *from)
 {
     json_doc d = {0};
     if (!o || json_parse(&d, o->json, o->json_len, NULL) != 0)
@@ -285,8 +296,8 @@ static void enqueue_owners(controller_binding *b, const store_obj *o)
                 kl_buf_printf(&key, "%s/%s", o->ns, name);
             else
                 kl_buf_puts(&key, name);
-            if (key.data)
-                b->ev.enqueue(b->ev.ud, key.data);
+            if (key.data && !kl_buf_failed(&key))
+                b->ev.enqueue(b->ev.ud, key.data, from);
             kl_buf_free(&key);
         }
         free(av);
@@ -296,36 +307,43 @@ done:
     json_doc_free(&d);
 }
 
+typedef struct emit_to {
+    controller_binding *b;
+    const store_obj *from;
+} emit_to;
+
 static void emit_key(void *ud, const char *key)
 {
-    controller_binding *b = ud;
-    b->ev.enqueue(b->ev.ud, key);
+    emit_to *t = ud;
+    t->b->ev.enqueue(t->b->ev.ud, key, t->from);
 }
 
-/* The keys a secondary object maps to: its owners, or watches[i].map(obj). */
-static void enqueue_mapped(owned *ow, const store_obj *o)
+/* The keys a secondary object maps to: its owners, or watches[i].map(obj).
+ * from: the event's object (enqueue's). */
+static void enqueue_mapped(owned *ow, const store_obj *o, const store_obj *from)
 {
     controller_binding *b = ow->b;
     if (!ow->watches_index) {
-        enqueue_owners(b, o);
+        enqueue_owners(b, o, from);
         return;
     }
     const lua_mapped_watch *w = &lua_host_decl(b->h)->watches[ow->watches_index - 1];
     kl_err err = {0};
-    if (predicate_map(b->h, w->map_ref, o, emit_key, b, &err) < 0)
+    emit_to t = {b, from};
+    if (predicate_map(b->h, w->map_ref, o, emit_key, &t, &err) < 0)
         fn_failed(b, &err);
 }
 
-static void on_owned_add(void *ud, const store_obj *o) { enqueue_mapped(ud, o); }
+static void on_owned_add(void *ud, const store_obj *o) { enqueue_mapped(ud, o, o); }
 static void on_owned_update(void *ud, const store_obj *old, const store_obj *cur)
 {
     owned *ow = ud;
     if (!passes(ow->b, ow->pred, old, cur))
         return;
-    enqueue_mapped(ow, old);
-    enqueue_mapped(ow, cur);
+    enqueue_mapped(ow, old, changed(old, cur));
+    enqueue_mapped(ow, cur, changed(old, cur));
 }
-static void on_owned_delete(void *ud, const store_obj *o) { enqueue_mapped(ud, o); }
+static void on_owned_delete(void *ud, const store_obj *o) { enqueue_mapped(ud, o, NULL); }
 
 static void on_informer_synced(void *ud, informer *inf)
 {

@@ -29,9 +29,12 @@
 
 #include <stddef.h>
 
-/* What the binding tells its controller, on the loop. */
+/* What the binding tells its controller, on the loop. enqueue's from is
+ * the object whose add or update (with a new resourceVersion) the key comes
+ * from, so the controller can tell the echo of its own write
+ * (controller_echo.h); NULL for deletes, resyncs and replays. */
 typedef struct controller_binding_events {
-    void (*enqueue)(void *ud, const char *key);
+    void (*enqueue)(void *ud, const char *key, const store_obj *from);
     void (*synced)(void *ud);     /* one of its informers has synced */
     void *ud;
 } controller_binding_events;

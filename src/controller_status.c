@@ -138,7 +138,9 @@ void controller_status_sync_ready(kube_client *kc, const kube_resource *res, con
         kl_buf_putc(&body, '}');
     }
     kl_buf_puts(&body, "]}}");
-    if (body.data) {
+    if (kl_buf_failed(&body)) {   /* appends are sticky: one check for all */
+        kl_log(KL_LOG_ERROR, "out of memory writing the error condition", "name", o->name, NULL);
+    } else if (body.data) {
         kube_write_opts wo = {0};
         wo.subresource = "status";
         kube_patch(kc, res, o->ns, o->name, KUBE_PATCH_MERGE, body.data,

@@ -89,6 +89,11 @@ typedef struct lua_ctx_cache {
      * *res receives the resource (valid while the store lives). */
     const store *(*lookup)(void *ud, const char *api_version, const char *kind,
                            const kube_resource **res);
+    /* A write (not a dry run) to a cached kind, made by the ctx for the
+     * reconcile of ns/name (ns "" when cluster-scoped), answered object o
+     * (borrowed for the call); may be NULL. The controller notes it to
+     * know the watch's echo of it (controller_echo.h). */
+    void (*wrote)(void *ud, const char *ns, const char *name, const store_obj *o);
     void *ud;
 } lua_ctx_cache;
 

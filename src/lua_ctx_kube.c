@@ -164,7 +164,10 @@ static void remember_write(lua_ctx *c, int ok)
         if (ok && c->rbody.len)
             o = store_obj_new(c->rbody.data, c->rbody.len, &err);
         if (o && o->deleting) {  /* finalizers or a grace period: still there */
-            rc = rywcache_record(st, p, c->rbody.data, c->rbody.len);
+            if (c->cache.wrote)
+                c->cache.wrote(c->cache.ud, c->ns, c->name, o);
+            rc = rywcache_record_obj(st, p, o);
+            o = NULL;
         } else {
             char key[600];
             const char *ns = c->req_ns[0] ? c->req_ns : c->ns;
@@ -176,7 +179,11 @@ static void remember_write(lua_ctx *c, int ok)
         }
         store_obj_free(o);
     } else if (c->rbody.len) {
-        rc = rywcache_record(st, p, c->rbody.data, c->rbody.len);
+        kl_err err = {0};
+        store_obj *o = store_obj_new(c->rbody.data, c->rbody.len, &err);
+        if (o && c->cache.wrote)
+            c->cache.wrote(c->cache.ud, c->ns, c->name, o);
+        rc = rywcache_record_obj(st, p, o);
     } else {
         rywcache_abandon(p);
     }

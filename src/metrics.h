@@ -153,6 +153,7 @@ void metrics_default_free(void);
  *   klua_lua_memory_bytes{controller}                            gauge
  *   klua_lua_instructions_total{controller}                      counter
  *   klua_script_reloads_total{controller,result}                 counter
+ *   klua_reconcile_echoes_skipped_total{controller}              counter
  *   klua_http_requests_total{controller,code}                    counter (ctx:http)
  *   klua_cache_objects{resource}                                 gauge
  *   klua_informer_objects_skipped_total{resource}                counter
@@ -205,6 +206,8 @@ void metrics_lua_memory(const char *controller, size_t bytes);
 void metrics_lua_instructions(const char *controller, uint64_t n);
 /* status 0: no HTTP answer ("<error>"). */
 void metrics_http_request(const char *controller, long status);
+/* A watch event was the echo of the controller's own write (controller_echo.h). */
+void metrics_reconcile_echo_skipped(const char *controller);
 /* ok != 0 -> result "success", else "error". */
 void metrics_script_reload(const char *controller, int ok);
 

@@ -46,7 +46,7 @@ static struct {
     metrics_family *reconcile_total, *reconcile_errors, *reconcile_time, *active_workers,
         *max_concurrent, *wq_depth, *wq_adds, *wq_retries, *wq_queue_dur, *wq_work_dur,
         *wq_unfinished, *wq_longest, *rest_requests, *rest_duration, *leader, *cache_objects,
-        *lua_memory, *lua_instructions, *script_reloads, *skipped, *relists, *watch_restarts,
+        *lua_memory, *lua_instructions, *script_reloads, *echoes, *skipped, *relists, *watch_restarts,
         *http_requests, *build_info, *api[3], *p_cpu, *p_rss, *p_vsize, *p_start, *p_fds,
         *p_maxfds;
     inflight *q;
@@ -227,6 +227,9 @@ static void build_klua_families(metrics_registry *r)
     dflt.script_reloads = metrics_counter_new(r, "klua_script_reloads_total",
         "Script hot reloads per controller and result (success or error)",
         L("controller", "result"), e);
+    dflt.echoes = metrics_counter_new(r, "klua_reconcile_echoes_skipped_total",
+        "Watch events that only brought back a reconcile's own write, and so did not queue "
+        "its key again, per controller", ctl, e);
     dflt.http_requests = metrics_counter_new(r, "klua_http_requests_total",
         "Outbound ctx:http requests per controller and HTTP status code (<error>: no answer)",
         L("controller", "code"), e);
@@ -242,7 +245,7 @@ static int default_build(metrics_registry *r)
         dflt.max_concurrent, dflt.wq_depth, dflt.wq_adds, dflt.wq_retries, dflt.wq_queue_dur,
         dflt.wq_work_dur, dflt.wq_unfinished, dflt.wq_longest, dflt.rest_requests,
         dflt.rest_duration, dflt.leader, dflt.cache_objects, dflt.lua_memory,
-        dflt.lua_instructions, dflt.script_reloads, dflt.skipped, dflt.relists,
+        dflt.lua_instructions, dflt.script_reloads, dflt.echoes, dflt.skipped, dflt.relists,
         dflt.watch_restarts, dflt.http_requests, dflt.build_info, dflt.api[0], dflt.api[1],
         dflt.api[2], dflt.p_cpu, dflt.p_rss, dflt.p_vsize, dflt.p_start, dflt.p_fds,
         dflt.p_maxfds};
@@ -287,6 +290,7 @@ void metrics_controller_started(const char *controller, int max_workers)
     for (size_t i = 0; i < N(results); i++)
         metrics_counter_add(dflt.reconcile_total, L(controller, results[i]), 0);
     metrics_counter_add(dflt.reconcile_errors, L(controller), 0);
+    metrics_counter_add(dflt.echoes, L(controller), 0);
     metrics_gauge_set(dflt.max_concurrent, L(controller), max_workers);
     metrics_gauge_add(dflt.active_workers, L(controller), 0);
     const char *const *wq = L(controller, controller);
@@ -478,6 +482,12 @@ void metrics_lua_instructions(const char *controller, uint64_t n)
 {
     if (metrics_default())
         metrics_counter_add(dflt.lua_instructions, L(controller), (double)n);
+}
+
+void metrics_reconcile_echo_skipped(const char *controller)
+{
+    if (metrics_default())
+        metrics_counter_add(dflt.echoes, L(controller), 1);
 }
 
 void metrics_script_reload(const char *controller, int ok)

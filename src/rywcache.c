@@ -1,6 +1,6 @@
 /* rywcache.c - read your own writes (see rywcache.h).
  *
- * Provides: rywcache_record, rywcache_record_delete, rywcache_lookup,
+ * Provides: rywcache_record(_obj), rywcache_record_delete, rywcache_lookup,
  * rywcache_each, rywcache_observe, rywcache_forget_store.
  * Uses: store (store_obj_new to decode a write's answer).
  *
@@ -157,7 +157,11 @@ static void put(ryw_entry *e)
 int rywcache_record(const store *st, ryw_pending *p, const char *json, size_t len)
 {
     kl_err err = {0};
-    store_obj *o = store_obj_new(json, len, &err);
+    return rywcache_record_obj(st, p, store_obj_new(json, len, &err));
+}
+
+int rywcache_record_obj(const store *st, ryw_pending *p, store_obj *o)
+{
     int first = o && o->rv && seen(p, o->rv);
     rywcache_abandon(p);
     if (!o)

@@ -39,6 +39,8 @@ void rywcache_abandon(ryw_pending *p);
  * then show the cache as it is). An object still being deleted
  * (deletionTimestamp set) is recorded as present. */
 int rywcache_record(const store *st, ryw_pending *p, const char *json, size_t len);
+/* The same for an object the caller decoded (store_obj_new); takes o. */
+int rywcache_record_obj(const store *st, ryw_pending *p, store_obj *o);
 /* A delete succeeded (or found nothing) for key; uid may be NULL; takes p. */
 int rywcache_record_delete(const store *st, ryw_pending *p, const char *key, const char *uid);
 /* The overlay's answer for key: 0 when there is none (read the store);

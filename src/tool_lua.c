@@ -139,6 +139,7 @@ typedef struct ydoc {
     yaml_document_t *doc;
     const char *path;
     kl_err *err;
+    size_t nodes_left;   /* aliases can make a small file expand without end */
 } ydoc;
 
 static int push_node(ydoc *y, yaml_node_t *n, int depth)
@@ -147,6 +148,10 @@ static int push_node(ydoc *y, yaml_node_t *n, int depth)
     if (depth > JSON_MAX_DEPTH)
         return kl_err_set(y->err, KL_EINVAL, "%s:%lu: nested too deeply", y->path,
                           (unsigned long)n->start_mark.line + 1);
+    if (y->nodes_left-- == 0)
+        return kl_err_set(y->err, KL_EINVAL,
+                          "%s:%lu: more than %d values (aliases repeating each other?)",
+                          y->path, (unsigned long)n->start_mark.line + 1, TOOL_YAML_MAX_VALUES);
     luaL_checkstack(L, 3, "YAML nesting");
     switch (n->type) {
     case YAML_SCALAR_NODE: {
@@ -205,6 +210,13 @@ int tool_lua_push_yaml_file(lua_State *L, const char *path, kl_err *err)
     FILE *f = fopen(path, "rb");
     if (!f)
         return kl_err_set(err, KL_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && st.st_size > TOOL_YAML_MAX_BYTES) {
+        fclose(f);
+        return kl_err_set(err, KL_EINVAL, "%s: %lld bytes, more than the %d a YAML file may have",
+                          path, (long long)st.st_size, TOOL_YAML_MAX_BYTES);
+    }
+    size_t values_left = TOOL_YAML_MAX_VALUES;
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser)) {
         fclose(f);
@@ -227,8 +239,9 @@ int tool_lua_push_yaml_file(lua_State *L, const char *path, kl_err *err)
             yaml_document_delete(&doc);
             break; /* end of stream */
         }
-        ydoc y = {L, &doc, path, err};
+        ydoc y = {L, &doc, path, err, values_left};
         rc = push_node(&y, root, 0);
+        values_left = y.nodes_left;
         yaml_document_delete(&doc);
         if (rc != 0)
             break;

@@ -28,7 +28,11 @@ void tool_lua_push_json(lua_State *L, const json_doc *d, int tok);
 /* Push an array of the documents in the YAML (or JSON) file path; plain
  * scalars are typed as YAML 1.2's core schema does (null, booleans,
  * integers, floats, else strings). Returns 0, or -1 with err set
- * ("path:line: ...") and nothing pushed. */
+ * ("path:line: ...") and nothing pushed. A file past TOOL_YAML_MAX_BYTES is
+ * refused before it is read, and one that expands (aliases of aliases)
+ * past TOOL_YAML_MAX_VALUES values in all before it is pushed whole. */
+#define TOOL_YAML_MAX_BYTES (64 * 1024 * 1024)
+#define TOOL_YAML_MAX_VALUES 4000000
 int tool_lua_push_yaml_file(lua_State *L, const char *path, kl_err *err);
 
 /* Call module.fn(args...) with nargs arguments on the stack, protected,

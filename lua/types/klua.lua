@@ -41,7 +41,10 @@
 -- finalize and never to reconcile; without it, reconcile sees them
 -- (obj.metadata.deletionTimestamp set). A finalizer klua put on objects and
 -- no script declares any more (a renamed script, a reload that dropped
--- finalize) is taken off objects being deleted, with a warning.
+-- finalize) is taken off objects being deleted, with a warning. The
+-- watch's echo of the reconcile's own write (the object, or a child it
+-- created, at the resourceVersion the write answered) does not queue the
+-- key again: return { requeue = true } to have another pass.
 --
 -- The sandbox. Each script has its own Lua state: base functions without
 -- dofile/loadfile (load takes text only; collectgarbage only "count"),

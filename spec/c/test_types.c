@@ -91,6 +91,35 @@ TEST(malformed_yaml_is_an_error_with_file_and_line)
     lua_close(L);
 }
 
+TEST(yaml_aliases_that_expand_without_end_are_refused)
+{
+    /* a "billion laughs": 9 levels of 10 aliases each, about 10^9 values
+     * from a file of a few hundred bytes */
+    char path[128];
+    snprintf(path, sizeof path, "%s/laughs.yaml", tmp);
+    char doc[2048] = "a0: &a0 [lol]\n";
+    for (int i = 1; i <= 9; i++) {
+        char line[160];
+        snprintf(line, sizeof line, "a%d: &a%d [*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d]\n",
+                 i, i, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1);
+        strcat(doc, line);
+    }
+    write_text(path, doc);
+    kl_err err = {0};
+    lua_State *L = tool_lua_new(&err);
+    int top = lua_gettop(L);
+    CHECK(tool_lua_push_yaml_file(L, path, &err) == -1);
+    CHECK(lua_gettop(L) == top);
+    CHECK(strstr(err.msg, "laughs.yaml:") != NULL);
+    CHECK(strstr(err.msg, "aliases") != NULL);
+    /* a few aliases are fine */
+    snprintf(path, sizeof path, "%s/anchors.yaml", tmp);
+    write_text(path, "base: &b {x: 1}\nuse: *b\n");
+    CHECK(tool_lua_push_yaml_file(L, path, &err) == 0);
+    CHECK_STR(eval(L, "v[1].use.x"), "1");
+    lua_close(L);
+}
+
 TEST(write_files_creates_folders_and_never_clobbers_when_told)
 {
     char dir[128], p[192];
@@ -227,6 +256,7 @@ int main(void)
         return 1;
     RUN(yaml_documents_become_lua_values_typed_as_yaml_1_2_core);
     RUN(malformed_yaml_is_an_error_with_file_and_line);
+    RUN(yaml_aliases_that_expand_without_end_are_refused);
     RUN(write_files_creates_folders_and_never_clobbers_when_told);
     RUN(relative_paths_between_folders);
     RUN(typegen_renders_a_crd_schema);

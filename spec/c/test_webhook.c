@@ -572,7 +572,7 @@ static int resolved = 1;
 static void each_one(void *ud, webhook_visit_fn visit, void *visit_ud)
 {
     fixture *f = ud;
-    webhook_target t = {f->h, {resolved ? fake_lookup : NULL, NULL}};
+    webhook_target t = {f->h, {resolved ? fake_lookup : NULL, NULL, NULL}};
     visit(visit_ud, "comment", &t);
 }
 

@@ -568,3 +568,86 @@ def test_renamed_script_finalizes_objects_already_being_deleted(cluster, namespa
     (scripts / "webapp.lua").write_text(FINALIZING % {"extra": "", "finalize": FINALIZE})
     wait_gone(cluster, namespace, "a")
     assert len(reconciles(k, f"{namespace}/a", "finalized")) == 1
+
+
+# ---- the echo of a reconcile's own write ----
+
+LABELER = """
+return {
+  watch = { apiVersion = "v1", kind = "ConfigMap" },
+  workers = 1,
+  reconcile = function(ctx, obj)
+    local labels = obj.metadata.labels or {}
+    ctx.log.info("reconciled", { other = labels.other or "" })
+    if not labels.touched then
+      local _, err = ctx:patch(obj, { metadata = { labels = { touched = "yes" } } })
+      if err then error(tostring(err)) end
+    end
+    return { requeue_after = 3600 }
+  end,
+}
+"""
+WATCHER = """
+return {
+  watch = { apiVersion = "v1", kind = "ConfigMap" },
+  workers = 1,
+  reconcile = function(ctx, obj)
+    ctx.log.info("watched", { touched = (obj.metadata.labels or {}).touched or "" })
+  end,
+}
+"""
+
+
+def script_logs(klua, key, controller, msg="reconciled"):
+    """The script's own lines (-v 2 adds klua's "reconciled" lines too)."""
+    return [r for r in reconciles(klua, key, msg)
+            if r.get("controller") == controller and r.get("level") == "info"]
+
+
+def label_of(cluster, namespace, name, label):
+    p = cluster.kubectl("get", "configmap", name, "-n", namespace, "-o", "json", check=False)
+    if p.returncode != 0:
+        return None
+    return (json.loads(p.stdout)["metadata"].get("labels") or {}).get(label)
+
+
+def test_own_write_echo_does_not_reconcile_again(cluster, namespace, klua_factory, tmp_path):
+    """The label patch passes the default predicate, so without echo
+    suppression its watch event would run the reconcile again at once and
+    skip the requeue_after it asked for. Another writer's change still
+    reconciles; another controller on the same kind still sees the write."""
+    scripts = write_script(tmp_path, "labeler.lua", LABELER)
+    (scripts / "watcher.lua").write_text(textwrap.dedent(WATCHER))
+    k = start(klua_factory, scripts, namespace, "-v", "2", "--metrics-addr", "127.0.0.1:0")
+    cluster.apply(cm("a"), namespace)
+    wait_for(lambda: label_of(cluster, namespace, "a", "touched") == "yes", 60,
+             what="the labeler's patch on a")
+    # barrier: the echo of a's patch comes on the watch before b's add, and
+    # one worker runs the queue in order: a second reconcile of a would run
+    # before b's first
+    cluster.apply(cm("b"), namespace)
+    wait_for(lambda: script_logs(k, f"{namespace}/b", "labeler"), 60, what="labeler on b")
+    wait_for(lambda: label_of(cluster, namespace, "b", "touched") == "yes", 60,
+             what="the labeler's patch on b")
+    cluster.apply(cm("c"), namespace)
+    wait_for(lambda: script_logs(k, f"{namespace}/c", "labeler"), 60, what="labeler on c")
+    for name in ("a", "b"):
+        runs = script_logs(k, f"{namespace}/{name}", "labeler")
+        assert len(runs) == 1, runs
+    echoes = [r for r in log_records(k)
+              if r.get("msg") == "event is the echo of this controller's own write"]
+    assert {r["key"] for r in echoes} >= {f"{namespace}/a", f"{namespace}/b"}, echoes
+    assert all(r["controller"] == "labeler" for r in echoes), echoes
+    from test_metrics import get, value
+    addr = [r["addr"] for r in log_records(k) if r.get("msg") == "ops server listening"][0]
+    text = get(int(addr.rsplit(":", 1)[1]), "/metrics")[1]
+    assert value(text, "klua_reconcile_echoes_skipped_total", controller="labeler") >= 2, text
+    assert value(text, "klua_reconcile_echoes_skipped_total", controller="watcher") == 0, text
+    # the other controller on the kind saw the labeler's write
+    wait_for(lambda: any(r.get("touched") == "yes"
+                         for r in script_logs(k, f"{namespace}/a", "watcher", "watched")), 60,
+             what="watcher reconciling a after the labeler's patch")
+    # another writer's change is no echo
+    cluster.kubectl("label", "configmap", "a", "-n", namespace, "other=x")
+    wait_for(lambda: [r for r in script_logs(k, f"{namespace}/a", "labeler") if r.get("other") == "x"], 60,
+             what="labeler reconciling a after kubectl label")

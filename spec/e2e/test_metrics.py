@@ -66,6 +66,7 @@ FAMILIES = [
     "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
     "process_max_fds", "process_start_time_seconds", "klua_build_info", "klua_lua_memory_bytes",
     "klua_lua_instructions_total", "klua_script_reloads_total", "klua_http_requests_total",
+    "klua_reconcile_echoes_skipped_total",
     "klua_informer_relists_total", "klua_informer_watch_restarts_total", "klua_cache_objects",
     "klua_informer_objects_skipped_total",
 ]

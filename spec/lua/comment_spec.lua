@@ -101,30 +101,6 @@ describe("comment controller", function()
         controller = dofile("lua/comment.lua")
     end)
 
-    it("after a failure, the update event of its own status write does not call GitHub again", function()
-        local gh = new_github()
-        gh.fail = function() return { status = 502, body = { message = "Bad Gateway" } } end
-        local ctx = setup(gh)
-        local res = controller.reconcile(ctx, comment())
-        assert.is_true(res.requeue_after >= 1)
-        local sent = #ctx.requests
-        -- the watch delivers the Delivered=False write at once: same generation
-        local again = setup(gh)
-        again.clock.t = ctx.clock.t + 0.1
-        local res2 = controller.reconcile(again, comment{ status = ctx.statuses[1] })
-        assert.is_true(res2.requeue_after > 0 and res2.requeue_after <= res.requeue_after)
-        assert.equal(0, #again.requests)
-        assert.equal(0, #again.statuses)
-        assert.is_true(sent > 0)
-        -- a spec change (new generation) is tried at once
-        local edited = comment{ status = ctx.statuses[1] }
-        edited.metadata.generation = (edited.metadata.generation or 1) + 1
-        local third = setup(gh)
-        third.clock.t = ctx.clock.t + 0.2
-        controller.reconcile(third, edited)
-        assert.is_true(#third.requests > 0)
-    end)
-
     it("declares what it watches, its workers and a finalizer", function()
         assert.same({ apiVersion = "github.klua.dev/v1", kind = "Comment" }, controller.watch)
         assert.equal(4, controller.workers)

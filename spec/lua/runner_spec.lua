@@ -124,29 +124,57 @@ describe("klua.runner", function()
   end)
 
   describe("stale finalizers (put by klua, declared no more)", function()
+    -- answers a JSON patch of metadata.finalizers as the API server would
+    local function apply(o, patch)
+      local fins = {}
+      for i, f in ipairs(o.metadata.finalizers or {}) do fins[i] = f end
+      for _, op in ipairs(patch) do
+        if op.op == "remove" then
+          table.remove(fins, tonumber(op.path:match("(%d+)$")) + 1)
+        end
+      end
+      return { metadata = { name = o.metadata.name, resourceVersion = "2",
+                            deletionTimestamp = o.metadata.deletionTimestamp,
+                            finalizers = fins } }
+    end
+
     local function logging_ctx(answer)
-      local ctx = fake_ctx(answer)
+      local ctx = fake_ctx(answer or apply)
       ctx.warned = {}
       ctx.log = { warn = function(msg, f) table.insert(ctx.warned, f.finalizer) end }
       return ctx
     end
 
-    it("takes those the deleting object carries off first, from the end, and stops", function()
+    it("takes those the deleting object carries off first, from the end, then goes on", function()
       local ctx = logging_ctx()
-      local ran = false
-      local run = runner.new(function() ran = true end, nil, FIN)
+      local seen
+      local run = runner.new(function(_, o) seen = o end, nil, FIN)
       local o = obj({ deletionTimestamp = "t",
                       finalizers = { "klua.dev/old", "example.com/keep", "klua.dev/older" } })
       local r, fn = run(ctx, o, { "klua.dev/old", "klua.dev/older" })
       assert.is_nil(r)
-      assert.equal("finalize", fn)
-      assert.is_false(ran)
+      assert.equal("reconcile", fn)
+      -- without finalize, reconcile sees the deleting object, as the patch answered it
+      assert.same({ "example.com/keep" }, seen.metadata.finalizers)
+      assert.equal("2", seen.metadata.resourceVersion)
       assert.same({ "klua.dev/old", "klua.dev/older" }, ctx.warned)
       assert.same({ { op = "test", path = "/metadata/finalizers/2", value = "klua.dev/older" },
                     { op = "remove", path = "/metadata/finalizers/2" },
                     { op = "test", path = "/metadata/finalizers/0", value = "klua.dev/old" },
                     { op = "remove", path = "/metadata/finalizers/0" } },
                   ctx.patches[1].patch)
+    end)
+
+    it("stops when no finalizer is left: the API server is deleting the object", function()
+      local ctx = logging_ctx()
+      local ran = false
+      local run = runner.new(function() ran = true end, nil, FIN)
+      local r, fn = run(ctx, obj({ deletionTimestamp = "t", finalizers = { "klua.dev/old" } }),
+                        { "klua.dev/old" })
+      assert.is_nil(r)
+      assert.equal("finalize", fn)
+      assert.is_false(ran)
+      assert.equal(1, #ctx.patches)
     end)
 
     it("leaves objects not being deleted, and goes on when none is there", function()
@@ -171,11 +199,14 @@ describe("klua.runner", function()
       assert.equal(1, finalized)
       assert.same({ { op = "test", path = "/metadata/finalizers/0", value = "klua.dev/old" },
                     { op = "remove", path = "/metadata/finalizers/0" } }, ctx.patches[1].patch)
-      -- carrying this version's finalizer too: finalize waits for its own turn
+      -- carrying this version's finalizer too: the stale one goes first, then
+      -- finalize runs once, in the same reconcile, and takes its own off
       ctx = logging_ctx()
       run(ctx, obj({ deletionTimestamp = "t", finalizers = { "klua.dev/old", FIN } }),
           { "klua.dev/old" })
-      assert.equal(1, finalized)
+      assert.equal(2, finalized)
+      assert.equal(2, #ctx.patches)
+      assert.same({ op = "remove", path = "/metadata/finalizers/0" }, ctx.patches[2].patch[2])
       -- finalize asking to requeue keeps the stale finalizer
       ctx = logging_ctx()
       local again = runner.new(function() end, function() return { requeue = true } end, FIN)

@@ -9,6 +9,7 @@ control plane (spec/support/cluster.sh up DIR), then measures:
 Prints plain lines; nothing here asserts a time.
 """
 import json
+import os
 import pathlib
 import statistics
 import subprocess
@@ -21,10 +22,18 @@ sys.path.insert(0, str(ROOT / "spec/e2e"))
 import conftest  # noqa: E402  (the e2e fixtures' helper classes)
 
 
+def metric(port, family):
+    """The sum of family's series for controller "comment" (0 when absent)."""
+    import urllib.request
+    body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port).read().decode()
+    return sum(int(float(line.split()[-1])) for line in body.splitlines()
+               if line.startswith(family + "{") and 'controller="comment"' in line)
+
+
 def main():
     cdir = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    conftest.KLUA = str(ROOT / "bin/klua")
+    conftest.KLUA = os.environ.get("KLUA_BIN", str(ROOT / "bin/klua"))
     cluster = conftest.Cluster(cdir)
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
     cluster.kubectl("wait", "--for", "condition=established", "--timeout=60s",
@@ -34,9 +43,11 @@ def main():
     ns = "measure-%d" % int(time.time())
     cluster.kubectl("create", "namespace", ns)
     # --namespace: Comments other runs left behind must not post here
-    k = conftest.Klua(cluster, tmp, ROOT / "lua", github=gh, args=["--namespace", ns],
+    k = conftest.Klua(cluster, tmp, ROOT / "lua", github=gh,
+                      args=["--namespace", ns, "--metrics-addr", "127.0.0.1:0"],
                       env={"KLUA_GITHUB_MIN_GAP": "0"}).start()
     try:
+        port = k.wait_log(r"ops server listening addr=\S*:(\d+)", 60).group(1)
         k.wait_log("caches synced", 60)
         # the stand-in's primary limit (5000/h) is not what is measured here
         gh.call("POST", "/_fake/ratelimit", {"remaining": 1000000, "reset_in": 3600})
@@ -80,6 +91,9 @@ def main():
         print("throughput: %d Comments delivered in %.1f s after the apply returned "
               "(%.1f s including kubectl apply): %.0f Comments/s; comments on GitHub: %d"
               % (n, t1 - t_applied, t1 - t0, n / (t1 - t0), posted))
+        print("reconciles to deliver %d Comments: %d (echoes of klua's own writes skipped: %d)"
+              % (n + 5, metric(port, "controller_runtime_reconcile_total"),
+                 metric(port, "klua_reconcile_echoes_skipped_total")))
         # Reconciles per second of the runtime itself: a restart reconciles
         # every cached Comment once; all are delivered, so each reconcile
         # reads the cache, compares, and returns without a GitHub call.
@@ -91,15 +105,7 @@ def main():
         k.wait_log("caches synced", 60)
         t0 = time.monotonic()
 
-        def reconciled():
-            import urllib.request
-            body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port).read().decode()
-            tot = 0
-            for line in body.splitlines():
-                if line.startswith("controller_runtime_reconcile_total{") and 'controller="comment"' in line:
-                    tot += int(float(line.split()[-1]))
-            return tot
-        while reconciled() < n + 5:
+        while metric(port, "controller_runtime_reconcile_total") < n + 5:
             time.sleep(0.05)
         dt = time.monotonic() - t0
         print("resync after restart: %d no-op reconciles in %.2f s = %.0f reconciles/s "

@@ -27,11 +27,13 @@
 -- script declares any more (a renamed script, a reload that dropped
 -- finalize), and orphans it was told to remove. Those the object carries
 -- are taken off first (one JSON patch testing each entry), with a warning
--- naming each; the reconcile then ends: the update that follows brings the
--- object back if anything is left to do. When finalize is declared and the
--- object does not carry this version's finalizer (a script renamed, or its
--- finalizer renamed, before it reached the object), finalize runs first:
--- the stale finalizer stood for this cleanup.
+-- naming each; the reconcile then goes on with the object the patch
+-- answered (the watch's echo of klua's own write does not queue the key
+-- again), unless no finalizer is left: the API server is deleting it. When
+-- finalize is declared and the object does not carry this version's
+-- finalizer (a script renamed, or its finalizer renamed, before it reached
+-- the object), finalize runs first: the stale finalizer stood for this
+-- cleanup.
 local M = {}
 
 local function index_of(list, v)
@@ -71,6 +73,7 @@ local function carries_any(obj, names)
   return false
 end
 
+-- Returns the object the patch answered, or nil and the result to return.
 local function remove_stale(ctx, obj, stale)
   local found = {}
   for i, f in ipairs(obj.metadata.finalizers or {}) do
@@ -78,7 +81,7 @@ local function remove_stale(ctx, obj, stale)
       if f == s then found[#found + 1] = { idx = i, name = f } end
     end
   end
-  if #found == 0 then return false end
+  if #found == 0 then return obj end
   local ops = {}
   for k = #found, 1, -1 do   -- from the end: earlier indexes stay valid
     local path = "/metadata/finalizers/" .. (found[k].idx - 1)
@@ -88,9 +91,9 @@ local function remove_stale(ctx, obj, stale)
   for _, f in ipairs(found) do
     ctx.log.warn("removing a finalizer no script declares any more", { finalizer = f.name })
   end
-  local ok, err = ctx:patch(obj, ops, { type = "json" })
-  if not ok then return true, failed("removing finalizer " .. found[1].name, err) end
-  return true, nil
+  local updated, err = ctx:patch(obj, ops, { type = "json" })
+  if not updated then return nil, failed("removing finalizer " .. found[1].name, err) end
+  return updated
 end
 
 --- The function a reconcile coroutine runs.
@@ -101,12 +104,16 @@ end
 function M.new(reconcile, finalize, finalizer)
   return function(ctx, obj, stale)
     if stale and obj.metadata.deletionTimestamp ~= nil and carries_any(obj, stale) then
-      if finalize and not index_of(obj.metadata.finalizers, finalizer) then
+      local own = index_of(obj.metadata.finalizers, finalizer)
+      if finalize and not own then
         local r = finalize(ctx, obj)
         if r ~= nil then return r, "finalize" end
       end
-      local _, r = remove_stale(ctx, obj, stale)
-      return r, "finalize"
+      local updated, r = remove_stale(ctx, obj, stale)
+      if not updated then return r, "finalize" end
+      local left = updated.metadata and updated.metadata.finalizers
+      if not left or #left == 0 then return nil, "finalize" end
+      obj = updated
     end
     if not finalize then return (reconcile(ctx, obj)), "reconcile" end
     local md = obj.metadata
