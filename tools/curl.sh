@@ -34,8 +34,10 @@ DEBIAN=curl_$CURL_VERSION-$DEB_REVISION.debian.tar.xz
 DEBIAN_SHA256=961b78bc48492c5693e4decb352ddd176f343260a8956f48b2887874048ef23b
 # Both files live in Debian's main pool (bookworm point releases carry the
 # security updates); the security archive is the second place to look.
-MIRRORS="http://deb.debian.org/debian/pool/main/c/curl
-http://deb.debian.org/debian-security/pool/updates/main/c/curl"
+# KLUA_CURL_MIRRORS (space-separated base URLs) replaces the list: a local
+# mirror, or the tests of this script's failure modes.
+MIRRORS=${KLUA_CURL_MIRRORS:-"http://deb.debian.org/debian/pool/main/c/curl
+http://deb.debian.org/debian-security/pool/updates/main/c/curl"}
 
 # Debian's series minus the two patches that make its GnuTLS and NSS flavours
 # (90_gnutls, 99_nss): Debian builds its OpenSSL libcurl4 without them too.
