@@ -22,8 +22,10 @@
 #
 # Quiet and instant when the prefix exists. The build runs in a temporary
 # directory and is installed under a temporary name renamed into place, so an
-# interrupted build never leaves a prefix a later run would trust. A failed
-# download fails the build: there is no fallback to the system libcurl.
+# interrupted build never leaves a prefix a later run would trust; concurrent
+# runs (several checkouts sharing the cache) wait on a lock and build once.
+# A failed download fails the build: there is no fallback to the system libcurl.
+# Env: KLUA_CACHE, CURL_JOBS (make -j, default nproc), KLUA_CURL_MIRRORS.
 set -eu
 
 CURL_VERSION=7.88.1
@@ -83,38 +85,50 @@ die() { echo "curl.sh: $*" >&2; exit 1; }
 # checked against SHA256 (a file already there with the right hash is kept).
 fetch() {
     name=$1 sum=$2 dst=$cache/src/$1
+    part=$dst.part.$$
     mkdir -p "$cache/src"
     if [ -f "$dst" ] && echo "$sum  $dst" | sha256sum -c - >/dev/null 2>&1; then
         return 0
     fi
+    why=""
     for m in $MIRRORS; do
-        rm -f "$dst.part"
+        rm -f "$part"
         if command -v curl >/dev/null 2>&1; then
-            curl -fsSL --retry 3 -m 300 -o "$dst.part" "$m/$name" 2>/dev/null || continue
+            out=$(curl -fsSL --retry 3 -m 300 -o "$part" "$m/$name" 2>&1) ||
+                { why="$why
+  $m/$name: $out"; continue; }
         elif command -v wget >/dev/null 2>&1; then
-            wget -q -T 60 -t 3 -O "$dst.part" "$m/$name" || continue
+            out=$(wget -q -T 60 -t 3 -O "$part" "$m/$name" 2>&1) ||
+                { why="$why
+  $m/$name: wget failed $out"; continue; }
         else
             die "neither curl nor wget is installed: cannot download $name"
         fi
-        if echo "$sum  $dst.part" | sha256sum -c - >/dev/null 2>&1; then
-            mv "$dst.part" "$dst"
+        if echo "$sum  $part" | sha256sum -c - >/dev/null 2>&1; then
+            mv "$part" "$dst"
             return 0
         fi
-        got=$(sha256sum "$dst.part" | cut -d' ' -f1)
-        rm -f "$dst.part"
+        got=$(sha256sum "$part" | cut -d' ' -f1)
+        rm -f "$part"
         die "$m/$name has sha256 $got, expected $sum; refusing to build from it"
     done
-    rm -f "$dst.part"
-    die "could not download $name from any of: $(echo "$MIRRORS" | tr '\n' ' ')
+    rm -f "$part"
+    die "could not download $name:$why
 klua links a libcurl built from Debian's curl source and does not fall back to the
 system libcurl; check the network (or put the file, sha256 $sum, in $cache/src/)."
 }
 
-for t in tar xz patch make sha256sum; do
+for t in tar xz patch make sha256sum flock; do
     command -v "$t" >/dev/null 2>&1 || die "$t is not installed (make deps installs what klua needs)"
 done
 [ -f /usr/include/openssl/ssl.h ] || die "OpenSSL headers are missing: apt-get install libssl-dev"
 [ -f /usr/include/zlib.h ] || die "zlib headers are missing: apt-get install zlib1g-dev"
+
+# One build at a time per cache; whoever waited finds the prefix made.
+mkdir -p "$cache"
+exec 9>"$cache/curl.lock"
+flock 9
+[ -f "$prefix/lib/libcurl.a" ] && [ -f "$prefix/include/curl/curl.h" ] && exit 0
 
 fetch "$ORIG" "$ORIG_SHA256"
 fetch "$DEBIAN" "$DEBIAN_SHA256"
