@@ -11,7 +11,7 @@
 # Uses:     curl or wget, tar, xz, patch, a C compiler, make; libssl-dev (OpenSSL 3)
 #           and zlib1g-dev; deb.debian.org (the source is pinned by sha256 below).
 #
-# What klua uses of libcurl (src/http.c, src/kube.c, src/execcred.c): the multi
+# What klua uses of libcurl (src/http.c, src/kube.c, src/lua_ctx_io.c): the multi
 # interface over its own epoll loop, HTTP/1.1 and HTTPS through OpenSSL (client
 # certificates and keys as files or blobs, CA files/paths/blobs, hostname
 # verification, SNI), plain HTTP to loopback stand-ins, basic auth, gzip
