@@ -63,6 +63,38 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+PROBE = r"""
+#include <curl/curl.h>
+#include <stdio.h>
+int main(void)
+{
+    curl_version_info_data *d = curl_version_info(CURLVERSION_NOW);
+    for (const char *const *p = d->protocols; *p; p++)
+        printf("%s ", *p);
+    printf("| ssl=%d libz=%d asyncdns=%d https-proxy=%d http2=%d\n",
+           !!(d->features & CURL_VERSION_SSL), !!(d->features & CURL_VERSION_LIBZ),
+           !!(d->features & CURL_VERSION_ASYNCHDNS), !!(d->features & CURL_VERSION_HTTPS_PROXY),
+           !!(d->features & CURL_VERSION_HTTP2));
+    printf("%s\n", curl_version());
+    return 0;
+}
+"""
+
+
+def test_built_libcurl_speaks_http_and_https_only(tmp_path):
+    prefix = subprocess.run(["sh", str(CURL_SH), "--prefix"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    (tmp_path / "probe.c").write_text(PROBE)
+    subprocess.run(["cc", "-I", f"{prefix}/include", "-o", str(tmp_path / "probe"),
+                    str(tmp_path / "probe.c"), f"{prefix}/lib/libcurl.a", "-lssl", "-lcrypto",
+                    "-lz", "-pthread"], check=True, timeout=120)
+    out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    # gzip, TLS, a resolver off the loop, proxies (klua test): kept; HTTP/2 and the rest: out.
+    assert out[0] == "http https | ssl=1 libz=1 asyncdns=1 https-proxy=1 http2=0", out
+    assert out[1].startswith("libcurl/7.88.1 OpenSSL/3"), out
+
+
 def _run_uncached(tmp_path, mirrors):
     env = dict(os.environ, KLUA_CACHE=str(tmp_path / "cache"), KLUA_CURL_MIRRORS=mirrors)
     p = subprocess.run(["sh", str(CURL_SH)], capture_output=True, text=True, env=env, timeout=120)
