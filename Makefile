@@ -10,10 +10,16 @@
 
 VERSION   := 0.1.0
 CC        ?= cc
-PKGS      := lua5.4 libcurl yaml-0.1 openssl
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGS      := lua5.4 yaml-0.1 openssl
+# libcurl is not the system's: tools/curl.sh builds Debian's curl source (with
+# its patches) for HTTP(S) only, into a cache directory keyed by its flags, and
+# every build here links that libcurl.a statically (OpenSSL and zlib stay shared).
+CURL_PREFIX := $(shell sh tools/curl.sh --prefix)
+$(if $(CURL_PREFIX),,$(error tools/curl.sh --prefix printed nothing))
+CURL_LIB    := $(CURL_PREFIX)/lib/libcurl.a
+PKG_CFLAGS := -I$(CURL_PREFIX)/include $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LIBS      := $(PKG_LIBS) -lm
+LIBS      := $(CURL_LIB) $(PKG_LIBS) -lz -pthread -lm
 Q         ?= @
 WARN      := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -DKLUA_VERSION=\"$(VERSION)\" $(WARN) $(PKG_CFLAGS) -Isrc -Ibuild/gen
@@ -50,15 +56,19 @@ bin/klua: $(REL_OBJS)
 	@echo "  LD      $@"
 	$(Q)$(CC) -o $@ $^ $(LIBS)
 
-build/rel/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
+build/rel/%.o: src/%.c $(wildcard src/*.h) $(CURL_LIB) | build/gen/luamods.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(REL_CFLAGS) -c -o $@ $<
 
-build/asan/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
+build/asan/%.o: src/%.c $(wildcard src/*.h) $(CURL_LIB) | build/gen/luamods.c
 	@mkdir -p $(dir $@)
 	@echo "  CC asan $<"
 	$(Q)$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+
+# The compile rules depend on it: its headers are the ones src/ includes.
+$(CURL_LIB):
+	$(Q)sh tools/curl.sh
 
 build/gen/luamods.c: $(LUA_MODS) tools/embed.sh
 	@mkdir -p build/gen
@@ -82,7 +92,7 @@ build/asan/spec/%: spec/c/%.c $(wildcard spec/c/*.h) $(ASAN_LIB_OBJS)
 	@echo "  LD asan $@"
 	$(Q)$(CC) $(ASAN_CFLAGS) -Ispec/c -o $@ $< $(ASAN_LIB_OBJS) $(LIBS)
 
-build/asan/json_nosse2.o: src/json.c $(wildcard src/*.h)
+build/asan/json_nosse2.o: src/json.c $(wildcard src/*.h) $(CURL_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  CC asan $< (JSON_NO_SSE2)"
 	$(Q)$(CC) $(ASAN_CFLAGS) -DJSON_NO_SSE2 -c -o $@ $<
@@ -113,7 +123,7 @@ FUZZ_CFLAGS := $(CFLAGS_COMMON) -Wno-unused-command-line-argument -O1 -g
 FUZZ_LIB_OBJS := $(patsubst src/%.c,build/fuzzobj/%.o,$(LIB_SRCS)) build/fuzzobj/luamods.o
 .SECONDARY: $(FUZZ_LIB_OBJS)
 
-build/fuzzobj/%.o: src/%.c $(wildcard src/*.h) | build/gen/luamods.c
+build/fuzzobj/%.o: src/%.c $(wildcard src/*.h) $(CURL_LIB) | build/gen/luamods.c
 	@mkdir -p $(dir $@)
 	@echo "  CC fuzz $<"
 	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
@@ -127,7 +137,7 @@ build/fuzz/%: spec/fuzz/%.c $(FUZZ_LIB_OBJS)
 	@echo "  FUZZ    $@"
 	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB_OBJS) $(LIBS)
 
-build/fuzzobj/json_nosse2.o: src/json.c $(wildcard src/*.h)
+build/fuzzobj/json_nosse2.o: src/json.c $(wildcard src/*.h) $(CURL_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  CC fuzz $< (JSON_NO_SSE2)"
 	$(Q)clang $(FUZZ_CFLAGS) -DJSON_NO_SSE2 -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<

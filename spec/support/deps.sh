@@ -2,7 +2,9 @@
 # deps.sh - installs the Debian packages klua builds and tests with.
 # Idempotent and quiet when everything is already there.
 set -eu
-PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev
+# No libcurl package: tools/curl.sh builds the one klua links (it needs
+# libssl-dev, zlib1g-dev, xz-utils and curl to fetch and build it).
+PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libssl-dev zlib1g-dev xz-utils
 libyaml-dev lua-busted clang libclang-rt-14-dev openssl curl
 python3 python3-yaml kubernetes-client golang-go procps iproute2 prometheus"
 missing=""
