@@ -18,6 +18,7 @@
 ---@field headers table<string, string> lower-case names
 ---@field body string
 ---@field json any the body decoded, when it is JSON
+---@field at number when it arrived, on the test clock (kt.now())
 
 ---@class kt.HttpAnswer
 ---@field status? integer default 200
@@ -25,7 +26,7 @@
 ---@field body? string|table a table is sent as JSON
 
 ---@class kt.Expectation: kt.HttpAnswer
----@field method? string any method when absent
+---@field method? string any method when absent; "CONNECT" (url "host:443") takes an https:// request and refuses it with status (default 403)
 ---@field url? string the exact URL
 ---@field match? string a Lua pattern for the URL, instead of url
 ---@field times? integer|"any" default 1; "any": zero or more

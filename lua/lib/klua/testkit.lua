@@ -309,6 +309,8 @@ local function new_kt(host, opts, file)
   --- match = "lua pattern", status = 200, headers = {}, body = table|string,
   --- respond = function(req) -> { status, headers, body }, times = 1 (or
   --- "any": zero or more) }. An expectation not met by the end fails the test.
+  --- method = "CONNECT", url = "host:443" takes an https:// request and
+  --- refuses it (status, default 403): the script sees a failed request.
   function kt.http.expect(e)
     e.times = e.times or 1
     e.seen = 0
@@ -331,9 +333,19 @@ local function new_kt(host, opts, file)
   end
 
   function kt._http(method, target, headers, body)
-    local req = { method = method, url = target, headers = headers, body = body }
+    local req = { method = method, url = target, headers = headers, body = body, at = host.clock() }
     pcall(function() req.json = json.decode(body) end)
     if method == "CONNECT" then
+      -- an HTTPS request: only an expectation for CONNECT may take it (and
+      -- refuse it: the stand-in cannot speak TLS), to show where it went
+      for _, e in ipairs(expects) do
+        if e.method == "CONNECT" and (e.url == target or (e.match and target:find(e.match))) and
+           (e.times == "any" or e.seen < e.times) then
+          e.seen = e.seen + 1
+          calls[#calls + 1] = req
+          return e.status or 403, e.headers or {}, "klua test: HTTPS is refused"
+        end
+      end
       local msg = "unexpected HTTPS request CONNECT " .. target ..
         " (the stand-in sees plain http:// URLs only: point the script at http://...)"
       problems[#problems + 1] = msg
