@@ -140,6 +140,38 @@ def test_unexpected_http_request_fails_the_test(tmp_path):
     assert p.stdout.rstrip().splitlines()[-1] == "1 passed, 2 failed"
 
 
+def test_api_faults_and_skips(tmp_path):
+    """kt.api.fail answers matching in-memory API requests with an error, and an
+    unused fault fails its test; kt.skip ends a test as pending, saying why."""
+    (tmp_path / "greeter.lua").write_text(GREETER)
+    (tmp_path / "greeter_spec.lua").write_text(textwrap.dedent("""\
+        local function cm(name) return { apiVersion = "v1", kind = "ConfigMap", metadata = { name = name } } end
+        describe("faults", function()
+          it("fails a patch once", function(kt)
+            local a = kt.create(cm("a"))
+            kt.api.fail({ method = "PATCH", match = "/configmaps/a$", status = 503, reason = "ServiceUnavailable" })
+            local out, err = kt.patch(a, { data = { k = "v" } })
+            assert.is_nil(out)
+            assert.equal(503, err.code)
+            assert.equal("ServiceUnavailable", err.reason)
+            assert.not_nil(kt.patch(a, { data = { k = "v" } }))
+          end)
+          it("leaves a fault unused", function(kt)
+            kt.api.fail({ method = "DELETE", match = "/configmaps/never$" })
+          end)
+          it("skips", function(kt)
+            kt.skip("not here")
+            error("not reached")
+          end)
+        end)
+        """))
+    p = klua_test(str(tmp_path))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "API fault not used: DELETE /configmaps/never$ (0 of 1)" in p.stdout, p.stdout
+    assert "SKIP faults > skips: not here" in p.stdout, p.stdout
+    assert p.stdout.rstrip().splitlines()[-1] == "1 passed, 1 failed, 1 pending"
+
+
 def test_run_and_check_skip_spec_files(tmp_path):
     (tmp_path / "greeter.lua").write_text(GREETER)
     (tmp_path / "greeter_spec.lua").write_text("this is not a controller(")
