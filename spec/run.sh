@@ -4,7 +4,8 @@
 # Parts: C unit tests (sanitizer build, TAP), C integration tests and
 # end-to-end tests against a real kube-apiserver + etcd started here (and
 # always stopped, also on failure), fuzz smoke runs, busted specs for the Lua
-# library, pytest for the stand-in GitHub and the end-to-end suite.
+# library and `klua test lua` (the Comment controller's specs, in-memory API),
+# pytest for the stand-in GitHub and the end-to-end suite.
 # Env: SPEC_ONLY=unit|itest|fuzz|lua|e2e runs one part; FUZZ_SMOKE_SECONDS;
 # KLUA_BUILD_DIR (default build) is where the test binaries and logs are.
 #
@@ -150,6 +151,31 @@ if part lua; then
         rc=$?
         count_tap busted "$LOGDIR/busted.log" $rc
         echo "  $(grep -c '^ok ' "$LOGDIR/busted.log") passed, $(grep -c '^not ok ' "$LOGDIR/busted.log") failed"
+    fi
+    # The Comment controller's specs run as klua runs it (real ctx, codec,
+    # informers, workqueue) on klua test's in-memory API; spec/e2e/test_kluatest.py
+    # runs them again on the real API server.
+    echo "== klua test lua (the Comment controller and klua.github, in-memory API)"
+    KT_BIN="$BUILD/asan/klua"
+    if [ ! -x "$KT_BIN" ]; then
+        fail "klua test: $KT_BIN is missing (make test-build)"
+        echo "  klua MISSING"
+    else
+        "$KT_BIN" test lua --crds crds > "$LOGDIR/kluatest-lua.log" 2>&1
+        rc=$?
+        read -r kp kf < <(sed -n 's/^\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*/\1 \2/p' \
+            "$LOGDIR/kluatest-lua.log" | tail -n 1)
+        kp=${kp:-0}; kf=${kf:-0}
+        PASS=$((PASS + kp)); FAIL=$((FAIL + kf))
+        if [ "$kf" -gt 0 ]; then
+            FAILED_NAMES+=("klua test lua: $(sed -n 's/^FAIL //p' "$LOGDIR/kluatest-lua.log" | tr '\n' ';')")
+        fi
+        if [ "$rc" -ne 0 ] && [ "$kf" -eq 0 ]; then
+            fail "klua test lua: exited with status $rc (see $LOGDIR/kluatest-lua.log)"
+        elif [ $((kp + kf)) -eq 0 ]; then
+            fail "klua test lua: ran no tests (see $LOGDIR/kluatest-lua.log)"
+        fi
+        echo "  $kp passed, $kf failed"
     fi
 fi
 

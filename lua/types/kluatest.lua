@@ -18,6 +18,7 @@
 ---@field headers table<string, string> lower-case names
 ---@field body string
 ---@field json any the body decoded, when it is JSON
+---@field at number when it arrived, on the test clock (kt.now())
 
 ---@class kt.HttpAnswer
 ---@field status? integer default 200
@@ -25,7 +26,7 @@
 ---@field body? string|table a table is sent as JSON
 
 ---@class kt.Expectation: kt.HttpAnswer
----@field method? string any method when absent
+---@field method? string any method when absent; "CONNECT" (url "host:443") takes an https:// request and refuses it with status (default 403)
 ---@field url? string the exact URL
 ---@field match? string a Lua pattern for the URL, instead of url
 ---@field times? integer|"any" default 1; "any": zero or more
@@ -42,11 +43,34 @@ function Http.expect(e) end
 ---@param fn fun(req: kt.HttpRequest): kt.HttpAnswer
 function Http.serve(base_url, fn) end
 
+---@class kt.Fault
+---@field method? string any method when absent
+---@field match string a Lua pattern for the request's path and query
+---@field status? integer default 500
+---@field reason? string default "InternalError"
+---@field message? string
+---@field times? integer|"any" default 1; a fault not used by the end fails the test
+---@field seen integer how many requests it answered (set by klua test)
+
+---@class kt.Api
+local Api = {}
+--- Make the in-memory API answer matching requests (the scripts' and the
+--- spec's own) with an error Status, as an API server in trouble would.
+--- Raises with --cluster: a real API server cannot be told to fail.
+---@param f kt.Fault
+---@return kt.Fault
+function Api.fail(f) end
+
 ---@class kt.Test
 ---@field namespace string where objects go by default ("default", or the test's own with --cluster)
 ---@field cluster boolean running against a real API server
 ---@field http kt.Http
+---@field api kt.Api faults of the in-memory API
 local Test = {}
+--- End this test here, counted as skipped ("SKIP name: reason"; the summary
+--- adds ", N pending"), for what one mode cannot do.
+---@param reason string
+function Test.skip(reason) end
 ---@generic T: table
 ---@param obj T
 ---@return T created raises on failure

@@ -109,8 +109,8 @@ end
 -- ---- kt: what a spec drives ----
 
 local function new_kt(host, opts, file)
-  local kt = { namespace = opts.namespace, cluster = opts.cluster, http = {} }
-  local expects, handlers, calls, problems = {}, {}, {}, {}
+  local kt = { namespace = opts.namespace, cluster = opts.cluster, http = {}, api = {} }
+  local expects, handlers, calls, problems, faults = {}, {}, {}, {}, {}
   kt.http.calls = calls
   local resources = {}
 
@@ -264,12 +264,53 @@ local function new_kt(host, opts, file)
     return docs
   end
 
+  --- Stop this test here and count it as skipped, saying why (for what one
+  --- mode cannot do: `if kt.cluster then kt.skip("...") end`).
+  function kt.skip(reason)
+    error({ kt_skip = tostring(reason or "skipped") }, 2)
+  end
+
+  -- ---- faults of the in-memory API ----
+
+  --- Make the in-memory API answer requests with an error, as an API server
+  --- under trouble would: { method = "PATCH" (any when absent), match = Lua
+  --- pattern for the path and query, status = 500, reason = "InternalError",
+  --- message = "...", times = 1 (or "any") }. Every request to the in-memory
+  --- API is matched, the spec's own kt.* calls included. A fault not used
+  --- by the end fails the test. Not with --cluster (raises).
+  function kt.api.fail(f)
+    if kt.cluster then error("kt.api.fail: only the in-memory API can be made to fail, not --cluster", 2) end
+    if type(f) ~= "table" or type(f.match) ~= "string" then
+      error("kt.api.fail: { match = pattern, ... } expected", 2)
+    end
+    f.times = f.times or 1
+    f.seen = 0
+    f.where = debug.getinfo(2, "Sl")
+    faults[#faults + 1] = f
+    return f
+  end
+
+  --- The injected answer for an API request, or nil to let the in-memory API answer.
+  function kt._api_fault(method, target)
+    for _, f in ipairs(faults) do
+      if (f.method == nil or f.method == method) and target:find(f.match) and
+         (f.times == "any" or f.seen < f.times) then
+        f.seen = f.seen + 1
+        local code = f.status or 500
+        return code, { apiVersion = "v1", kind = "Status", metadata = {}, status = "Failure", code = code,
+                       reason = f.reason or "InternalError", message = f.message or "injected by kt.api.fail" }
+      end
+    end
+  end
+
   -- ---- the ctx:http stand-in ----
 
   --- Expect a request: { method = "POST", url = "http://x/y" (exact) or
   --- match = "lua pattern", status = 200, headers = {}, body = table|string,
   --- respond = function(req) -> { status, headers, body }, times = 1 (or
   --- "any": zero or more) }. An expectation not met by the end fails the test.
+  --- method = "CONNECT", url = "host:443" takes an https:// request and
+  --- refuses it (status, default 403): the script sees a failed request.
   function kt.http.expect(e)
     e.times = e.times or 1
     e.seen = 0
@@ -292,9 +333,19 @@ local function new_kt(host, opts, file)
   end
 
   function kt._http(method, target, headers, body)
-    local req = { method = method, url = target, headers = headers, body = body }
+    local req = { method = method, url = target, headers = headers, body = body, at = host.clock() }
     pcall(function() req.json = json.decode(body) end)
     if method == "CONNECT" then
+      -- an HTTPS request: only an expectation for CONNECT may take it (and
+      -- refuse it: the stand-in cannot speak TLS), to show where it went
+      for _, e in ipairs(expects) do
+        if e.method == "CONNECT" and (e.url == target or (e.match and target:find(e.match))) and
+           (e.times == "any" or e.seen < e.times) then
+          e.seen = e.seen + 1
+          calls[#calls + 1] = req
+          return e.status or 403, e.headers or {}, "klua test: HTTPS is refused"
+        end
+      end
       local msg = "unexpected HTTPS request CONNECT " .. target ..
         " (the stand-in sees plain http:// URLs only: point the script at http://...)"
       problems[#problems + 1] = msg
@@ -328,6 +379,12 @@ local function new_kt(host, opts, file)
       if e.times ~= "any" and e.seen < e.times then
         problems[#problems + 1] = string.format("%s:%d: expected request not made: %s %s (%d of %d)",
           e.where.short_src, e.where.currentline, e.method or "*", e.url or e.match, e.seen, e.times)
+      end
+    end
+    for _, f in ipairs(faults) do
+      if f.times ~= "any" and f.seen < f.times then
+        problems[#problems + 1] = string.format("%s:%d: API fault not used: %s %s (%d of %d)",
+          f.where.short_src, f.where.currentline, f.method or "*", f.match, f.seen, f.times)
       end
     end
     for name, v in pairs(env_saved) do host.setenv(name, v[1]) end
@@ -393,8 +450,12 @@ local function run_test(host, opts, file, t, counts)
     fake = fakeapi.new(host.emit, host.now)
     for _, crd in ipairs(opts.crds) do fake:add_crd(crd) end
   end
-  local failure
-  host.set_handlers(fake and function(...) return fake:handle(...) end,
+  local failure, skipped
+  host.set_handlers(fake and function(method, target, ...)
+      local code, doc = kt._api_fault(method, target)
+      if code then return code, doc end
+      return fake:handle(method, target, ...)
+    end,
     function(...) return kt._http(...) end,
     fake and function(id) fake:closed(id) end)
   local ok, err = host.start({ namespace = opts.cluster and ns or nil })
@@ -403,6 +464,7 @@ local function run_test(host, opts, file, t, counts)
   else
     M.kt = kt
     local function handler(e)
+      if type(e) == "table" and e.kt_skip then return e end
       local msg = type(e) == "table" and e.kt_failure or tostring(e)
       local loc = where_in(file, 2)
       if loc and not msg:find(loc, 1, true) then msg = loc .. ": " .. msg end
@@ -414,7 +476,8 @@ local function run_test(host, opts, file, t, counts)
       local after = chain(t.parent, "after", {})
       for i = #after, 1, -1 do after[i](kt) end
     end, handler)
-    if not good then failure = msg end
+    if not good and type(msg) == "table" then skipped = msg.kt_skip
+    elseif not good then failure = msg end
   end
   local problems = kt._finish()
   host.stop()
@@ -425,7 +488,10 @@ local function run_test(host, opts, file, t, counts)
   elseif failure and #problems > 0 then
     failure = failure .. " (also: " .. table.concat(problems, "; ") .. ")"
   end
-  if failure then
+  if skipped and not failure then
+    counts.pending = counts.pending + 1
+    print("SKIP " .. name .. ": " .. skipped)
+  elseif failure then
     counts.failed = counts.failed + 1
     print("FAIL " .. name .. "\n  " .. failure:gsub("\n", "\n  "))
   else
