@@ -268,8 +268,11 @@ loop_timer_id loop_timer_add(loop *l, uint64_t delay_ms, loop_timer_cb cb, void 
     loop_timer_id id = ++l->next_id;
     if (live_add(l, id) < 0)
         return 0;
-    /* Saturate rather than wrap: UINT64_MAX means "never" in practice. */
-    uint64_t now = loop_now_ms(l);
+    /* From the clock as it is now, not the iteration's cached one: a timer
+     * armed late in a long iteration (a slow reconcile) would else fall due
+     * early by the time the iteration had taken. Saturate rather than wrap:
+     * UINT64_MAX means "never" in practice. */
+    uint64_t now = clock_read(l);
     uint64_t due = delay_ms > UINT64_MAX - now ? UINT64_MAX : now + delay_ms;
     l->heap[l->heap_len] = (timer_entry){due, id, cb, ud};
     heap_up(l->heap, l->heap_len++);

@@ -408,6 +408,37 @@ TEST(injected_clock_decides_when_timers_are_due)
     loop_free(l);
 }
 
+/* A callback that takes 50 ms of the injected clock, then arms a timer. */
+typedef struct slow_arm {
+    loop *l;
+    uint64_t *now;
+    uint64_t armed_at;
+} slow_arm;
+
+static void noop_timer(loop *l, void *ud) { (void)l; (void)ud; }
+
+static void slow_then_arm(loop *l, void *ud)
+{
+    slow_arm *s = ud;
+    *s->now += 50;                      /* a slow reconcile */
+    s->armed_at = *s->now;
+    loop_timer_add(l, 100, noop_timer, NULL);
+}
+
+TEST(timer_armed_late_in_an_iteration_is_not_early)
+{
+    loop *l = loop_new(NULL);
+    uint64_t now = 1000, due = 0;
+    loop_set_clock(l, fake_now, &now);
+    slow_arm s = {l, &now, 0};
+    loop_timer_add(l, 0, slow_then_arm, &s);
+    loop_run_once(l, 0);
+    CHECK(s.armed_at == 1050);
+    CHECK(loop_next_due(l, &due) == 0);
+    CHECK(due == 1150);                 /* 100 ms after it was armed, not after 1000 */
+    loop_free(l);
+}
+
 int main(void)
 {
     RUN(timers_fire_in_due_order);
@@ -422,5 +453,6 @@ int main(void)
     RUN(a_callback_cannot_run_the_loop_nested);
     RUN(clock_is_cached_per_iteration);
     RUN(injected_clock_decides_when_timers_are_due);
+    RUN(timer_armed_late_in_an_iteration_is_not_early);
     DONE();
 }

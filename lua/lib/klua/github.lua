@@ -43,6 +43,10 @@ local OUTAGE_MIN, OUTAGE_MAX = 2, 120
 local MAX_PAGES = 100          -- 10,000 comments at per_page 100: enough for any issue
 local REQUEST_TIMEOUT = 30
 local BUSY_LEASE = REQUEST_TIMEOUT + 5  -- a mutating request in flight holds the queue at most this long
+-- ctx:now() reads the wall clock; a requeue_after timer counts whole
+-- milliseconds of the monotonic one. A retry due when a limit ends may read
+-- a few microseconds short of it: within this slack the limit has ended.
+local CLOCK_SLACK = 0.005
 
 -- Per-token state. The key holds the token: this table never leaves the
 -- module and is never printed.
@@ -221,7 +225,7 @@ end
 
 function M:_blocked_error(method, path)
     local s, now = self.state, self.ctx:now()
-    if s.blocked_until > now then
+    if s.blocked_until - now > CLOCK_SLACK then
         -- the message of the answer that set the limit, so that callers see
         -- one stable state rather than a new error per attempt
         return mkerr(self, "rate_limited", s.blocked_status or 0, s.blocked_reason or "rate limited",
