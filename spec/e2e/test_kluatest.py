@@ -11,7 +11,7 @@ import pytest
 from conftest import KLUA, ROOT, run_klua, wait_for
 
 SUITES = [
-    ("lua", ["--crds", "crds"], 45),            # the Comment controller and klua.github
+    ("lua", ["--crds", "crds"], 46),            # the Comment controller and klua.github
     ("examples/scripts", [], 3),                # greeter
     ("examples/alert", [], 2),
     ("examples/app", [], 4),

@@ -131,7 +131,7 @@ class CutProxy:
             text = self.out.read()
             p, c = re.search(r"^PORT (\d+)", text, re.M), re.search(r"^CONTROL (\d+)", text, re.M)
             return p and c and (int(p.group(1)), int(c.group(1)))
-        self.port, self.control = wait_for(ports, 10, 0.05, "cutproxy to start")
+        self.port, self.control = wait_for(ports, 30, 0.05, "cutproxy to start")
 
     def call(self, method, path):
         req = urllib.request.Request(f"http://127.0.0.1:{self.control}{path}", method=method,

@@ -307,7 +307,10 @@ function M:request(method, target, body)
     local h = resp.headers or {}
     if resp.status >= 200 and resp.status < 300 then
         s.outage_since = nil
-        s.secondary_wait = 0
+        -- secondary limits fall on mutating requests (content creation); a
+        -- read that passes says nothing about them: only a write that passes
+        -- ends the doubling
+        if mutating then s.secondary_wait = 0 end
         -- the last request of the hour: hold the next ones until the reset
         if header_number(h, "x-ratelimit-remaining") == 0 and header_number(h, "x-ratelimit-reset") then
             s.blocked_until = math.max(s.blocked_until, header_number(h, "x-ratelimit-reset"))
