@@ -269,7 +269,7 @@ static store_obj *assemble(const meta_strs *m, const char *json, size_t len)
     o->json = sp + m->strs.len;
     memcpy(o->json, json, len);
     o->json[len] = '\0';
-    o->json_len = len;
+    o->json_len = (uint32_t)len;
     o->ns = sp + m->offs[S_NS];
     o->key = sp + m->offs[S_KEY];
     o->name = o->key + m->name_off;
@@ -278,9 +278,10 @@ static store_obj *assemble(const meta_strs *m, const char *json, size_t len)
     for (size_t i = 0; i < nptrs; i++)
         ptrs[i] = sp + m->offs[S_FIXED + i];
     o->labels = nl ? ptrs : NULL;
-    o->nlabels = nl;
+    o->nlabels = (uint32_t)nl;
     o->owner_uids = no ? ptrs + 2 * nl : NULL;
-    o->nowners = no;
+    o->nowners = (uint32_t)no;
+    o->held = 0;
     return o;
 }
 
@@ -298,6 +299,10 @@ store_obj *store_obj_from_doc(const json_doc *d, int root, const char *json, siz
     }
     if (!is_type(d, name, JSON_STRING) || d->toks[name].start == d->toks[name].end) {
         kl_err_set(err, KL_EINVAL, "cannot cache object: it has no metadata.name");
+        goto out;
+    }
+    if (len >= UINT32_MAX) {
+        kl_err_set(err, KL_EINVAL, "cannot cache object: it is larger than 4 GiB");
         goto out;
     }
     if (gather(&m, d, meta, name) < 0 || !(o = assemble(&m, json, len))) {
@@ -339,11 +344,17 @@ const char *store_obj_label(const store_obj *o, const char *key)
 
 /* ---- indexes ---- */
 
+/* Indexes are built on first use: a store nobody queries by namespace,
+ * label or owner pays nothing for them (most controllers only get by key),
+ * and one that is queried keeps them up to date from then on. */
 struct store {
     table objs;      /* store_obj (owned) by key */
-    table by_ns;     /* idx_set (owned) by namespace */
-    table by_label;  /* idx_set (owned) by "key=value" */
-    table by_owner;  /* idx_set (owned) by owner uid */
+    table by_ns;     /* idx_set (owned) by namespace, once ns_built */
+    table by_label;  /* idx_set (owned) by "key=value", for the keys in label_keys */
+    table by_owner;  /* idx_set (owned) by owner uid, once owner_built */
+    char **label_keys; /* the label keys indexed (owned) */
+    size_t nlabel_keys;
+    int ns_built, owner_built;
     size_t obj_bytes;
 };
 
@@ -360,6 +371,17 @@ static void free_index(table *t)
         }
     }
     free(t->slots);
+    *t = (table){NULL, 0, 0};
+}
+
+static void drop_label_index(store *s)
+{
+    free_index(&s->by_label);
+    for (size_t i = 0; i < s->nlabel_keys; i++)
+        free(s->label_keys[i]);
+    free(s->label_keys);
+    s->label_keys = NULL;
+    s->nlabel_keys = 0;
 }
 
 void store_free(store *s)
@@ -370,7 +392,7 @@ void store_free(store *s)
         store_obj_free(s->objs.slots[i]);
     free(s->objs.slots);
     free_index(&s->by_ns);
-    free_index(&s->by_label);
+    drop_label_index(s);
     free_index(&s->by_owner);
     free(s);
 }
@@ -425,26 +447,88 @@ static void index_del(table *map, const char *a, const char *b, const store_obj 
     }
 }
 
+static int label_indexed(const store *s, const char *key)
+{
+    for (size_t i = 0; i < s->nlabel_keys; i++)
+        if (strcmp(s->label_keys[i], key) == 0)
+            return 1;
+    return 0;
+}
+
 static void unindex_obj(store *s, const store_obj *o)
 {
-    index_del(&s->by_ns, o->ns, NULL, o);
-    for (size_t i = 0; i < o->nlabels; i++)
-        index_del(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
-    for (size_t i = 0; i < o->nowners; i++)
+    if (s->ns_built)
+        index_del(&s->by_ns, o->ns, NULL, o);
+    for (size_t i = 0; s->nlabel_keys && i < o->nlabels; i++)
+        if (label_indexed(s, o->labels[2 * i]))
+            index_del(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
+    for (size_t i = 0; s->owner_built && i < o->nowners; i++)
         index_del(&s->by_owner, o->owner_uids[i], NULL, o);
 }
 
 /* All or nothing: on failure o is in no index. */
 static int index_obj(store *s, store_obj *o)
 {
-    int rc = index_add(&s->by_ns, o->ns, NULL, o);
-    for (size_t i = 0; rc == 0 && i < o->nlabels; i++)
-        rc = index_add(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
-    for (size_t i = 0; rc == 0 && i < o->nowners; i++)
+    int rc = s->ns_built ? index_add(&s->by_ns, o->ns, NULL, o) : 0;
+    for (size_t i = 0; rc == 0 && s->nlabel_keys && i < o->nlabels; i++)
+        if (label_indexed(s, o->labels[2 * i]))
+            rc = index_add(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
+    for (size_t i = 0; rc == 0 && s->owner_built && i < o->nowners; i++)
         rc = index_add(&s->by_owner, o->owner_uids[i], NULL, o);
     if (rc < 0)
         unindex_obj(s, o);
     return rc;
+}
+
+/* Build an index on first use. -1 (out of memory): the index stays unbuilt
+ * and the caller scans instead. */
+static int ensure_ns_index(store *s)
+{
+    for (size_t i = 0; !s->ns_built && i < s->objs.cap; i++)
+        if (s->objs.slots[i] && index_add(&s->by_ns, ((store_obj *)s->objs.slots[i])->ns, NULL,
+                                          s->objs.slots[i]) < 0) {
+            free_index(&s->by_ns);
+            return -1;
+        }
+    s->ns_built = 1;
+    return 0;
+}
+
+static int ensure_owner_index(store *s)
+{
+    for (size_t i = 0; !s->owner_built && i < s->objs.cap; i++) {
+        store_obj *o = s->objs.slots[i];
+        for (size_t j = 0; o && j < o->nowners; j++)
+            if (index_add(&s->by_owner, o->owner_uids[j], NULL, o) < 0) {
+                free_index(&s->by_owner);
+                return -1;
+            }
+    }
+    s->owner_built = 1;
+    return 0;
+}
+
+static int ensure_label_index(store *s, const char *key)
+{
+    if (label_indexed(s, key))
+        return 0;
+    char **keys = realloc(s->label_keys, (s->nlabel_keys + 1) * sizeof *keys);
+    if (!keys)
+        return -1;
+    s->label_keys = keys;
+    if (!(keys[s->nlabel_keys] = strdup(key)))
+        return -1;
+    s->nlabel_keys++;
+    for (size_t i = 0; i < s->objs.cap; i++) {
+        store_obj *o = s->objs.slots[i];
+        for (size_t j = 0; o && j < o->nlabels; j++)
+            if (strcmp(o->labels[2 * j], key) == 0 &&
+                index_add(&s->by_label, key, o->labels[2 * j + 1], o) < 0) {
+                drop_label_index(s); /* every key: simpler than undoing one */
+                return -1;
+            }
+    }
+    return 0;
 }
 
 /* What malloc really holds for a request of n bytes (glibc: an 8-byte
@@ -507,12 +591,27 @@ size_t store_len(const store *s) { return s->objs.len; }
 
 /* ---- iteration (callbacks must not change the store) ---- */
 
+/* A query may build the index it needs (ensure_*): the store is const to
+ * its readers because what they see never changes, and every store is
+ * created non-const by store_new, so the cast below is sound. Building is
+ * not a change visible to a visit in progress: nothing is built during one. */
+static store *indexing(const store *s) { return (store *)s; }
+
 typedef struct visit {
     const char *ns;              /* NULL = any */
     const label_selector *sel;   /* NULL = any */
+    const char *owner;           /* NULL = any (a scan, when the index is unbuilt) */
     store_visit_cb cb;
     void *ud;
 } visit;
+
+static int owned_by(const store_obj *o, const char *uid)
+{
+    for (size_t i = 0; i < o->nowners; i++)
+        if (strcmp(o->owner_uids[i], uid) == 0)
+            return 1;
+    return 0;
+}
 
 /* Returns non-zero when the callback asked to stop. */
 static int visit_table(const table *t, const visit *v)
@@ -520,6 +619,7 @@ static int visit_table(const table *t, const visit *v)
     for (size_t i = 0; i < t->cap; i++) {
         const store_obj *o = t->slots[i];
         if (!o || (v->ns && strcmp(o->ns, v->ns) != 0) ||
+            (v->owner && !owned_by(o, v->owner)) ||
             (v->sel && !label_selector_matches(v->sel, o->labels, o->nlabels)))
             continue;
         if (v->cb(v->ud, o))
@@ -537,7 +637,7 @@ static void visit_set(const table *map, const char *a, const char *b, const visi
 
 void store_each(const store *s, store_visit_cb cb, void *ud)
 {
-    visit v = {NULL, NULL, cb, ud};
+    visit v = {NULL, NULL, NULL, cb, ud};
     visit_table(&s->objs, &v);
 }
 
@@ -547,8 +647,13 @@ void store_each_in_namespace(const store *s, const char *ns, store_visit_cb cb, 
         store_each(s, cb, ud);
         return;
     }
-    visit v = {NULL, NULL, cb, ud};
-    visit_set(&s->by_ns, ns, NULL, &v);
+    visit v = {NULL, NULL, NULL, cb, ud};
+    if (ensure_ns_index(indexing(s)) == 0) {
+        visit_set(&s->by_ns, ns, NULL, &v);
+    } else {
+        v.ns = ns;
+        visit_table(&s->objs, &v);
+    }
 }
 
 int store_each_selected(const store *s, const char *ns, const char *selector, store_visit_cb cb,
@@ -558,15 +663,14 @@ int store_each_selected(const store *s, const char *ns, const char *selector, st
     if (label_selector_parse(selector ? selector : "", &sel, err) < 0)
         return -1;
     const char *k, *val;
-    if (label_selector_first_equality(sel, &k, &val)) {
+    visit v = {ns, sel, NULL, cb, ud};
+    if (label_selector_first_equality(sel, &k, &val) && ensure_label_index(indexing(s), k) == 0) {
         /* the smallest candidate set: objects carrying k=val */
-        visit v = {ns, sel, cb, ud};
         visit_set(&s->by_label, k, val, &v);
-    } else if (ns) {
-        visit v = {NULL, sel, cb, ud};
+    } else if (ns && ensure_ns_index(indexing(s)) == 0) {
+        v.ns = NULL;
         visit_set(&s->by_ns, ns, NULL, &v);
     } else {
-        visit v = {NULL, sel, cb, ud};
         visit_table(&s->objs, &v);
     }
     label_selector_free(sel);
@@ -575,8 +679,13 @@ int store_each_selected(const store *s, const char *ns, const char *selector, st
 
 void store_each_owned_by(const store *s, const char *owner_uid, store_visit_cb cb, void *ud)
 {
-    visit v = {NULL, NULL, cb, ud};
-    visit_set(&s->by_owner, owner_uid, NULL, &v);
+    visit v = {NULL, NULL, NULL, cb, ud};
+    if (ensure_owner_index(indexing(s)) == 0) {
+        visit_set(&s->by_owner, owner_uid, NULL, &v);
+    } else {
+        v.owner = owner_uid;
+        visit_table(&s->objs, &v);
+    }
 }
 
 /* ---- memory ---- */
@@ -596,6 +705,9 @@ static size_t index_bytes(const table *map)
 
 size_t store_bytes(const store *s)
 {
+    size_t keys = s->nlabel_keys ? chunk(s->nlabel_keys * sizeof(char *)) : 0;
+    for (size_t i = 0; i < s->nlabel_keys; i++)
+        keys += chunk(strlen(s->label_keys[i]) + 1);
     return chunk(sizeof *s) + s->obj_bytes + table_bytes(&s->objs) + index_bytes(&s->by_ns) +
-           index_bytes(&s->by_label) + index_bytes(&s->by_owner);
+           index_bytes(&s->by_label) + index_bytes(&s->by_owner) + keys;
 }

@@ -15,6 +15,7 @@
 #include "json.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct store_obj {
     char *key;           /* "ns/name" or "name" */
@@ -22,14 +23,15 @@ typedef struct store_obj {
     char *name;
     char *uid;
     char *rv;            /* metadata.resourceVersion (opaque) */
-    long long generation;
-    int deleting;        /* metadata.deletionTimestamp is set */
     char **labels;       /* nlabels pairs: labels[2i] key, labels[2i+1] value */
-    size_t nlabels;
     char **owner_uids;   /* metadata.ownerReferences[].uid */
-    size_t nowners;
     char *json;          /* the object as the API server sent it */
-    size_t json_len;
+    long long generation;
+    uint32_t json_len;   /* objects are far below 4 GiB (etcd's limit is 1.5 MiB) */
+    uint32_t nlabels;
+    uint32_t nowners;
+    uint8_t deleting;    /* metadata.deletionTimestamp is set */
+    uint8_t held;        /* store.c's own: how the block is held */
 } store_obj;
 
 /* Build from one object's JSON (copied). Errors name what is missing. */

@@ -293,6 +293,91 @@ TEST(churn_keeps_every_key_reachable)
     store_free(s);
 }
 
+/* Counts the objects a brute-force scan finds: what an index must agree with. */
+typedef struct scan {
+    const char *ns, *label_key, *label_val, *owner;
+    size_t n;
+} scan;
+
+static int scan_one(void *ud, const store_obj *o)
+{
+    scan *sc = ud;
+    int ok = !sc->ns || strcmp(o->ns, sc->ns) == 0;
+    if (sc->label_key) {
+        const char *v = store_obj_label(o, sc->label_key);
+        ok = ok && v && strcmp(v, sc->label_val) == 0;
+    }
+    int owned = !sc->owner;
+    for (size_t i = 0; sc->owner && i < o->nowners; i++)
+        owned |= strcmp(o->owner_uids[i], sc->owner) == 0;
+    sc->n += ok && owned;
+    return 0;
+}
+
+static size_t scanned(const store *s, const char *ns, const char *k, const char *v,
+                      const char *owner)
+{
+    scan sc = {ns, k, v, owner, 0};
+    store_each(s, scan_one, &sc);
+    return sc.n;
+}
+
+/* Indexes cost nothing until a query needs one; from then on every put,
+ * replace and remove keeps them equal to a scan. */
+TEST(indexes_are_built_on_first_query_and_kept_up_to_date)
+{
+    store *s = store_new();
+    char name[32], labels[64], owner[32], sel[32];
+    int ok = 1;
+    for (int i = 0; i < 500; i++) {
+        snprintf(name, sizeof name, "o%d", i);
+        snprintf(labels, sizeof labels, "\"mod\":\"m%d\",\"app\":\"a\"", i % 7);
+        snprintf(owner, sizeof owner, "own%d", i % 13);
+        ok &= store_put(s, mk(i % 2 ? "odd" : "even", name, labels, owner), NULL) == 0;
+    }
+    CHECK(ok);
+    size_t before = store_bytes(s);
+    CHECK(strlen(select_keys(s, "odd", "mod=m3,app=a")) > 0);
+    size_t with_label = store_bytes(s);
+    CHECK(with_label > before); /* the label index exists now, not before */
+    in_ns(s, "odd");
+    owned_by(s, "own1");
+    CHECK(store_bytes(s) > with_label);
+    /* churn: replaces change labels, namespaces stay, owners move; removes */
+    for (int i = 0; i < 500; i += 3) {
+        snprintf(name, sizeof name, "o%d", i);
+        snprintf(labels, sizeof labels, "\"mod\":\"m%d\"", (i + 1) % 7);
+        snprintf(owner, sizeof owner, "own%d", (i + 5) % 13);
+        ok &= store_put(s, mk(i % 2 ? "odd" : "even", name, labels, owner), NULL) == 0;
+    }
+    for (int i = 0; i < 500; i += 5) {
+        snprintf(name, sizeof name, "%s/o%d", i % 2 ? "odd" : "even", i);
+        store_obj_free(store_remove(s, name));
+    }
+    CHECK(ok);
+    for (int m = 0; m < 7; m++) {
+        snprintf(sel, sizeof sel, "mod=m%d", m);
+        snprintf(labels, sizeof labels, "m%d", m);
+        seen sn = {0};
+        store_each_selected(s, NULL, sel, collect, &sn, NULL);
+        ok &= sn.total == scanned(s, NULL, "mod", labels, NULL);
+        memset(&sn, 0, sizeof sn);
+        store_each_selected(s, "even", sel, collect, &sn, NULL);
+        ok &= sn.total == scanned(s, "even", "mod", labels, NULL);
+    }
+    for (int i = 0; i < 13; i++) {
+        snprintf(owner, sizeof owner, "own%d", i);
+        seen sn = {0};
+        store_each_owned_by(s, owner, collect, &sn);
+        ok &= sn.total == scanned(s, NULL, NULL, NULL, owner);
+    }
+    seen sn = {0};
+    store_each_in_namespace(s, "even", collect, &sn);
+    ok &= sn.total == scanned(s, "even", NULL, NULL, NULL) && sn.total > 0;
+    CHECK(ok);
+    store_free(s);
+}
+
 /* A realistic ~1 KB object (a Deployment-owned Pod-ish ConfigMap). */
 static size_t make_1k(char *buf, size_t cap, int i)
 {
@@ -540,6 +625,7 @@ int main(void)
     RUN(selector_queries);
     RUN(namespace_iteration_and_early_stop);
     RUN(churn_keeps_every_key_reachable);
+    RUN(indexes_are_built_on_first_query_and_kept_up_to_date);
     RUN(managed_fields_are_dropped_by_default);
     RUN(managed_fields_kept_on_request);
     RUN(a_projection_keeps_the_paths_and_what_klua_needs);
