@@ -1,7 +1,8 @@
 /* store.c - the informer cache: objects by key, with indexes.
  *
  * Provides: store_obj_* and store_* (store.h).
- * Uses: json (metadata extraction), labels (selectors), buf, err.
+ * Uses: json (metadata extraction), labels (selectors), store_arena (where
+ * stored objects live), buf, err.
  *
  * Memory is the point of this file's shape (DESIGN.md: "an object in the
  * cache should cost little more than its JSON"):
@@ -29,6 +30,7 @@
 #include "buf.h"
 #include "json.h"
 #include "labels.h"
+#include "store_arena.h"
 #include "util.h"
 
 #include <malloc.h>
@@ -179,6 +181,16 @@ static void tab_remove_at(table *t, int kind, size_t i)
 
 /* ---- objects ---- */
 
+/* Where an object's block lives (store_obj.held). */
+enum {
+    HELD_MALLOC,    /* from store_obj_new/_from_doc, or too large for an arena */
+    HELD_STORED,    /* in a store's arena, held by the store */
+    HELD_DETACHED,  /* in an arena, removed or replaced: its caller owns it */
+    HELD_DEAD       /* in an arena, freed */
+};
+
+_Static_assert(sizeof(store_obj) <= STORE_ARENA_PIECE_HEADER, "the arena keeps the header readable");
+
 /* The metadata strings of one object while it is being built: unescaped,
  * NUL-terminated, one after another in strs; offs[] says where each starts
  * (S_* first, then label key/value pairs, then owner uids). */
@@ -281,7 +293,8 @@ static store_obj *assemble(const meta_strs *m, const char *json, size_t len)
     o->nlabels = (uint32_t)nl;
     o->owner_uids = no ? ptrs + 2 * nl : NULL;
     o->nowners = (uint32_t)no;
-    o->held = 0;
+    o->held = HELD_MALLOC;
+    o->units = 0;
     return o;
 }
 
@@ -332,7 +345,25 @@ store_obj *store_obj_new(const char *json, size_t len, kl_err *err)
     return o;
 }
 
-void store_obj_free(store_obj *o) { free(o); }
+/* Bytes of o's block: the JSON and its NUL come last. */
+static size_t obj_size(const store_obj *o)
+{
+    return (size_t)(o->json + o->json_len + 1 - (const char *)o);
+}
+
+void store_obj_free(store_obj *o)
+{
+    if (!o)
+        return;
+    if (o->held == HELD_MALLOC) {
+        free(o);
+        return;
+    }
+    if (o->held == HELD_DEAD)
+        abort(); /* freed twice: as malloc would under ASan, stop here */
+    o->held = HELD_DEAD;
+    store_arena_release(o, (size_t)o->units * 8);
+}
 
 const char *store_obj_label(const store_obj *o, const char *key)
 {
@@ -355,11 +386,20 @@ struct store {
     char **label_keys; /* the label keys indexed (owned) */
     size_t nlabel_keys;
     int ns_built, owner_built;
-    size_t obj_bytes;
+    size_t obj_bytes;  /* of the objects held */
+    store_arena *arena;
 };
 
 /* Caller owns the result (store_free). */
-store *store_new(void) { return calloc(1, sizeof(store)); }
+store *store_new(void)
+{
+    store *s = calloc(1, sizeof(store));
+    if (s && !(s->arena = store_arena_new())) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
 
 static void free_index(table *t)
 {
@@ -394,6 +434,7 @@ void store_free(store *s)
     free_index(&s->by_ns);
     drop_label_index(s);
     free_index(&s->by_owner);
+    store_arena_free(s->arena);
     free(s);
 }
 
@@ -539,38 +580,165 @@ static size_t chunk(size_t n)
     return c < 32 ? 32 : c;
 }
 
-static size_t obj_bytes(const store_obj *o) { return chunk(malloc_usable_size((void *)o)); }
+static size_t obj_bytes(const store_obj *o)
+{
+    return o->held == HELD_MALLOC ? chunk(malloc_usable_size((void *)o)) : (size_t)o->units * 8;
+}
 
-/* On -1 (out of memory) the store is unchanged and the caller still owns o.
- * When old is NULL a replaced object is freed here. */
-int store_put(store *s, store_obj *o, store_obj **old)
+/* to is a byte copy of from: make its pointers point into itself. */
+static void rebase(const store_obj *from, store_obj *to)
+{
+#define REBASE(p) ((char *)to + ((const char *)(p) - (const char *)from))
+    to->key = REBASE(from->key);
+    to->ns = REBASE(from->ns);
+    to->name = REBASE(from->name);
+    to->uid = REBASE(from->uid);
+    to->rv = REBASE(from->rv);
+    to->json = REBASE(from->json);
+    if (from->labels) {
+        to->labels = (char **)REBASE(from->labels);
+        for (size_t i = 0; i < 2 * (size_t)from->nlabels; i++)
+            to->labels[i] = REBASE(from->labels[i]);
+    }
+    if (from->owner_uids) {
+        to->owner_uids = (char **)REBASE(from->owner_uids);
+        for (size_t i = 0; i < from->nowners; i++)
+            to->owner_uids[i] = REBASE(from->owner_uids[i]);
+    }
+#undef REBASE
+}
+
+/* A copy of o in the arena (held: HELD_STORED), or NULL (too large, or
+ * memory is short: the caller keeps o where it is). */
+static store_obj *arena_copy(store *s, const store_obj *o)
+{
+    size_t n = obj_size(o);
+    store_obj *c = store_arena_alloc(s->arena, n);
+    if (!c)
+        return NULL;
+    memcpy(c, o, n);
+    rebase(o, c);
+    c->held = HELD_STORED;
+    c->units = (uint16_t)((n + 7) / 8);
+    return c;
+}
+
+/* Point every table entry naming from at to instead (same key, labels,
+ * owners). Never allocates: each member table loses one entry first. */
+static void repoint(store *s, const store_obj *from, store_obj *to)
+{
+    void **slot = tab_find(&s->objs, T_OBJ, from->key);
+    if (slot)
+        *slot = to;
+    table *maps[3] = {&s->by_ns, &s->by_label, &s->by_owner};
+    for (int m = 0; m < 3; m++) {
+        size_t n = m == 0 ? (s->ns_built ? 1 : 0) : m == 1 ? to->nlabels : to->nowners;
+        if (m == 2 && !s->owner_built)
+            n = 0;
+        for (size_t i = 0; i < n; i++) {
+            const char *a = m == 0 ? to->ns : m == 1 ? to->labels[2 * i] : to->owner_uids[i];
+            const char *b = m == 1 ? to->labels[2 * i + 1] : NULL;
+            if (m == 1 && !label_indexed(s, a))
+                continue;
+            idx_set *set = index_find(maps[m], a, b);
+            void **e = set ? tab_find(&set->members, T_PTR, from) : NULL;
+            if (e) {
+                tab_remove_at(&set->members, T_PTR, (size_t)(e - set->members.slots));
+                tab_insert(&set->members, T_PTR, to);
+            }
+        }
+    }
+}
+
+/* Give the arena's dead space back: when more than a quarter of what it
+ * handed out is dead (and at least two blocks' worth), move the objects of
+ * the sparsest blocks to the block being filled, which frees those blocks,
+ * until an eighth is left. A block also holding a removed object its
+ * caller still owns stays until that object is freed. Each byte moved
+ * frees at least as many, so the copying is paid for by the updates that
+ * made the dead space. Runs at the start of put and remove, when no pointer
+ * into the store is held (store.h). */
+static void compact(store *s)
+{
+    store_arena *a = s->arena;
+    size_t used = store_arena_used(a), dead = used - store_arena_live(a);
+    if (dead < 2 * STORE_ARENA_BLOCK || dead * 4 < used)
+        return;
+    store_arena_block *pinned_blocks[8]; /* emptied but for objects a caller holds */
+    size_t npinned = 0;
+    while (dead * 8 > used) {
+        char *p, *end;
+        store_arena_block *b = store_arena_sparsest(a, pinned_blocks, npinned, &p, &end);
+        if (!b)
+            return;
+        size_t left = store_arena_block_live(b);
+        int pinned = 0;
+        while (left && p < end) {
+            store_obj *o = (store_obj *)p;
+            size_t n = (size_t)o->units * 8;
+            p += n;
+            if (o->held == HELD_DETACHED) {
+                pinned = 1;
+                left -= n;
+            } else if (o->held == HELD_STORED) {
+                store_obj *c = arena_copy(s, o);
+                if (!c)
+                    return; /* memory is short: keep what is where it is */
+                repoint(s, o, c);
+                left -= n;
+                store_obj_free(o); /* the last one unmaps b: p is not read again */
+            }
+        }
+        if (pinned) {
+            if (npinned == sizeof pinned_blocks / sizeof pinned_blocks[0])
+                return;
+            pinned_blocks[npinned++] = b;
+        }
+        used = store_arena_used(a);
+        dead = used - store_arena_live(a);
+    }
+}
+
+const store_obj *store_put(store *s, store_obj *o, store_obj **old)
 {
     if (old)
         *old = NULL;
-    void **slot = tab_find(&s->objs, T_OBJ, o->key);
-    if (!slot && tab_reserve(&s->objs, T_OBJ) < 0)
-        return -1;
-    if (index_obj(s, o) < 0)
-        return -1;
+    compact(s);
+    /* the copy in the arena is what the store keeps; an object too large
+     * for it (or when memory is short) stays where it is */
+    store_obj *in = arena_copy(s, o);
+    store_obj *keep = in ? in : o;
+    void **slot = tab_find(&s->objs, T_OBJ, keep->key);
+    if ((!slot && tab_reserve(&s->objs, T_OBJ) < 0) || index_obj(s, keep) < 0) {
+        store_obj_free(in);
+        return NULL;
+    }
+    if (in)
+        store_obj_free(o);
+    else if (o->held == HELD_DETACHED)
+        o->held = HELD_STORED;
     if (slot) {
         store_obj *prev = *slot;
         unindex_obj(s, prev);
-        *slot = o;
+        *slot = keep;
         s->obj_bytes -= obj_bytes(prev);
+        if (prev->held == HELD_STORED)
+            prev->held = HELD_DETACHED;
         if (old)
             *old = prev;
         else
             store_obj_free(prev);
     } else {
-        tab_insert(&s->objs, T_OBJ, o);
+        tab_insert(&s->objs, T_OBJ, keep);
     }
-    s->obj_bytes += obj_bytes(o);
-    return 0;
+    s->obj_bytes += obj_bytes(keep);
+    return keep;
 }
 
 /* Caller owns the result. */
 store_obj *store_remove(store *s, const char *key)
 {
+    compact(s);
     void **slot = tab_find(&s->objs, T_OBJ, key);
     if (!slot)
         return NULL;
@@ -578,6 +746,8 @@ store_obj *store_remove(store *s, const char *key)
     unindex_obj(s, o);
     tab_remove_at(&s->objs, T_OBJ, (size_t)(slot - s->objs.slots));
     s->obj_bytes -= obj_bytes(o);
+    if (o->held == HELD_STORED)
+        o->held = HELD_DETACHED;
     return o;
 }
 
@@ -708,6 +878,8 @@ size_t store_bytes(const store *s)
     size_t keys = s->nlabel_keys ? chunk(s->nlabel_keys * sizeof(char *)) : 0;
     for (size_t i = 0; i < s->nlabel_keys; i++)
         keys += chunk(strlen(s->label_keys[i]) + 1);
-    return chunk(sizeof *s) + s->obj_bytes + table_bytes(&s->objs) + index_bytes(&s->by_ns) +
+    /* the arena's dead space and block headers count too */
+    size_t slack = store_arena_used(s->arena) - store_arena_live(s->arena);
+    return chunk(sizeof *s) + s->obj_bytes + slack + table_bytes(&s->objs) + index_bytes(&s->by_ns) +
            index_bytes(&s->by_label) + index_bytes(&s->by_owner) + keys;
 }

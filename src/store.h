@@ -31,7 +31,8 @@ typedef struct store_obj {
     uint32_t nlabels;
     uint32_t nowners;
     uint8_t deleting;    /* metadata.deletionTimestamp is set */
-    uint8_t held;        /* store.c's own: how the block is held */
+    uint8_t held;        /* store.c's own: where the block lives */
+    uint16_t units;      /* store.c's own: the block's size in 8-byte units, in an arena */
 } store_obj;
 
 /* Build from one object's JSON (copied). Errors name what is missing. */
@@ -49,10 +50,14 @@ typedef struct store store;
 store *store_new(void);
 void store_free(store *s);        /* frees every object */
 
-/* Insert or replace by key; the store takes o. *old (if non-NULL) receives
- * the replaced object, now owned by the caller (NULL if new); with old NULL
- * the store frees it. On -1 (out of memory) the caller keeps o. */
-int store_put(store *s, store_obj *o, store_obj **old);
+/* Insert or replace by key; the store takes o and returns the object it
+ * holds now: o itself, or its copy in the store's arena (o is freed then).
+ * *old (if non-NULL) receives the replaced object, now owned by the caller
+ * (NULL if new); with old NULL the store frees it. Objects the store holds
+ * may move (to pack memory) at the next put or remove: a pointer from
+ * store_put, store_get or a visit is good until the store next changes.
+ * NULL (out of memory): the store is unchanged and the caller keeps o. */
+const store_obj *store_put(store *s, store_obj *o, store_obj **old);
 /* Remove by key; returns the object (caller owns) or NULL. */
 store_obj *store_remove(store *s, const char *key);
 const store_obj *store_get(const store *s, const char *key);
