@@ -266,11 +266,12 @@ static int gather(meta_strs *m, const json_doc *d, int meta, int name)
     return 0;
 }
 
-/* One block: struct | label and owner pointers | strings | json NUL.
+/* One block: struct | owner pointers | strings | json NUL. The label
+ * pairs are strings one after another, with no pointers of their own.
  * Caller owns the result (store_obj_free). */
 static store_obj *assemble(const meta_strs *m, const char *json, size_t len)
 {
-    size_t nl = m->nlabels, no = m->nowners, nptrs = 2 * nl + no;
+    size_t nl = m->nlabels, no = m->nowners, nptrs = no;
     size_t head = sizeof(store_obj) + nptrs * sizeof(char *);
     store_obj *o = malloc(head + m->strs.len + len + 1);
     if (!o)
@@ -288,10 +289,10 @@ static store_obj *assemble(const meta_strs *m, const char *json, size_t len)
     o->uid = sp + m->offs[S_UID];
     o->rv = sp + m->offs[S_RV];
     for (size_t i = 0; i < nptrs; i++)
-        ptrs[i] = sp + m->offs[S_FIXED + i];
-    o->labels = nl ? ptrs : NULL;
+        ptrs[i] = sp + m->offs[S_FIXED + 2 * nl + i];
+    o->labels = nl ? sp + m->offs[S_FIXED] : NULL; /* the pairs follow one another */
     o->nlabels = (uint32_t)nl;
-    o->owner_uids = no ? ptrs + 2 * nl : NULL;
+    o->owner_uids = no ? ptrs : NULL;
     o->nowners = (uint32_t)no;
     o->held = HELD_MALLOC;
     o->units = 0;
@@ -365,11 +366,22 @@ void store_obj_free(store_obj *o)
     store_arena_release(o, (size_t)o->units * 8);
 }
 
+/* One label pair at p: *k and *v; returns where the next pair starts. */
+static const char *label_pair(const char *p, const char **k, const char **v)
+{
+    *k = p;
+    *v = p + strlen(p) + 1;
+    return *v + strlen(*v) + 1;
+}
+
 const char *store_obj_label(const store_obj *o, const char *key)
 {
-    for (size_t i = 0; i < o->nlabels; i++)
-        if (strcmp(o->labels[2 * i], key) == 0)
-            return o->labels[2 * i + 1];
+    const char *p = o->labels, *k, *v;
+    for (size_t i = 0; i < o->nlabels; i++) {
+        p = label_pair(p, &k, &v);
+        if (strcmp(k, key) == 0)
+            return v;
+    }
     return NULL;
 }
 
@@ -500,9 +512,12 @@ static void unindex_obj(store *s, const store_obj *o)
 {
     if (s->ns_built)
         index_del(&s->by_ns, o->ns, NULL, o);
-    for (size_t i = 0; s->nlabel_keys && i < o->nlabels; i++)
-        if (label_indexed(s, o->labels[2 * i]))
-            index_del(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
+    const char *p = o->labels, *k, *v;
+    for (size_t i = 0; s->nlabel_keys && i < o->nlabels; i++) {
+        p = label_pair(p, &k, &v);
+        if (label_indexed(s, k))
+            index_del(&s->by_label, k, v, o);
+    }
     for (size_t i = 0; s->owner_built && i < o->nowners; i++)
         index_del(&s->by_owner, o->owner_uids[i], NULL, o);
 }
@@ -511,9 +526,12 @@ static void unindex_obj(store *s, const store_obj *o)
 static int index_obj(store *s, store_obj *o)
 {
     int rc = s->ns_built ? index_add(&s->by_ns, o->ns, NULL, o) : 0;
-    for (size_t i = 0; rc == 0 && s->nlabel_keys && i < o->nlabels; i++)
-        if (label_indexed(s, o->labels[2 * i]))
-            rc = index_add(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
+    const char *p = o->labels, *k, *v;
+    for (size_t i = 0; rc == 0 && s->nlabel_keys && i < o->nlabels; i++) {
+        p = label_pair(p, &k, &v);
+        if (label_indexed(s, k))
+            rc = index_add(&s->by_label, k, v, o);
+    }
     for (size_t i = 0; rc == 0 && s->owner_built && i < o->nowners; i++)
         rc = index_add(&s->by_owner, o->owner_uids[i], NULL, o);
     if (rc < 0)
@@ -562,9 +580,10 @@ static int ensure_label_index(store *s, const char *key)
     s->nlabel_keys++;
     for (size_t i = 0; i < s->objs.cap; i++) {
         store_obj *o = s->objs.slots[i];
+        const char *p = o ? o->labels : NULL, *k, *v;
         for (size_t j = 0; o && j < o->nlabels; j++)
-            if (strcmp(o->labels[2 * j], key) == 0 &&
-                index_add(&s->by_label, key, o->labels[2 * j + 1], o) < 0) {
+            if ((p = label_pair(p, &k, &v)) && strcmp(k, key) == 0 &&
+                index_add(&s->by_label, key, v, o) < 0) {
                 drop_label_index(s); /* every key: simpler than undoing one */
                 return -1;
             }
@@ -595,11 +614,8 @@ static void rebase(const store_obj *from, store_obj *to)
     to->uid = REBASE(from->uid);
     to->rv = REBASE(from->rv);
     to->json = REBASE(from->json);
-    if (from->labels) {
-        to->labels = (char **)REBASE(from->labels);
-        for (size_t i = 0; i < 2 * (size_t)from->nlabels; i++)
-            to->labels[i] = REBASE(from->labels[i]);
-    }
+    if (from->labels)
+        to->labels = REBASE(from->labels);
     if (from->owner_uids) {
         to->owner_uids = (char **)REBASE(from->owner_uids);
         for (size_t i = 0; i < from->nowners; i++)
@@ -623,31 +639,36 @@ static store_obj *arena_copy(store *s, const store_obj *o)
     return c;
 }
 
-/* Point every table entry naming from at to instead (same key, labels,
- * owners). Never allocates: each member table loses one entry first. */
+/* In the set named a (or a=b), replace member from by to. Never allocates:
+ * the member table loses one entry before it gains one. */
+static void swap_member(table *map, const char *a, const char *b, const store_obj *from,
+                        store_obj *to)
+{
+    idx_set *set = index_find(map, a, b);
+    void **e = set ? tab_find(&set->members, T_PTR, from) : NULL;
+    if (e) {
+        tab_remove_at(&set->members, T_PTR, (size_t)(e - set->members.slots));
+        tab_insert(&set->members, T_PTR, to);
+    }
+}
+
+/* Point every table entry naming from at to, its copy (same key, labels
+ * and owners). */
 static void repoint(store *s, const store_obj *from, store_obj *to)
 {
     void **slot = tab_find(&s->objs, T_OBJ, from->key);
     if (slot)
         *slot = to;
-    table *maps[3] = {&s->by_ns, &s->by_label, &s->by_owner};
-    for (int m = 0; m < 3; m++) {
-        size_t n = m == 0 ? (s->ns_built ? 1 : 0) : m == 1 ? to->nlabels : to->nowners;
-        if (m == 2 && !s->owner_built)
-            n = 0;
-        for (size_t i = 0; i < n; i++) {
-            const char *a = m == 0 ? to->ns : m == 1 ? to->labels[2 * i] : to->owner_uids[i];
-            const char *b = m == 1 ? to->labels[2 * i + 1] : NULL;
-            if (m == 1 && !label_indexed(s, a))
-                continue;
-            idx_set *set = index_find(maps[m], a, b);
-            void **e = set ? tab_find(&set->members, T_PTR, from) : NULL;
-            if (e) {
-                tab_remove_at(&set->members, T_PTR, (size_t)(e - set->members.slots));
-                tab_insert(&set->members, T_PTR, to);
-            }
-        }
+    if (s->ns_built)
+        swap_member(&s->by_ns, to->ns, NULL, from, to);
+    const char *p = to->labels, *k, *v;
+    for (size_t i = 0; s->nlabel_keys && i < to->nlabels; i++) {
+        p = label_pair(p, &k, &v);
+        if (label_indexed(s, k))
+            swap_member(&s->by_label, k, v, from, to);
     }
+    for (size_t i = 0; s->owner_built && i < to->nowners; i++)
+        swap_member(&s->by_owner, to->owner_uids[i], NULL, from, to);
 }
 
 /* Give the arena's dead space back: when more than a quarter of what it

@@ -23,7 +23,7 @@ typedef struct store_obj {
     char *name;
     char *uid;
     char *rv;            /* metadata.resourceVersion (opaque) */
-    char **labels;       /* nlabels pairs: labels[2i] key, labels[2i+1] value */
+    char *labels;        /* nlabels pairs "key\0value\0" one after another (labels.h) */
     char **owner_uids;   /* metadata.ownerReferences[].uid */
     char *json;          /* the object as the API server sent it */
     long long generation;
