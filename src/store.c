@@ -6,11 +6,18 @@
  *
  * Memory is the point of this file's shape (DESIGN.md: "an object in the
  * cache should cost little more than its JSON"):
- *   - a store_obj is ONE allocation: the struct, its pointer arrays (labels,
- *     owner uids), its metadata strings and the JSON bytes follow each other
- *     in the same block, so store_obj_free is a single free() and malloc's
- *     per-chunk overhead is paid once. The token array used to read the
- *     metadata is dropped before returning.
+ *   - a store_obj is ONE block: the struct, its owner uid pointers, its
+ *     metadata strings (label pairs one after another, no pointers) and the
+ *     JSON bytes follow each other, so store_obj_free is a single free().
+ *     The token array used to read the metadata is dropped before returning.
+ *   - a stored object is that block copied into the store's arena
+ *     (store_arena.h): packed 8-byte aligned, no malloc header, and apart
+ *     from the short-lived allocations of the same moment, so no hole is
+ *     left between two cached objects. Dead copies (replaced, removed) are
+ *     reclaimed by moving the live objects of the sparsest blocks
+ *     (compact), which repoints the tables; that is why a pointer into the
+ *     store is good only until the store next changes (store.h).
+ *   - indexes are built on the first query that needs one (ensure_*).
  *   - the tables are open addressing with linear probing over bare pointers
  *     (8 bytes a slot, no per-entry nodes); deletion shifts entries back
  *     instead of leaving tombstones, so churn does not degrade lookups.
@@ -18,7 +25,8 @@
  *     a set of object pointers; an index set holds its name inline and is
  *     freed as soon as it becomes empty.
  * Index sets hold object pointers, not key copies: a replace unindexes the old
- * object and indexes the new one, so no pointer outlives its object.
+ * object and indexes the new one, and a move repoints it, so no pointer
+ * outlives its object.
  *
  * Iteration visits the live tables: a visit callback must not change the
  * store (no put or remove from inside store_each*). The reflector changes the

@@ -6,7 +6,9 @@
  * "name" when cluster-scoped) with indexes by namespace, by label (key=value)
  * and by owner reference uid. Readers get const pointers: the store is only
  * changed by its reflector; Lua receives decoded copies, never these bytes.
- * Uses: json, labels, err.
+ * A stored object lives in the store's arena (store_arena.h) and may move
+ * there when the store changes (see store_put).
+ * Uses: json, labels, store_arena, err.
  */
 #ifndef KLUA_STORE_H
 #define KLUA_STORE_H
