@@ -682,10 +682,12 @@ static void repoint(store *s, const store_obj *from, store_obj *to)
 /* Give the arena's dead space back: when more than a quarter of what it
  * handed out is dead (and at least two blocks' worth), move the objects of
  * the sparsest blocks to the block being filled, which frees those blocks,
- * until an eighth is left. A block also holding a removed object its
- * caller still owns stays until that object is freed. Each byte moved
- * frees at least as many, so the copying is paid for by the updates that
- * made the dead space. Runs at the start of put and remove, when no pointer
+ * until an eighth is dead or the sparsest block is more than half live
+ * (moving it would cost more than it frees: the arena then holds at most
+ * about twice its live bytes). Each byte moved frees at least as many, so
+ * the copying is paid for by the updates that made the dead space. A block
+ * also holding a removed object its caller still owns stays until that
+ * object is freed. Runs at the start of put and remove, when no pointer
  * into the store is held (store.h). */
 static void compact(store *s)
 {
@@ -701,6 +703,8 @@ static void compact(store *s)
         if (!b)
             return;
         size_t left = store_arena_block_live(b);
+        if (left * 2 > (size_t)(end - p))
+            return; /* the sparsest is half full: moving it would cost more than it frees */
         int pinned = 0;
         while (left && p < end) {
             store_obj *o = (store_obj *)p;
