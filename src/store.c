@@ -252,14 +252,23 @@ static int gather(meta_strs *m, const json_doc *d, int meta, int name)
         put_str(m, d, str_or_absent(d, json_obj_get(d, meta, "resourceVersion")), S_RV) < 0)
         return -1;
     /* labels: members are (key, value) token pairs; non-string values are
-     * not valid labels and are skipped */
+     * not valid labels and are skipped, and so are strings holding a NUL
+     * ("\u0000"): the pairs are kept as NUL-terminated strings one after
+     * another, which one inside would shift */
     int k = labels + 1;
     for (size_t i = 0; i < nlabels; i++, k = (int)d->toks[k + 1].next) {
         if (!is_type(d, k + 1, JSON_STRING))
             continue;
-        size_t at = S_FIXED + 2 * m->nlabels;
+        size_t at = S_FIXED + 2 * m->nlabels, start = m->strs.len;
         if (put_str(m, d, k, at) < 0 || put_str(m, d, k + 1, at + 1) < 0)
             return -1;
+        const char *pair = m->strs.data + start;
+        size_t klen = strlen(pair);
+        if (start + klen + 1 + strlen(pair + klen + 1) + 1 != m->strs.len) {
+            m->strs.len = start; /* a NUL inside: drop the pair */
+            m->strs.data[start] = '\0';
+            continue;
+        }
         m->nlabels++;
     }
     int e = owners + 1;

@@ -118,6 +118,11 @@ TEST(object_metadata_is_extracted)
     CHECK_STR(store_obj_label(o, "app"), "web");
     CHECK_STR(store_obj_label(o, "note"), "a\"b\xc3\xa9"); /* unescaped */
     CHECK(store_obj_label(o, "missing") == NULL);
+    store_obj *nul = obj("{\"metadata\":{\"name\":\"n\",\"labels\":{\"a\":\"1\","
+                         "\"b\":\"x\\u0000y\",\"c\":\"3\"}}}");
+    CHECK(nul && nul->nlabels == 2 && strcmp(store_obj_label(nul, "c"), "3") == 0 &&
+          !store_obj_label(nul, "b") && !store_obj_label(nul, "y"));
+    store_obj_free(nul);
     CHECK(o->nowners == 2);
     CHECK_STR(o->owner_uids[0], "o-1");
     CHECK_STR(o->owner_uids[1], "o-2");
