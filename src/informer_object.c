@@ -60,17 +60,18 @@ void informer_apply_upsert(informer *inf, store_obj *o)
         return;
     }
     store_obj *old = NULL;
-    if (store_put(inf->store, o, &old) != 0) {
+    const store_obj *in = store_put(inf->store, o, &old); /* o itself, or its copy */
+    if (!in) {
         kl_log(KL_LOG_ERROR, "cache insert failed", "resource", inf->res.resource, "key", o->key,
                NULL);
         store_obj_free(o);
         return;
     }
-    rywcache_observe(inf->store, o->key, o);    /* the watch caught up with a write? */
+    rywcache_observe(inf->store, in->key, in);  /* the watch caught up with a write? */
     if (old)
-        notify_update(inf, old, o);
+        notify_update(inf, old, in);
     else
-        notify_add(inf, o);
+        notify_add(inf, in);
     store_obj_free(old);
 }
 

@@ -280,11 +280,14 @@ void label_selector_free(label_selector *sel)
     free(sel);
 }
 
-static const char *lookup(char *const *labels, size_t npairs, const char *key)
+static const char *lookup(const char *labels, size_t npairs, const char *key)
 {
-    for (size_t i = 0; i < npairs; i++)
-        if (strcmp(labels[2 * i], key) == 0)
-            return labels[2 * i + 1];
+    for (size_t i = 0; i < npairs; i++) {
+        const char *v = labels + strlen(labels) + 1;
+        if (strcmp(labels, key) == 0)
+            return v;
+        labels = v + strlen(v) + 1;
+    }
     return NULL;
 }
 
@@ -296,7 +299,7 @@ static int in_set(const label_selector *sel, const label_term *t, const char *v)
     return 0;
 }
 
-int label_selector_matches(const label_selector *sel, char *const *labels, size_t npairs)
+int label_selector_matches(const label_selector *sel, const char *labels, size_t npairs)
 {
     for (size_t i = 0; i < sel->nterms; i++) {
         const label_term *t = &sel->terms[i];

@@ -1,15 +1,23 @@
 /* store.c - the informer cache: objects by key, with indexes.
  *
  * Provides: store_obj_* and store_* (store.h).
- * Uses: json (metadata extraction), labels (selectors), buf, err.
+ * Uses: json (metadata extraction), labels (selectors), store_arena (where
+ * stored objects live), buf, err.
  *
  * Memory is the point of this file's shape (DESIGN.md: "an object in the
  * cache should cost little more than its JSON"):
- *   - a store_obj is ONE allocation: the struct, its pointer arrays (labels,
- *     owner uids), its metadata strings and the JSON bytes follow each other
- *     in the same block, so store_obj_free is a single free() and malloc's
- *     per-chunk overhead is paid once. The token array used to read the
- *     metadata is dropped before returning.
+ *   - a store_obj is ONE block: the struct, its owner uid pointers, its
+ *     metadata strings (label pairs one after another, no pointers) and the
+ *     JSON bytes follow each other, so store_obj_free is a single free().
+ *     The token array used to read the metadata is dropped before returning.
+ *   - a stored object is that block copied into the store's arena
+ *     (store_arena.h): packed 8-byte aligned, no malloc header, and apart
+ *     from the short-lived allocations of the same moment, so no hole is
+ *     left between two cached objects. Dead copies (replaced, removed) are
+ *     reclaimed by moving the live objects of the sparsest blocks
+ *     (compact), which repoints the tables; that is why a pointer into the
+ *     store is good only until the store next changes (store.h).
+ *   - indexes are built on the first query that needs one (ensure_*).
  *   - the tables are open addressing with linear probing over bare pointers
  *     (8 bytes a slot, no per-entry nodes); deletion shifts entries back
  *     instead of leaving tombstones, so churn does not degrade lookups.
@@ -17,7 +25,8 @@
  *     a set of object pointers; an index set holds its name inline and is
  *     freed as soon as it becomes empty.
  * Index sets hold object pointers, not key copies: a replace unindexes the old
- * object and indexes the new one, so no pointer outlives its object.
+ * object and indexes the new one, and a move repoints it, so no pointer
+ * outlives its object.
  *
  * Iteration visits the live tables: a visit callback must not change the
  * store (no put or remove from inside store_each*). The reflector changes the
@@ -29,6 +38,7 @@
 #include "buf.h"
 #include "json.h"
 #include "labels.h"
+#include "store_arena.h"
 #include "util.h"
 
 #include <malloc.h>
@@ -179,6 +189,16 @@ static void tab_remove_at(table *t, int kind, size_t i)
 
 /* ---- objects ---- */
 
+/* Where an object's block lives (store_obj.held). */
+enum {
+    HELD_MALLOC,    /* from store_obj_new/_from_doc, or too large for an arena */
+    HELD_STORED,    /* in a store's arena, held by the store */
+    HELD_DETACHED,  /* in an arena, removed or replaced: its caller owns it */
+    HELD_DEAD       /* in an arena, freed */
+};
+
+_Static_assert(sizeof(store_obj) <= STORE_ARENA_PIECE_HEADER, "the arena keeps the header readable");
+
 /* The metadata strings of one object while it is being built: unescaped,
  * NUL-terminated, one after another in strs; offs[] says where each starts
  * (S_* first, then label key/value pairs, then owner uids). */
@@ -232,14 +252,23 @@ static int gather(meta_strs *m, const json_doc *d, int meta, int name)
         put_str(m, d, str_or_absent(d, json_obj_get(d, meta, "resourceVersion")), S_RV) < 0)
         return -1;
     /* labels: members are (key, value) token pairs; non-string values are
-     * not valid labels and are skipped */
+     * not valid labels and are skipped, and so are strings holding a NUL
+     * ("\u0000"): the pairs are kept as NUL-terminated strings one after
+     * another, which one inside would shift */
     int k = labels + 1;
     for (size_t i = 0; i < nlabels; i++, k = (int)d->toks[k + 1].next) {
         if (!is_type(d, k + 1, JSON_STRING))
             continue;
-        size_t at = S_FIXED + 2 * m->nlabels;
+        size_t at = S_FIXED + 2 * m->nlabels, start = m->strs.len;
         if (put_str(m, d, k, at) < 0 || put_str(m, d, k + 1, at + 1) < 0)
             return -1;
+        const char *pair = m->strs.data + start;
+        size_t klen = strlen(pair);
+        if (start + klen + 1 + strlen(pair + klen + 1) + 1 != m->strs.len) {
+            m->strs.len = start; /* a NUL inside: drop the pair */
+            m->strs.data[start] = '\0';
+            continue;
+        }
         m->nlabels++;
     }
     int e = owners + 1;
@@ -254,11 +283,12 @@ static int gather(meta_strs *m, const json_doc *d, int meta, int name)
     return 0;
 }
 
-/* One block: struct | label and owner pointers | strings | json NUL.
+/* One block: struct | owner pointers | strings | json NUL. The label
+ * pairs are strings one after another, with no pointers of their own.
  * Caller owns the result (store_obj_free). */
 static store_obj *assemble(const meta_strs *m, const char *json, size_t len)
 {
-    size_t nl = m->nlabels, no = m->nowners, nptrs = 2 * nl + no;
+    size_t nl = m->nlabels, no = m->nowners, nptrs = no;
     size_t head = sizeof(store_obj) + nptrs * sizeof(char *);
     store_obj *o = malloc(head + m->strs.len + len + 1);
     if (!o)
@@ -269,18 +299,20 @@ static store_obj *assemble(const meta_strs *m, const char *json, size_t len)
     o->json = sp + m->strs.len;
     memcpy(o->json, json, len);
     o->json[len] = '\0';
-    o->json_len = len;
+    o->json_len = (uint32_t)len;
     o->ns = sp + m->offs[S_NS];
     o->key = sp + m->offs[S_KEY];
     o->name = o->key + m->name_off;
     o->uid = sp + m->offs[S_UID];
     o->rv = sp + m->offs[S_RV];
     for (size_t i = 0; i < nptrs; i++)
-        ptrs[i] = sp + m->offs[S_FIXED + i];
-    o->labels = nl ? ptrs : NULL;
-    o->nlabels = nl;
-    o->owner_uids = no ? ptrs + 2 * nl : NULL;
-    o->nowners = no;
+        ptrs[i] = sp + m->offs[S_FIXED + 2 * nl + i];
+    o->labels = nl ? sp + m->offs[S_FIXED] : NULL; /* the pairs follow one another */
+    o->nlabels = (uint32_t)nl;
+    o->owner_uids = no ? ptrs : NULL;
+    o->nowners = (uint32_t)no;
+    o->held = HELD_MALLOC;
+    o->units = 0;
     return o;
 }
 
@@ -298,6 +330,10 @@ store_obj *store_obj_from_doc(const json_doc *d, int root, const char *json, siz
     }
     if (!is_type(d, name, JSON_STRING) || d->toks[name].start == d->toks[name].end) {
         kl_err_set(err, KL_EINVAL, "cannot cache object: it has no metadata.name");
+        goto out;
+    }
+    if (len >= UINT32_MAX) {
+        kl_err_set(err, KL_EINVAL, "cannot cache object: it is larger than 4 GiB");
         goto out;
     }
     if (gather(&m, d, meta, name) < 0 || !(o = assemble(&m, json, len))) {
@@ -327,28 +363,72 @@ store_obj *store_obj_new(const char *json, size_t len, kl_err *err)
     return o;
 }
 
-void store_obj_free(store_obj *o) { free(o); }
+/* Bytes of o's block: the JSON and its NUL come last. */
+static size_t obj_size(const store_obj *o)
+{
+    return (size_t)(o->json + o->json_len + 1 - (const char *)o);
+}
+
+void store_obj_free(store_obj *o)
+{
+    if (!o)
+        return;
+    if (o->held == HELD_MALLOC) {
+        free(o);
+        return;
+    }
+    if (o->held == HELD_DEAD)
+        abort(); /* freed twice: as malloc would under ASan, stop here */
+    o->held = HELD_DEAD;
+    store_arena_release(o, (size_t)o->units * 8);
+}
+
+/* One label pair at p: *k and *v; returns where the next pair starts. */
+static const char *label_pair(const char *p, const char **k, const char **v)
+{
+    *k = p;
+    *v = p + strlen(p) + 1;
+    return *v + strlen(*v) + 1;
+}
 
 const char *store_obj_label(const store_obj *o, const char *key)
 {
-    for (size_t i = 0; i < o->nlabels; i++)
-        if (strcmp(o->labels[2 * i], key) == 0)
-            return o->labels[2 * i + 1];
+    const char *p = o->labels, *k, *v;
+    for (size_t i = 0; i < o->nlabels; i++) {
+        p = label_pair(p, &k, &v);
+        if (strcmp(k, key) == 0)
+            return v;
+    }
     return NULL;
 }
 
 /* ---- indexes ---- */
 
+/* Indexes are built on first use: a store nobody queries by namespace,
+ * label or owner pays nothing for them (most controllers only get by key),
+ * and one that is queried keeps them up to date from then on. */
 struct store {
     table objs;      /* store_obj (owned) by key */
-    table by_ns;     /* idx_set (owned) by namespace */
-    table by_label;  /* idx_set (owned) by "key=value" */
-    table by_owner;  /* idx_set (owned) by owner uid */
-    size_t obj_bytes;
+    table by_ns;     /* idx_set (owned) by namespace, once ns_built */
+    table by_label;  /* idx_set (owned) by "key=value", for the keys in label_keys */
+    table by_owner;  /* idx_set (owned) by owner uid, once owner_built */
+    char **label_keys; /* the label keys indexed (owned) */
+    size_t nlabel_keys;
+    int ns_built, owner_built;
+    size_t obj_bytes;  /* of the objects held */
+    store_arena *arena;
 };
 
 /* Caller owns the result (store_free). */
-store *store_new(void) { return calloc(1, sizeof(store)); }
+store *store_new(void)
+{
+    store *s = calloc(1, sizeof(store));
+    if (s && !(s->arena = store_arena_new())) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
 
 static void free_index(table *t)
 {
@@ -360,6 +440,17 @@ static void free_index(table *t)
         }
     }
     free(t->slots);
+    *t = (table){NULL, 0, 0};
+}
+
+static void drop_label_index(store *s)
+{
+    free_index(&s->by_label);
+    for (size_t i = 0; i < s->nlabel_keys; i++)
+        free(s->label_keys[i]);
+    free(s->label_keys);
+    s->label_keys = NULL;
+    s->nlabel_keys = 0;
 }
 
 void store_free(store *s)
@@ -370,8 +461,9 @@ void store_free(store *s)
         store_obj_free(s->objs.slots[i]);
     free(s->objs.slots);
     free_index(&s->by_ns);
-    free_index(&s->by_label);
+    drop_label_index(s);
     free_index(&s->by_owner);
+    store_arena_free(s->arena);
     free(s);
 }
 
@@ -425,26 +517,95 @@ static void index_del(table *map, const char *a, const char *b, const store_obj 
     }
 }
 
+static int label_indexed(const store *s, const char *key)
+{
+    for (size_t i = 0; i < s->nlabel_keys; i++)
+        if (strcmp(s->label_keys[i], key) == 0)
+            return 1;
+    return 0;
+}
+
 static void unindex_obj(store *s, const store_obj *o)
 {
-    index_del(&s->by_ns, o->ns, NULL, o);
-    for (size_t i = 0; i < o->nlabels; i++)
-        index_del(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
-    for (size_t i = 0; i < o->nowners; i++)
+    if (s->ns_built)
+        index_del(&s->by_ns, o->ns, NULL, o);
+    const char *p = o->labels, *k, *v;
+    for (size_t i = 0; s->nlabel_keys && i < o->nlabels; i++) {
+        p = label_pair(p, &k, &v);
+        if (label_indexed(s, k))
+            index_del(&s->by_label, k, v, o);
+    }
+    for (size_t i = 0; s->owner_built && i < o->nowners; i++)
         index_del(&s->by_owner, o->owner_uids[i], NULL, o);
 }
 
 /* All or nothing: on failure o is in no index. */
 static int index_obj(store *s, store_obj *o)
 {
-    int rc = index_add(&s->by_ns, o->ns, NULL, o);
-    for (size_t i = 0; rc == 0 && i < o->nlabels; i++)
-        rc = index_add(&s->by_label, o->labels[2 * i], o->labels[2 * i + 1], o);
-    for (size_t i = 0; rc == 0 && i < o->nowners; i++)
+    int rc = s->ns_built ? index_add(&s->by_ns, o->ns, NULL, o) : 0;
+    const char *p = o->labels, *k, *v;
+    for (size_t i = 0; rc == 0 && s->nlabel_keys && i < o->nlabels; i++) {
+        p = label_pair(p, &k, &v);
+        if (label_indexed(s, k))
+            rc = index_add(&s->by_label, k, v, o);
+    }
+    for (size_t i = 0; rc == 0 && s->owner_built && i < o->nowners; i++)
         rc = index_add(&s->by_owner, o->owner_uids[i], NULL, o);
     if (rc < 0)
         unindex_obj(s, o);
     return rc;
+}
+
+/* Build an index on first use. -1 (out of memory): the index stays unbuilt
+ * and the caller scans instead. */
+static int ensure_ns_index(store *s)
+{
+    for (size_t i = 0; !s->ns_built && i < s->objs.cap; i++)
+        if (s->objs.slots[i] && index_add(&s->by_ns, ((store_obj *)s->objs.slots[i])->ns, NULL,
+                                          s->objs.slots[i]) < 0) {
+            free_index(&s->by_ns);
+            return -1;
+        }
+    s->ns_built = 1;
+    return 0;
+}
+
+static int ensure_owner_index(store *s)
+{
+    for (size_t i = 0; !s->owner_built && i < s->objs.cap; i++) {
+        store_obj *o = s->objs.slots[i];
+        for (size_t j = 0; o && j < o->nowners; j++)
+            if (index_add(&s->by_owner, o->owner_uids[j], NULL, o) < 0) {
+                free_index(&s->by_owner);
+                return -1;
+            }
+    }
+    s->owner_built = 1;
+    return 0;
+}
+
+static int ensure_label_index(store *s, const char *key)
+{
+    if (label_indexed(s, key))
+        return 0;
+    char **keys = realloc(s->label_keys, (s->nlabel_keys + 1) * sizeof *keys);
+    if (!keys)
+        return -1;
+    s->label_keys = keys;
+    if (!(keys[s->nlabel_keys] = strdup(key)))
+        return -1;
+    s->nlabel_keys++;
+    for (size_t i = 0; i < s->objs.cap; i++) {
+        store_obj *o = s->objs.slots[i];
+        const char *p = o ? o->labels : NULL, *k, *v;
+        for (size_t j = 0; o && j < o->nlabels; j++)
+            if ((p = label_pair(p, &k, &v)) && strcmp(k, key) == 0 &&
+                index_add(&s->by_label, key, v, o) < 0) {
+                drop_label_index(s); /* every key: simpler than undoing one */
+                return -1;
+            }
+    }
+    return 0;
 }
 
 /* What malloc really holds for a request of n bytes (glibc: an 8-byte
@@ -455,38 +616,171 @@ static size_t chunk(size_t n)
     return c < 32 ? 32 : c;
 }
 
-static size_t obj_bytes(const store_obj *o) { return chunk(malloc_usable_size((void *)o)); }
+static size_t obj_bytes(const store_obj *o)
+{
+    return o->held == HELD_MALLOC ? chunk(malloc_usable_size((void *)o)) : (size_t)o->units * 8;
+}
 
-/* On -1 (out of memory) the store is unchanged and the caller still owns o.
- * When old is NULL a replaced object is freed here. */
-int store_put(store *s, store_obj *o, store_obj **old)
+/* to is a byte copy of from: make its pointers point into itself. */
+static void rebase(const store_obj *from, store_obj *to)
+{
+#define REBASE(p) ((char *)to + ((const char *)(p) - (const char *)from))
+    to->key = REBASE(from->key);
+    to->ns = REBASE(from->ns);
+    to->name = REBASE(from->name);
+    to->uid = REBASE(from->uid);
+    to->rv = REBASE(from->rv);
+    to->json = REBASE(from->json);
+    if (from->labels)
+        to->labels = REBASE(from->labels);
+    if (from->owner_uids) {
+        to->owner_uids = (char **)REBASE(from->owner_uids);
+        for (size_t i = 0; i < from->nowners; i++)
+            to->owner_uids[i] = REBASE(from->owner_uids[i]);
+    }
+#undef REBASE
+}
+
+/* A copy of o in the arena (held: HELD_STORED), or NULL (too large, or
+ * memory is short: the caller keeps o where it is). */
+static store_obj *arena_copy(store *s, const store_obj *o)
+{
+    size_t n = obj_size(o);
+    store_obj *c = store_arena_alloc(s->arena, n);
+    if (!c)
+        return NULL;
+    memcpy(c, o, n);
+    rebase(o, c);
+    c->held = HELD_STORED;
+    c->units = (uint16_t)((n + 7) / 8);
+    return c;
+}
+
+/* In the set named a (or a=b), replace member from by to. Never allocates:
+ * the member table loses one entry before it gains one. */
+static void swap_member(table *map, const char *a, const char *b, const store_obj *from,
+                        store_obj *to)
+{
+    idx_set *set = index_find(map, a, b);
+    void **e = set ? tab_find(&set->members, T_PTR, from) : NULL;
+    if (e) {
+        tab_remove_at(&set->members, T_PTR, (size_t)(e - set->members.slots));
+        tab_insert(&set->members, T_PTR, to);
+    }
+}
+
+/* Point every table entry naming from at to, its copy (same key, labels
+ * and owners). */
+static void repoint(store *s, const store_obj *from, store_obj *to)
+{
+    void **slot = tab_find(&s->objs, T_OBJ, from->key);
+    if (slot)
+        *slot = to;
+    if (s->ns_built)
+        swap_member(&s->by_ns, to->ns, NULL, from, to);
+    const char *p = to->labels, *k, *v;
+    for (size_t i = 0; s->nlabel_keys && i < to->nlabels; i++) {
+        p = label_pair(p, &k, &v);
+        if (label_indexed(s, k))
+            swap_member(&s->by_label, k, v, from, to);
+    }
+    for (size_t i = 0; s->owner_built && i < to->nowners; i++)
+        swap_member(&s->by_owner, to->owner_uids[i], NULL, from, to);
+}
+
+/* Give the arena's dead space back: when more than a quarter of what it
+ * handed out is dead (and at least two blocks' worth), move the objects of
+ * the sparsest blocks to the block being filled, which frees those blocks,
+ * until an eighth is dead or the sparsest block is more than half live
+ * (moving it would cost more than it frees: the arena then holds at most
+ * about twice its live bytes). Each byte moved frees at least as many, so
+ * the copying is paid for by the updates that made the dead space. A block
+ * also holding a removed object its caller still owns stays until that
+ * object is freed. Runs at the start of put and remove, when no pointer
+ * into the store is held (store.h). */
+static void compact(store *s)
+{
+    store_arena *a = s->arena;
+    size_t used = store_arena_used(a), dead = used - store_arena_live(a);
+    if (dead < 2 * STORE_ARENA_BLOCK || dead * 4 < used)
+        return;
+    store_arena_block *pinned_blocks[8]; /* emptied but for objects a caller holds */
+    size_t npinned = 0;
+    while (dead * 8 > used) {
+        char *p, *end;
+        store_arena_block *b = store_arena_sparsest(a, pinned_blocks, npinned, &p, &end);
+        if (!b)
+            return;
+        size_t left = store_arena_block_live(b);
+        if (left * 2 > (size_t)(end - p))
+            return; /* the sparsest is half full: moving it would cost more than it frees */
+        int pinned = 0;
+        while (left && p < end) {
+            store_obj *o = (store_obj *)p;
+            size_t n = (size_t)o->units * 8;
+            p += n;
+            if (o->held == HELD_DETACHED) {
+                pinned = 1;
+                left -= n;
+            } else if (o->held == HELD_STORED) {
+                store_obj *c = arena_copy(s, o);
+                if (!c)
+                    return; /* memory is short: keep what is where it is */
+                repoint(s, o, c);
+                left -= n;
+                store_obj_free(o); /* the last one unmaps b: p is not read again */
+            }
+        }
+        if (pinned) {
+            if (npinned == sizeof pinned_blocks / sizeof pinned_blocks[0])
+                return;
+            pinned_blocks[npinned++] = b;
+        }
+        used = store_arena_used(a);
+        dead = used - store_arena_live(a);
+    }
+}
+
+const store_obj *store_put(store *s, store_obj *o, store_obj **old)
 {
     if (old)
         *old = NULL;
-    void **slot = tab_find(&s->objs, T_OBJ, o->key);
-    if (!slot && tab_reserve(&s->objs, T_OBJ) < 0)
-        return -1;
-    if (index_obj(s, o) < 0)
-        return -1;
+    compact(s);
+    /* the copy in the arena is what the store keeps; an object too large
+     * for it (or when memory is short) stays where it is */
+    store_obj *in = arena_copy(s, o);
+    store_obj *keep = in ? in : o;
+    void **slot = tab_find(&s->objs, T_OBJ, keep->key);
+    if ((!slot && tab_reserve(&s->objs, T_OBJ) < 0) || index_obj(s, keep) < 0) {
+        store_obj_free(in);
+        return NULL;
+    }
+    if (in)
+        store_obj_free(o);
+    else if (o->held == HELD_DETACHED)
+        o->held = HELD_STORED;
     if (slot) {
         store_obj *prev = *slot;
         unindex_obj(s, prev);
-        *slot = o;
+        *slot = keep;
         s->obj_bytes -= obj_bytes(prev);
+        if (prev->held == HELD_STORED)
+            prev->held = HELD_DETACHED;
         if (old)
             *old = prev;
         else
             store_obj_free(prev);
     } else {
-        tab_insert(&s->objs, T_OBJ, o);
+        tab_insert(&s->objs, T_OBJ, keep);
     }
-    s->obj_bytes += obj_bytes(o);
-    return 0;
+    s->obj_bytes += obj_bytes(keep);
+    return keep;
 }
 
 /* Caller owns the result. */
 store_obj *store_remove(store *s, const char *key)
 {
+    compact(s);
     void **slot = tab_find(&s->objs, T_OBJ, key);
     if (!slot)
         return NULL;
@@ -494,6 +788,8 @@ store_obj *store_remove(store *s, const char *key)
     unindex_obj(s, o);
     tab_remove_at(&s->objs, T_OBJ, (size_t)(slot - s->objs.slots));
     s->obj_bytes -= obj_bytes(o);
+    if (o->held == HELD_STORED)
+        o->held = HELD_DETACHED;
     return o;
 }
 
@@ -507,12 +803,27 @@ size_t store_len(const store *s) { return s->objs.len; }
 
 /* ---- iteration (callbacks must not change the store) ---- */
 
+/* A query may build the index it needs (ensure_*): the store is const to
+ * its readers because what they see never changes, and every store is
+ * created non-const by store_new, so the cast below is sound. Building is
+ * not a change visible to a visit in progress: nothing is built during one. */
+static store *indexing(const store *s) { return (store *)s; }
+
 typedef struct visit {
     const char *ns;              /* NULL = any */
     const label_selector *sel;   /* NULL = any */
+    const char *owner;           /* NULL = any (a scan, when the index is unbuilt) */
     store_visit_cb cb;
     void *ud;
 } visit;
+
+static int owned_by(const store_obj *o, const char *uid)
+{
+    for (size_t i = 0; i < o->nowners; i++)
+        if (strcmp(o->owner_uids[i], uid) == 0)
+            return 1;
+    return 0;
+}
 
 /* Returns non-zero when the callback asked to stop. */
 static int visit_table(const table *t, const visit *v)
@@ -520,6 +831,7 @@ static int visit_table(const table *t, const visit *v)
     for (size_t i = 0; i < t->cap; i++) {
         const store_obj *o = t->slots[i];
         if (!o || (v->ns && strcmp(o->ns, v->ns) != 0) ||
+            (v->owner && !owned_by(o, v->owner)) ||
             (v->sel && !label_selector_matches(v->sel, o->labels, o->nlabels)))
             continue;
         if (v->cb(v->ud, o))
@@ -537,7 +849,7 @@ static void visit_set(const table *map, const char *a, const char *b, const visi
 
 void store_each(const store *s, store_visit_cb cb, void *ud)
 {
-    visit v = {NULL, NULL, cb, ud};
+    visit v = {NULL, NULL, NULL, cb, ud};
     visit_table(&s->objs, &v);
 }
 
@@ -547,8 +859,13 @@ void store_each_in_namespace(const store *s, const char *ns, store_visit_cb cb, 
         store_each(s, cb, ud);
         return;
     }
-    visit v = {NULL, NULL, cb, ud};
-    visit_set(&s->by_ns, ns, NULL, &v);
+    visit v = {NULL, NULL, NULL, cb, ud};
+    if (ensure_ns_index(indexing(s)) == 0) {
+        visit_set(&s->by_ns, ns, NULL, &v);
+    } else {
+        v.ns = ns;
+        visit_table(&s->objs, &v);
+    }
 }
 
 int store_each_selected(const store *s, const char *ns, const char *selector, store_visit_cb cb,
@@ -558,15 +875,14 @@ int store_each_selected(const store *s, const char *ns, const char *selector, st
     if (label_selector_parse(selector ? selector : "", &sel, err) < 0)
         return -1;
     const char *k, *val;
-    if (label_selector_first_equality(sel, &k, &val)) {
+    visit v = {ns, sel, NULL, cb, ud};
+    if (label_selector_first_equality(sel, &k, &val) && ensure_label_index(indexing(s), k) == 0) {
         /* the smallest candidate set: objects carrying k=val */
-        visit v = {ns, sel, cb, ud};
         visit_set(&s->by_label, k, val, &v);
-    } else if (ns) {
-        visit v = {NULL, sel, cb, ud};
+    } else if (ns && ensure_ns_index(indexing(s)) == 0) {
+        v.ns = NULL;
         visit_set(&s->by_ns, ns, NULL, &v);
     } else {
-        visit v = {NULL, sel, cb, ud};
         visit_table(&s->objs, &v);
     }
     label_selector_free(sel);
@@ -575,8 +891,13 @@ int store_each_selected(const store *s, const char *ns, const char *selector, st
 
 void store_each_owned_by(const store *s, const char *owner_uid, store_visit_cb cb, void *ud)
 {
-    visit v = {NULL, NULL, cb, ud};
-    visit_set(&s->by_owner, owner_uid, NULL, &v);
+    visit v = {NULL, NULL, NULL, cb, ud};
+    if (ensure_owner_index(indexing(s)) == 0) {
+        visit_set(&s->by_owner, owner_uid, NULL, &v);
+    } else {
+        v.owner = owner_uid;
+        visit_table(&s->objs, &v);
+    }
 }
 
 /* ---- memory ---- */
@@ -596,6 +917,11 @@ static size_t index_bytes(const table *map)
 
 size_t store_bytes(const store *s)
 {
-    return chunk(sizeof *s) + s->obj_bytes + table_bytes(&s->objs) + index_bytes(&s->by_ns) +
-           index_bytes(&s->by_label) + index_bytes(&s->by_owner);
+    size_t keys = s->nlabel_keys ? chunk(s->nlabel_keys * sizeof(char *)) : 0;
+    for (size_t i = 0; i < s->nlabel_keys; i++)
+        keys += chunk(strlen(s->label_keys[i]) + 1);
+    /* the arena's dead space and block headers count too */
+    size_t slack = store_arena_used(s->arena) - store_arena_live(s->arena);
+    return chunk(sizeof *s) + s->obj_bytes + slack + table_bytes(&s->objs) + index_bytes(&s->by_ns) +
+           index_bytes(&s->by_label) + index_bytes(&s->by_owner) + keys;
 }

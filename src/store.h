@@ -6,7 +6,9 @@
  * "name" when cluster-scoped) with indexes by namespace, by label (key=value)
  * and by owner reference uid. Readers get const pointers: the store is only
  * changed by its reflector; Lua receives decoded copies, never these bytes.
- * Uses: json, labels, err.
+ * A stored object lives in the store's arena (store_arena.h) and may move
+ * there when the store changes (see store_put).
+ * Uses: json, labels, store_arena, err.
  */
 #ifndef KLUA_STORE_H
 #define KLUA_STORE_H
@@ -15,6 +17,7 @@
 #include "json.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct store_obj {
     char *key;           /* "ns/name" or "name" */
@@ -22,14 +25,16 @@ typedef struct store_obj {
     char *name;
     char *uid;
     char *rv;            /* metadata.resourceVersion (opaque) */
-    long long generation;
-    int deleting;        /* metadata.deletionTimestamp is set */
-    char **labels;       /* nlabels pairs: labels[2i] key, labels[2i+1] value */
-    size_t nlabels;
+    char *labels;        /* nlabels pairs "key\0value\0" one after another (labels.h) */
     char **owner_uids;   /* metadata.ownerReferences[].uid */
-    size_t nowners;
     char *json;          /* the object as the API server sent it */
-    size_t json_len;
+    long long generation;
+    uint32_t json_len;   /* objects are far below 4 GiB (etcd's limit is 1.5 MiB) */
+    uint32_t nlabels;
+    uint32_t nowners;
+    uint8_t deleting;    /* metadata.deletionTimestamp is set */
+    uint8_t held;        /* store.c's own: where the block lives */
+    uint16_t units;      /* store.c's own: the block's size in 8-byte units, in an arena */
 } store_obj;
 
 /* Build from one object's JSON (copied). Errors name what is missing. */
@@ -47,10 +52,14 @@ typedef struct store store;
 store *store_new(void);
 void store_free(store *s);        /* frees every object */
 
-/* Insert or replace by key; the store takes o. *old (if non-NULL) receives
- * the replaced object, now owned by the caller (NULL if new); with old NULL
- * the store frees it. On -1 (out of memory) the caller keeps o. */
-int store_put(store *s, store_obj *o, store_obj **old);
+/* Insert or replace by key; the store takes o and returns the object it
+ * holds now: o itself, or its copy in the store's arena (o is freed then).
+ * *old (if non-NULL) receives the replaced object, now owned by the caller
+ * (NULL if new); with old NULL the store frees it. Objects the store holds
+ * may move (to pack memory) at the next put or remove: a pointer from
+ * store_put, store_get or a visit is good until the store next changes.
+ * NULL (out of memory): the store is unchanged and the caller keeps o. */
+const store_obj *store_put(store *s, store_obj *o, store_obj **old);
 /* Remove by key; returns the object (caller owns) or NULL. */
 store_obj *store_remove(store *s, const char *key);
 const store_obj *store_get(const store *s, const char *key);

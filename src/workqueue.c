@@ -17,13 +17,15 @@
  *
  * Every key has at most one item, found by a chained hash table; the item
  * carries all of the key's state (flags, failures, timer) and is freed as
- * soon as none of it is left.
+ * soon as none of it is left. A drained burst gives its memory back
+ * (give_back_burst: malloc_trim, glibc's).
  */
 #include "workqueue.h"
 
 #include "metrics.h"
 #include "util.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,6 +124,22 @@ static wq_item *intern(workqueue *q, const char *key)
     return it;
 }
 
+/* A queue that held a burst of keys (an initial sync: one per cached
+ * object) and has drained gives that memory back: its table shrinks to the
+ * start size, and the heap pages the burst's items occupied go back to the
+ * kernel (glibc keeps freed pages below live ones mapped until trimmed).
+ * Once per burst of at least 1,024 keys, never in steady state. */
+static void give_back_burst(workqueue *q)
+{
+    wq_item **b = calloc(16, sizeof *b);
+    if (b) {
+        free(q->buckets);
+        q->buckets = b;
+        q->nbuckets = 16;
+    }
+    malloc_trim(0);
+}
+
 /* Free the item once nothing about its key is left to remember. */
 static void release_if_idle(workqueue *q, wq_item *it)
 {
@@ -133,6 +151,8 @@ static void release_if_idle(workqueue *q, wq_item *it)
     *pp = it->hnext;
     q->nitems--;
     free(it);
+    if (q->nitems == 0 && q->nbuckets >= 1024)
+        give_back_burst(q);
 }
 
 static void ready_fire(loop *l, void *ud)

@@ -5,12 +5,12 @@
 #include <stdlib.h>
 
 /* Labels of the objects the selectors are matched against. */
-static char *web[] = {"app", "web", "tier", "frontend", "app.kubernetes.io/name", "shop"};
-static char *db[] = {"app", "db", "tier", "backend", "empty", ""};
-static char *bare[] = {NULL};
+static const char web[] = "app\0web\0tier\0frontend\0app.kubernetes.io/name\0shop";
+static const char db[] = "app\0db\0tier\0backend\0empty\0";
+static const char *bare = NULL;
 
 /* 1 = matches, 0 = does not, -1 = parse error. */
-static int sel_match(const char *s, char *const *labels, size_t npairs)
+static int sel_match(const char *s, const char *labels, size_t npairs)
 {
     label_selector *sel;
     kl_err err;

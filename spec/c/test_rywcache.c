@@ -26,8 +26,8 @@ static void watch_event(store *st, const char *name, const char *uid, const char
     kl_err err = {0};
     obj_json(buf, sizeof buf, name, uid, rv, "w");
     store_obj *o = store_obj_new(buf, strlen(buf), &err);
-    store_put(st, o, NULL);
-    rywcache_observe(st, o->key, o);
+    const store_obj *in = store_put(st, o, NULL); /* o may have moved: use what is held */
+    rywcache_observe(st, in->key, in);
 }
 
 static void watch_delete(store *st, const char *key)

@@ -118,6 +118,11 @@ TEST(object_metadata_is_extracted)
     CHECK_STR(store_obj_label(o, "app"), "web");
     CHECK_STR(store_obj_label(o, "note"), "a\"b\xc3\xa9"); /* unescaped */
     CHECK(store_obj_label(o, "missing") == NULL);
+    store_obj *nul = obj("{\"metadata\":{\"name\":\"n\",\"labels\":{\"a\":\"1\","
+                         "\"b\":\"x\\u0000y\",\"c\":\"3\"}}}");
+    CHECK(nul && nul->nlabels == 2 && strcmp(store_obj_label(nul, "c"), "3") == 0 &&
+          !store_obj_label(nul, "b") && !store_obj_label(nul, "y"));
+    store_obj_free(nul);
     CHECK(o->nowners == 2);
     CHECK_STR(o->owner_uids[0], "o-1");
     CHECK_STR(o->owner_uids[1], "o-2");
@@ -163,16 +168,16 @@ TEST(put_replace_remove_maintain_indexes)
 {
     store *s = store_new();
     store_obj *old = (store_obj *)1;
-    CHECK(store_put(s, mk("a", "x", "\"app\":\"web\",\"tier\":\"fe\"", "u1"), &old) == 0);
+    CHECK(store_put(s, mk("a", "x", "\"app\":\"web\",\"tier\":\"fe\"", "u1"), &old) != NULL);
     CHECK(old == NULL);
-    CHECK(store_put(s, mk("a", "y", "\"app\":\"db\"", "u1"), NULL) == 0);
-    CHECK(store_put(s, mk("b", "z", "\"app\":\"web\"", NULL), NULL) == 0);
+    CHECK(store_put(s, mk("a", "y", "\"app\":\"db\"", "u1"), NULL) != NULL);
+    CHECK(store_put(s, mk("b", "z", "\"app\":\"web\"", NULL), NULL) != NULL);
     CHECK(store_len(s) == 3);
     CHECK_STR(select_keys(s, NULL, "app=web"), "a/x,b/z");
     CHECK_STR(owned_by(s, "u1"), "a/x,a/y");
 
     /* a/x changes labels and owner: it moves between index sets */
-    CHECK(store_put(s, mk("a", "x", "\"app\":\"db\"", "u2"), &old) == 0);
+    CHECK(store_put(s, mk("a", "x", "\"app\":\"db\"", "u2"), &old) != NULL);
     CHECK(old != NULL && old && strcmp(store_obj_label(old, "app"), "web") == 0);
     store_obj_free(old);
     CHECK(store_len(s) == 3);
@@ -239,7 +244,7 @@ TEST(namespace_iteration_and_early_stop)
     CHECK_STR(in_ns(s, "zzz"), "");
     CHECK_STR(in_ns(s, NULL), "a/1,a/2,b/1,c");
     /* a replace without taking the old object: the store frees it */
-    CHECK(store_put(s, mk("a", "1", "\"v\":\"2\"", NULL), NULL) == 0);
+    CHECK(store_put(s, mk("a", "1", "\"v\":\"2\"", NULL), NULL) != NULL);
     CHECK(store_len(s) == 4);
     CHECK_STR(in_ns(s, "a"), "a/1,a/2");
 
@@ -264,7 +269,7 @@ TEST(churn_keeps_every_key_reachable)
         snprintf(name, sizeof name, "o%d", i);
         snprintf(labels, sizeof labels, "\"mod\":\"m%d\",\"id\":\"i%d\"", i % 7, i);
         snprintf(owner, sizeof owner, "own%d", i % 13);
-        if (store_put(s, mk("ns", name, labels, owner), NULL) != 0)
+        if (store_put(s, mk("ns", name, labels, owner), NULL) == NULL)
             ok = 0;
     }
     for (int i = 0; i < n; i += 2) {
@@ -291,6 +296,193 @@ TEST(churn_keeps_every_key_reachable)
         expect += i % 7 == 3;
     CHECK(sn.total == expect);
     store_free(s);
+}
+
+/* Counts the objects a brute-force scan finds: what an index must agree with. */
+typedef struct scan {
+    const char *ns, *label_key, *label_val, *owner;
+    size_t n;
+} scan;
+
+static int scan_one(void *ud, const store_obj *o)
+{
+    scan *sc = ud;
+    int ok = !sc->ns || strcmp(o->ns, sc->ns) == 0;
+    if (sc->label_key) {
+        const char *v = store_obj_label(o, sc->label_key);
+        ok = ok && v && strcmp(v, sc->label_val) == 0;
+    }
+    int owned = !sc->owner;
+    for (size_t i = 0; sc->owner && i < o->nowners; i++)
+        owned |= strcmp(o->owner_uids[i], sc->owner) == 0;
+    sc->n += ok && owned;
+    return 0;
+}
+
+static size_t scanned(const store *s, const char *ns, const char *k, const char *v,
+                      const char *owner)
+{
+    scan sc = {ns, k, v, owner, 0};
+    store_each(s, scan_one, &sc);
+    return sc.n;
+}
+
+/* Indexes cost nothing until a query needs one; from then on every put,
+ * replace and remove keeps them equal to a scan. */
+TEST(indexes_are_built_on_first_query_and_kept_up_to_date)
+{
+    store *s = store_new();
+    char name[32], labels[64], owner[32], sel[32];
+    int ok = 1;
+    for (int i = 0; i < 500; i++) {
+        snprintf(name, sizeof name, "o%d", i);
+        snprintf(labels, sizeof labels, "\"mod\":\"m%d\",\"app\":\"a\"", i % 7);
+        snprintf(owner, sizeof owner, "own%d", i % 13);
+        ok &= store_put(s, mk(i % 2 ? "odd" : "even", name, labels, owner), NULL) != NULL;
+    }
+    CHECK(ok);
+    size_t before = store_bytes(s);
+    CHECK(strlen(select_keys(s, "odd", "mod=m3,app=a")) > 0);
+    size_t with_label = store_bytes(s);
+    CHECK(with_label > before); /* the label index exists now, not before */
+    in_ns(s, "odd");
+    owned_by(s, "own1");
+    CHECK(store_bytes(s) > with_label);
+    /* churn: replaces change labels, namespaces stay, owners move; removes */
+    for (int i = 0; i < 500; i += 3) {
+        snprintf(name, sizeof name, "o%d", i);
+        snprintf(labels, sizeof labels, "\"mod\":\"m%d\"", (i + 1) % 7);
+        snprintf(owner, sizeof owner, "own%d", (i + 5) % 13);
+        ok &= store_put(s, mk(i % 2 ? "odd" : "even", name, labels, owner), NULL) != NULL;
+    }
+    for (int i = 0; i < 500; i += 5) {
+        snprintf(name, sizeof name, "%s/o%d", i % 2 ? "odd" : "even", i);
+        store_obj_free(store_remove(s, name));
+    }
+    CHECK(ok);
+    for (int m = 0; m < 7; m++) {
+        snprintf(sel, sizeof sel, "mod=m%d", m);
+        snprintf(labels, sizeof labels, "m%d", m);
+        seen sn = {0};
+        store_each_selected(s, NULL, sel, collect, &sn, NULL);
+        ok &= sn.total == scanned(s, NULL, "mod", labels, NULL);
+        memset(&sn, 0, sizeof sn);
+        store_each_selected(s, "even", sel, collect, &sn, NULL);
+        ok &= sn.total == scanned(s, "even", "mod", labels, NULL);
+    }
+    for (int i = 0; i < 13; i++) {
+        snprintf(owner, sizeof owner, "own%d", i);
+        seen sn = {0};
+        store_each_owned_by(s, owner, collect, &sn);
+        ok &= sn.total == scanned(s, NULL, NULL, NULL, owner);
+    }
+    seen sn = {0};
+    store_each_in_namespace(s, "even", collect, &sn);
+    ok &= sn.total == scanned(s, "even", NULL, NULL, NULL) && sn.total > 0;
+    CHECK(ok);
+    store_free(s);
+}
+
+/* Objects live packed in the store's arena. Replacing every object again
+ * and again leaves dead copies behind: the store moves the survivors of
+ * sparse blocks and frees those, so memory stays near what one copy of each
+ * costs; every key, index and object read back stays right, and a replaced
+ * object its caller still holds is never moved or freed under it. */
+TEST(churn_packs_the_arena_and_keeps_every_object_right)
+{
+    enum { N = 3000, ROUNDS = 12 };
+    store *s = store_new();
+    char name[32], labels[96], owner[32], key[48];
+    int ok = 1;
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "o%d", i);
+        snprintf(labels, sizeof labels, "\"mod\":\"m%d\",\"round\":\"r0\"", i % 7);
+        snprintf(owner, sizeof owner, "own%d", i % 13);
+        ok &= store_put(s, mk(i % 2 ? "odd" : "even", name, labels, owner), NULL) != NULL;
+    }
+    /* build every index before the churn, so that moves must update them */
+    in_ns(s, "odd");
+    owned_by(s, "own1");
+    select_keys(s, NULL, "mod=m1");
+    select_keys(s, NULL, "round=r0");
+    size_t one_copy = store_bytes(s), peak = 0;
+    store_obj *held = NULL; /* a replaced object kept across many puts */
+    for (int r = 1; r <= ROUNDS; r++) {
+        for (int i = 0; i < N; i++) {
+            snprintf(name, sizeof name, "o%d", i);
+            snprintf(labels, sizeof labels, "\"mod\":\"m%d\",\"round\":\"r%d\"", (i + r) % 7, r);
+            snprintf(owner, sizeof owner, "own%d", (i + r) % 13);
+            store_obj *old = NULL;
+            ok &= store_put(s, mk(i % 2 ? "odd" : "even", name, labels, owner), &old) != NULL;
+            if (r == 1 && i == 10)
+                held = old;
+            else
+                store_obj_free(old);
+        }
+        size_t b = store_bytes(s);
+        peak = b > peak ? b : peak;
+    }
+    CHECK(ok);
+    printf("# arena: %zu bytes for one copy of each, at most %zu after %d rounds of replaces\n",
+           one_copy, peak, ROUNDS);
+    CHECK(peak < one_copy * 3 / 2);
+    CHECK(held && strcmp(held->key, "even/o10") == 0 && strcmp(store_obj_label(held, "round"), "r0") == 0);
+    store_obj_free(held);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "%s/o%d", i % 2 ? "odd" : "even", i);
+        const store_obj *o = store_get(s, key);
+        snprintf(labels, sizeof labels, "m%d", (i + ROUNDS) % 7);
+        snprintf(owner, sizeof owner, "own%d", (i + ROUNDS) % 13);
+        ok &= o && strcmp(o->key, key) == 0 && strcmp(o->name, key + (i % 2 ? 4 : 5)) == 0 &&
+              strcmp(store_obj_label(o, "mod"), labels) == 0 && o->nowners == 1 &&
+              strcmp(o->owner_uids[0], owner) == 0 && strstr(o->json, key + (i % 2 ? 4 : 5));
+    }
+    CHECK(ok);
+    for (int m = 0; m < 7; m++) {
+        snprintf(labels, sizeof labels, "mod=m%d", m);
+        snprintf(name, sizeof name, "m%d", m);
+        seen sn = {0};
+        store_each_selected(s, NULL, labels, collect, &sn, NULL);
+        ok &= sn.total == scanned(s, NULL, "mod", name, NULL);
+    }
+    for (int i = 0; i < 13; i++) {
+        snprintf(owner, sizeof owner, "own%d", i);
+        seen sn = {0};
+        store_each_owned_by(s, owner, collect, &sn);
+        ok &= sn.total == scanned(s, NULL, NULL, NULL, owner);
+    }
+    seen sn = {0};
+    store_each_in_namespace(s, "odd", collect, &sn);
+    ok &= sn.total == N / 2;
+    CHECK(ok);
+    /* removed objects outlive their store until their owner frees them */
+    store_obj *kept = store_remove(s, "odd/o1");
+    store_free(s);
+    CHECK(kept && strcmp(kept->key, "odd/o1") == 0);
+    store_obj_free(kept);
+}
+
+/* An object larger than an arena piece is held as it came. */
+TEST(a_large_object_is_kept_whole)
+{
+    size_t n = 100000;
+    char *big = malloc(n + 128);
+    CHECK(big != NULL);
+    if (!big)
+        return;
+    int h = snprintf(big, 128, "{\"metadata\":{\"name\":\"big\",\"namespace\":\"a\"},\"data\":\"");
+    memset(big + h, 'x', n);
+    strcpy(big + h + n, "\"}");
+    store *s = store_new();
+    CHECK(store_put(s, obj(big), NULL) != NULL);
+    CHECK(store_put(s, mk("a", "small", "", NULL), NULL) != NULL);
+    const store_obj *o = store_get(s, "a/big");
+    CHECK(o && o->json_len == strlen(big) && memcmp(o->json, big, o->json_len) == 0);
+    CHECK_STR(in_ns(s, "a"), "a/big,a/small");
+    store_obj_free(store_remove(s, "a/big"));
+    CHECK(store_len(s) == 1);
+    store_free(s);
+    free(big);
 }
 
 /* A realistic ~1 KB object (a Deployment-owned Pod-ish ConfigMap). */
@@ -459,7 +651,7 @@ static size_t per_object(const store_transform *t, size_t *json_avg)
             store_transform_apply(t, &d, 0, NULL, NULL, &out) == 0)
             o = store_obj_from_doc(&d, 0, out.data, out.len, NULL);
         json_doc_free(&d);
-        if (!o || store_put(s, o, NULL) != 0)
+        if (!o || store_put(s, o, NULL) == NULL)
             ok = 0;
     }
     kl_buf_free(&out);
@@ -495,7 +687,7 @@ TEST(memory_per_object)
         size_t len = make_1k(buf, sizeof buf, i);
         json_total += len;
         store_obj *o = store_obj_new(buf, len, NULL);
-        if (!o || store_put(s, o, NULL) != 0)
+        if (!o || store_put(s, o, NULL) == NULL)
             ok = 0;
     }
     CHECK(ok);
@@ -532,6 +724,63 @@ TEST(memory_per_object)
     store_free(s);
 }
 
+/* The benchmark's Widget (bench/peers/loader) as the API server sends it:
+ * 1,036 bytes in the bench's namespace, 290 of them managedFields. */
+static size_t make_widget(char *buf, size_t cap, int i)
+{
+    char payload[441];
+    for (size_t k = 0; k < 440; k++)
+        payload[k] = "klua-bench-"[k % 11];
+    payload[440] = '\0';
+    int n = snprintf(
+        buf, cap,
+        "{\"apiVersion\":\"bench.klua.dev/v1\",\"kind\":\"Widget\",\"metadata\":{"
+        "\"creationTimestamp\":\"2026-12-06T09:33:46Z\",\"generation\":1,"
+        "\"labels\":{\"app\":\"bench\",\"shard\":\"s%02d\"},\"managedFields\":[{"
+        "\"apiVersion\":\"bench.klua.dev/v1\",\"fieldsType\":\"FieldsV1\",\"fieldsV1\":{"
+        "\"f:metadata\":{\"f:labels\":{\".\":{},\"f:app\":{},\"f:shard\":{}}},\"f:spec\":{"
+        "\".\":{},\"f:payload\":{},\"f:replicas\":{},\"f:seq\":{}}},\"manager\":\"loader\","
+        "\"operation\":\"Update\",\"time\":\"2026-12-06T09:33:46Z\"}],\"name\":\"w-%06d\","
+        "\"namespace\":\"bench-sync\",\"resourceVersion\":\"%d\","
+        "\"uid\":\"be1e06d1-bead-461c-9c97-%012d\"},\"spec\":{\"payload\":\"%s\","
+        "\"replicas\":1,\"seq\":0}}",
+        i % 16, i, 100000 + i, i, payload);
+    return (size_t)n;
+}
+
+/* Issue 14's goal for the cache itself: a Widget kept (without its
+ * managedFields, the default) costs less than its wire JSON, everything
+ * the store holds for it counted (object, strings, tables). */
+TEST(a_cached_widget_costs_less_than_its_wire_json)
+{
+    enum { N = 10000 };
+    store *s = store_new();
+    store_transform t = STORE_TRANSFORM_DEFAULT;
+    char buf[2048];
+    size_t wire = 0, ok = 1, empty = store_bytes(s);
+    kl_buf out = KL_BUF_INIT;
+    for (int i = 0; i < N; i++) {
+        size_t len = make_widget(buf, sizeof buf, i);
+        wire += len;
+        json_doc d = {0};
+        kl_buf_reset(&out);
+        store_obj *o = NULL;
+        if (json_parse(&d, buf, len, NULL) == 0 &&
+            store_transform_apply(&t, &d, 0, NULL, NULL, &out) == 0)
+            o = store_obj_from_doc(&d, 0, out.data, out.len, NULL);
+        json_doc_free(&d);
+        if (!o || !store_put(s, o, NULL))
+            ok = 0;
+    }
+    kl_buf_free(&out);
+    CHECK(ok);
+    size_t per = (store_bytes(s) - empty) / N;
+    printf("# store: a Widget costs %zu bytes (wire JSON %zu, kept %zu)\n", per, wire / N,
+           (size_t)store_get(s, "bench-sync/w-000123")->json_len);
+    CHECK(per <= wire / N);
+    store_free(s);
+}
+
 int main(void)
 {
     RUN(object_metadata_is_extracted);
@@ -540,11 +789,15 @@ int main(void)
     RUN(selector_queries);
     RUN(namespace_iteration_and_early_stop);
     RUN(churn_keeps_every_key_reachable);
+    RUN(indexes_are_built_on_first_query_and_kept_up_to_date);
+    RUN(churn_packs_the_arena_and_keeps_every_object_right);
+    RUN(a_large_object_is_kept_whole);
     RUN(managed_fields_are_dropped_by_default);
     RUN(managed_fields_kept_on_request);
     RUN(a_projection_keeps_the_paths_and_what_klua_needs);
     RUN(list_items_get_apiVersion_and_kind);
     RUN(memory_per_object);
     RUN(memory_per_object_under_each_transform);
+    RUN(a_cached_widget_costs_less_than_its_wire_json);
     DONE();
 }

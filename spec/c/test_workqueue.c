@@ -274,6 +274,39 @@ TEST(shutdown_stops_gets_and_cancels_timers)
     loop_free(l);
 }
 
+/* A burst of keys drained (the queue then gives its memory back) leaves a
+ * queue that dedups, orders and tracks keys as before, through another burst. */
+TEST(a_drained_burst_leaves_a_working_queue)
+{
+    loop *l = new_loop();
+    workqueue *q = workqueue_new(l, "test", NULL);
+    char key[32];
+    int ok = 1;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 3000; i++) {
+            snprintf(key, sizeof key, "ns/k%d", i);
+            workqueue_add(q, key);
+            workqueue_add(q, key);
+        }
+        ok &= workqueue_len(q) == 3000;
+        for (int i = 0; i < 3000; i++) {
+            snprintf(key, sizeof key, "ns/k%d", i);
+            const char *k = workqueue_get(q);
+            ok &= k && strcmp(k, key) == 0;
+            workqueue_done(q, key);
+        }
+        ok &= workqueue_len(q) == 0 && workqueue_processing(q) == 0;
+    }
+    CHECK(ok);
+    workqueue_add(q, "ns/a");
+    workqueue_add(q, "ns/a");
+    CHECK(workqueue_len(q) == 1);
+    CHECK_STR(workqueue_get(q), "ns/a");
+    workqueue_done(q, "ns/a");
+    workqueue_free(q);
+    loop_free(l);
+}
+
 int main(void)
 {
     RUN(repeated_adds_collapse);
@@ -286,5 +319,6 @@ int main(void)
     RUN(token_bucket_limits_when_burst_is_spent);
     RUN(defaults_match_client_go);
     RUN(shutdown_stops_gets_and_cancels_timers);
+    RUN(a_drained_burst_leaves_a_working_queue);
     DONE();
 }
