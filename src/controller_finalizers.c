@@ -200,8 +200,11 @@ static void count_orphan(scan *s, const char *name, const char *key)
 static int scan_obj(void *ud, const store_obj *o)
 {
     scan *s = ud;
-    /* Most objects carry no klua finalizer: skip them without a parse. */
-    if (!memmem(o->json, o->json_len, KLUA_PREFIX, sizeof KLUA_PREFIX - 1))
+    /* Most objects carry no klua finalizer: skip them without a parse. The
+     * opening quote is part of the probe: without it every object of a
+     * group ending in klua.dev ("apiVersion":"bench.klua.dev/v1") matched,
+     * and the first sync parsed each one again (10k Widgets: 9-35 ms). */
+    if (!memmem(o->json, o->json_len, "\"" KLUA_PREFIX, sizeof KLUA_PREFIX))
         return 0;
     json_doc d = {0};
     if (json_parse(&d, o->json, o->json_len, NULL) == 0) {
