@@ -23,7 +23,7 @@ static void put(store *s, const char *name, const char *finalizers)
              finalizers ? "]" : "");
     kl_err err;
     store_obj *o = store_obj_new(json, strlen(json), &err);
-    if (!o || store_put(s, o, NULL) != 0) {
+    if (!o || !store_put(s, o, NULL)) {   /* NULL: memory, and o is still ours */
         printf("# store: %s\n", o ? "out of memory" : err.msg);
         store_obj_free(o);
     }
