@@ -180,13 +180,9 @@ static void on_informer_synced(void *ud) { schedule_sync_check(ud); }
 static void wrote(void *ud, const char *ns, const char *name, const store_obj *o)
 {
     controller *c = ud;
-    char key[600];
-    if (!o->uid || !o->rv || !name)
+    char key[STORE_KEY_MAX];
+    if (!o->uid || !o->rv || !name || store_key(key, sizeof key, ns, name) != 0)
         return;
-    if (ns && *ns)
-        snprintf(key, sizeof key, "%s/%s", ns, name);
-    else
-        snprintf(key, sizeof key, "%s", name);
     if (controller_echo_wrote(c->echo, key, o->uid, o->rv) != 0)
         kl_log(KL_LOG_V1, "write not noted: its echo will queue the key again", "controller",
                c->name, "key", key, NULL);

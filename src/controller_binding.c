@@ -291,14 +291,9 @@ static void enqueue_owners(controller_binding *b, const store_obj *o, const stor
         char *av = json_str_dup(&d, json_obj_get(&d, r, "apiVersion"));
         char *name = json_str_dup(&d, json_obj_get(&d, r, "name"));
         if (av && name && same_group(av, b->api_version)) {
-            kl_buf key = KL_BUF_INIT;
-            if (b->watch_res.namespaced)
-                kl_buf_printf(&key, "%s/%s", o->ns, name);
-            else
-                kl_buf_puts(&key, name);
-            if (key.data && !kl_buf_failed(&key))
-                b->ev.enqueue(b->ev.ud, key.data, from);
-            kl_buf_free(&key);
+            char key[STORE_KEY_MAX];
+            if (store_key(key, sizeof key, b->watch_res.namespaced ? o->ns : NULL, name) == 0)
+                b->ev.enqueue(b->ev.ud, key, from);
         }
         free(av);
         free(name);

@@ -487,11 +487,8 @@ static int log_at(lua_State *L, int level)
             lua_pop(L, 1);                               /* [.., k] */
         }
     }
-    char key[600];
-    if (c->ns[0])
-        snprintf(key, sizeof key, "%s/%s", c->ns, c->name);
-    else
-        snprintf(key, sizeof key, "%s", c->name);
+    char key[STORE_KEY_MAX];
+    store_key(key, sizeof key, c->ns, c->name);
     /* The line kl_log formats (JSON escapes take up to 6 bytes a byte) is C
      * memory held for the script: it counts against the cap meanwhile. */
     size_t line = 0;

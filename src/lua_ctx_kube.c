@@ -88,8 +88,8 @@ static void start_call(lua_ctx *c)
     const store *st = NULL;
     if (c->op >= OP_CREATE && !c->dry_run && c->req_name[0] &&
         lua_ctx_resolve_now(c, &st) && st) {
-        char key[600];                  /* note what the watch brings meanwhile */
-        snprintf(key, sizeof key, "%s%s%s", ns ? ns : "", ns ? "/" : "", c->req_name);
+        char key[STORE_KEY_MAX];        /* note what the watch brings meanwhile */
+        store_key(key, sizeof key, ns, c->req_name);
         c->ryw = rywcache_begin(st, key);
     }
     switch (c->op) {
@@ -169,12 +169,9 @@ static void remember_write(lua_ctx *c, int ok)
             rc = rywcache_record_obj(st, p, o);
             o = NULL;
         } else {
-            char key[600];
-            const char *ns = c->req_ns[0] ? c->req_ns : c->ns;
-            if (r->namespaced)
-                snprintf(key, sizeof key, "%s/%s", ns, c->req_name);
-            else
-                snprintf(key, sizeof key, "%s", c->req_name);
+            char key[STORE_KEY_MAX];
+            store_key(key, sizeof key, !r->namespaced ? NULL : c->req_ns[0] ? c->req_ns : c->ns,
+                      c->req_name);
             rc = rywcache_record_delete(st, p, key, o ? o->uid : NULL);
         }
         store_obj_free(o);
@@ -323,11 +320,9 @@ static int l_get(lua_State *L)
     snprintf(c->req_ns, sizeof c->req_ns, "%s", ns ? ns : "");
     snprintf(c->req_name, sizeof c->req_name, "%s", name);
     if (st && r && !live) {
-        char key[600];
-        if (r->namespaced)
-            snprintf(key, sizeof key, "%s/%s", c->req_ns[0] ? c->req_ns : c->ns, name);
-        else
-            snprintf(key, sizeof key, "%s", name);
+        char key[STORE_KEY_MAX];
+        store_key(key, sizeof key, !r->namespaced ? NULL : c->req_ns[0] ? c->req_ns : c->ns,
+                  name);
         const store_obj *o = NULL;
         if (!rywcache_lookup(st, key, &o))    /* our own write first */
             o = store_get(st, key);

@@ -801,6 +801,12 @@ const store_obj *store_get(const store *s, const char *key)
 
 size_t store_len(const store *s) { return s->objs.len; }
 
+int store_key(char *out, size_t cap, const char *ns, const char *name)
+{
+    int n = ns && *ns ? snprintf(out, cap, "%s/%s", ns, name) : snprintf(out, cap, "%s", name);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
 /* ---- iteration (callbacks must not change the store) ---- */
 
 /* A query may build the index it needs (ensure_*): the store is const to

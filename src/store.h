@@ -65,6 +65,12 @@ store_obj *store_remove(store *s, const char *key);
 const store_obj *store_get(const store *s, const char *key);
 size_t store_len(const store *s);
 
+/* The key the store files ns/name under: "ns/name", or "name" when ns is
+ * NULL or "" (cluster-scoped). Returns 0, or -1 when it does not fit in
+ * cap bytes (out then holds a truncated key that matches nothing). */
+int store_key(char *out, size_t cap, const char *ns, const char *name);
+#define STORE_KEY_MAX 600   /* a 253-byte name under a 253-byte namespace, with room */
+
 /* Iteration: cb returns non-zero to stop. ns NULL = every namespace.
  * cb must not change the store (no put/remove during a visit). */
 typedef int (*store_visit_cb)(void *ud, const store_obj *o);

@@ -781,8 +781,27 @@ TEST(a_cached_widget_costs_less_than_its_wire_json)
     store_free(s);
 }
 
+TEST(store_key_is_the_key_objects_are_filed_under)
+{
+    char k[STORE_KEY_MAX];
+    CHECK(store_key(k, sizeof k, "ns", "a") == 0 && strcmp(k, "ns/a") == 0);
+    CHECK(store_key(k, sizeof k, "", "a") == 0 && strcmp(k, "a") == 0);
+    CHECK(store_key(k, sizeof k, NULL, "a") == 0 && strcmp(k, "a") == 0);
+    char small[4];
+    CHECK(store_key(small, sizeof small, "ns", "a") == -1);
+    const char *j = "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\",\"uid\":\"u\","
+                    "\"resourceVersion\":\"1\"}}";
+    kl_err err = {0};
+    store_obj *o = store_obj_new(j, strlen(j), &err);
+    CHECK(o != NULL);
+    store_key(k, sizeof k, o->ns, o->name);
+    CHECK(strcmp(k, o->key) == 0);
+    store_obj_free(o);
+}
+
 int main(void)
 {
+    RUN(store_key_is_the_key_objects_are_filed_under);
     RUN(object_metadata_is_extracted);
     RUN(objects_without_a_name_are_rejected);
     RUN(put_replace_remove_maintain_indexes);
