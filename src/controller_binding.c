@@ -335,8 +335,9 @@ static void on_owned_update(void *ud, const store_obj *old, const store_obj *cur
     owned *ow = ud;
     if (!passes(ow->b, ow->pred, old, cur))
         return;
-    enqueue_mapped(ow, old, changed(old, cur));
-    enqueue_mapped(ow, cur, changed(old, cur));
+    const store_obj *from = changed(old, cur);
+    enqueue_mapped(ow, old, from);
+    enqueue_mapped(ow, cur, from);
 }
 static void on_owned_delete(void *ud, const store_obj *o) { enqueue_mapped(ud, o, NULL); }
 

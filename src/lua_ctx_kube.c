@@ -157,32 +157,27 @@ static void remember_write(lua_ctx *c, int ok)
         rywcache_abandon(p);
         return;
     }
-    int rc = 0;
-    if (c->op == OP_DELETE && (ok || c->code == 404)) {
-        store_obj *o = NULL;
-        kl_err err = {0};
-        if (ok && c->rbody.len)
-            o = store_obj_new(c->rbody.data, c->rbody.len, &err);
-        if (o && o->deleting) {  /* finalizers or a grace period: still there */
-            if (c->cache.wrote)
-                c->cache.wrote(c->cache.ud, c->ns, c->name, o);
-            rc = rywcache_record_obj(st, p, o);
-            o = NULL;
-        } else {
-            char key[STORE_KEY_MAX];
-            store_key(key, sizeof key, !r->namespaced ? NULL : c->req_ns[0] ? c->req_ns : c->ns,
-                      c->req_name);
-            rc = rywcache_record_delete(st, p, key, o ? o->uid : NULL);
-        }
+    /* The answer, decoded once: for the overlay and the controller's echo
+     * book. A delete answers the object only while it is still there
+     * (finalizers or a grace period); else the absence is recorded. */
+    store_obj *o = NULL;
+    kl_err err = {0};
+    if (ok && c->rbody.len)
+        o = store_obj_new(c->rbody.data, c->rbody.len, &err);
+    int rc;
+    if (c->op == OP_DELETE && !(o && o->deleting)) {
+        char key[STORE_KEY_MAX];
+        store_key(key, sizeof key, !r->namespaced ? NULL : c->req_ns[0] ? c->req_ns : c->ns,
+                  c->req_name);
+        rc = rywcache_record_delete(st, p, key, o ? o->uid : NULL);
         store_obj_free(o);
-    } else if (c->rbody.len) {
-        kl_err err = {0};
-        store_obj *o = store_obj_new(c->rbody.data, c->rbody.len, &err);
-        if (o && c->cache.wrote)
+    } else if (o) {
+        if (c->cache.wrote)
             c->cache.wrote(c->cache.ud, c->ns, c->name, o);
         rc = rywcache_record_obj(st, p, o);
     } else {
         rywcache_abandon(p);
+        rc = c->rbody.len ? -1 : 0;   /* an answer that did not decode */
     }
     if (rc != 0)
         kl_log(KL_LOG_V1, "write not remembered for cached reads", "controller", c->controller,
