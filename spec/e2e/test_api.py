@@ -651,3 +651,49 @@ def test_own_write_echo_does_not_reconcile_again(cluster, namespace, klua_factor
     cluster.kubectl("label", "configmap", "a", "-n", namespace, "other=x")
     wait_for(lambda: [r for r in script_logs(k, f"{namespace}/a", "labeler") if r.get("other") == "x"], 60,
              what="labeler reconciling a after kubectl label")
+
+
+PARENT = """
+return {
+  watch = { apiVersion = "v1", kind = "ConfigMap" },
+  owns = { { apiVersion = "v1", kind = "Secret" } },
+  workers = 1,
+  reconcile = function(ctx, obj)
+    ctx.log.info("reconciled", {})
+    local name = obj.metadata.name .. "-child"
+    local _, gerr = ctx:get({ apiVersion = "v1", kind = "Secret" }, obj.metadata.namespace, name)
+    if gerr and gerr.reason == "NotFound" then
+      local _, err = ctx:create({ apiVersion = "v1", kind = "Secret",
+        metadata = { name = name, namespace = obj.metadata.namespace,
+                     ownerReferences = { ctx:owner_reference(obj) } },
+        stringData = { x = "1" } })
+      if err then error(tostring(err)) end
+    end
+    return { requeue_after = 3600 }
+  end,
+}
+"""
+
+
+def test_created_child_echo_does_not_reconcile_the_owner_again(cluster, namespace, klua_factory,
+                                                               tmp_path):
+    """The add event of a child the reconcile created maps to its owner: it is
+    that reconcile's own write, so the owner is not reconciled again; the
+    child changed by someone else still reconciles it."""
+    scripts = write_script(tmp_path, "parent.lua", PARENT)
+    k = start(klua_factory, scripts, namespace)
+    cluster.apply(cm("a"), namespace)
+    wait_for(lambda: cluster.kubectl("get", "secret", "a-child", "-n", namespace,
+                                     check=False).returncode == 0, 60, what="child of a")
+    # barrier: a-child's add (the Secret watch) is long delivered once b and
+    # its child have made their round trips and c has been reconciled after
+    # them (one worker, queue in order)
+    cluster.apply(cm("b"), namespace)
+    wait_for(lambda: cluster.kubectl("get", "secret", "b-child", "-n", namespace,
+                                     check=False).returncode == 0, 60, what="child of b")
+    cluster.apply(cm("c"), namespace)
+    wait_for(lambda: reconciles(k, f"{namespace}/c"), 60, what="c reconciled")
+    assert len(reconciles(k, f"{namespace}/a")) == 1, reconciles(k, f"{namespace}/a")
+    cluster.kubectl("annotate", "secret", "a-child", "-n", namespace, "x=y")
+    wait_for(lambda: len(reconciles(k, f"{namespace}/a")) == 2, 60,
+             what="a reconciled after its child changed")
