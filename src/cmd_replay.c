@@ -47,9 +47,7 @@ int klua_replay_main(int argc, char **argv)
         } else if (i + 1 < argc && !strcmp(a, "--scripts")) {
             r.scripts = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "-v")) {
-            char *end;
-            loglevel = (int)strtol(argv[++i], &end, 10);
-            if (*end || loglevel < 0 || loglevel > 10) {
+            if ((loglevel = kl_log_parse_verbosity(argv[++i])) < 0) {
                 fprintf(stderr, "klua: -v wants a number from 0 to 10\n");
                 return 2;
             }

@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -17,6 +18,13 @@
 
 static int log_json;
 static int log_verbosity;
+
+int kl_log_parse_verbosity(const char *s)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    return !*s || *end || v < 0 || v > 10 ? -1 : (int)v;
+}
 
 void kl_log_setup(int json, int verbosity)
 {

@@ -24,6 +24,8 @@ enum {
 #define KL_LOG_RAW "\001"
 
 void kl_log_setup(int json, int verbosity);
+/* A -v value: 0 to 10, or -1 when s is not one. */
+int kl_log_parse_verbosity(const char *s);
 int kl_log_enabled(int level);
 /* Pairs of (const char *key, const char *value), terminated by NULL. */
 void kl_log(int level, const char *msg, ...) __attribute__((sentinel));

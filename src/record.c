@@ -38,6 +38,24 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* s[0..n) with known secret values redacted, NUL-terminated (the caller
+ * frees it); NULL with the line marked failed when out of memory. */
+static char *redacted(recorder *r, const char *s, size_t n)
+{
+    char *tmp = malloc(n + 1), *red = malloc(4 * n + 1024);
+    if (!tmp || !red) {
+        free(tmp);
+        free(red);
+        r->line.failed = 1;
+        return NULL;
+    }
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    lua_ctx_shared_redact(r->shared, tmp, red, 4 * n + 1024);
+    free(tmp);
+    return red;
+}
+
 /* A JSON string of s, with known secret values redacted. */
 static void put_str(recorder *r, const char *s, size_t n)
 {
@@ -45,19 +63,10 @@ static void put_str(recorder *r, const char *s, size_t n)
         kl_buf_puts(&r->line, "null");
         return;
     }
-    char *tmp = malloc(n + 1);
-    char *red = malloc(4 * n + 1024);
-    if (!tmp || !red) {
-        free(tmp);
-        free(red);
-        r->line.failed = 1;
+    char *red = redacted(r, s, n);
+    if (!red)
         return;
-    }
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    lua_ctx_shared_redact(r->shared, tmp, red, 4 * n + 1024);
     json_escape_append(&r->line, red, strlen(red));
-    free(tmp);
     free(red);
 }
 
@@ -75,18 +84,10 @@ static void put_json(recorder *r, const char *s, size_t n)
         return;
     }
     json_doc_free(&d);
-    char *tmp = malloc(n + 1), *red = malloc(4 * n + 1024);
-    if (!tmp || !red) {
-        free(tmp);
-        free(red);
-        r->line.failed = 1;
+    char *red = redacted(r, s, n);
+    if (!red)
         return;
-    }
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    lua_ctx_shared_redact(r->shared, tmp, red, 4 * n + 1024);
     kl_buf_puts(&r->line, red);
-    free(tmp);
     free(red);
 }
 
